@@ -1,0 +1,5 @@
+import sys
+
+from mtlsauth.cli import main
+
+sys.exit(main())

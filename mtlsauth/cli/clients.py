@@ -1,0 +1,187 @@
+"""``mtlsauth client add|list|show|remove``: the client registry, straight in the store.
+
+A running server sees changes within its reload interval (0.5 s by default), no restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mtlsauth.cli.common import CLIError, add_home, emit, home_of
+from mtlsauth.clients import AUTH_METHODS, Client
+from mtlsauth.config import ConfigError, Settings, load_settings
+from mtlsauth.registration import RegistrationError, register
+from mtlsauth.store import ClientExistsError, Store, StoreError, open_store
+
+__all__ = ["add_parser", "describe"]
+
+T = TypeVar("T")
+_NAME_FLAGS = ("subject_dn", "san_dns", "san_uri", "san_ip", "san_email")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        return load_settings(home_of(args))
+    except ConfigError as exc:
+        raise CLIError(f"configuration error: {exc}", code=2) from exc
+
+
+def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = open_store(settings.database_url)
+        await store.open()
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except ClientExistsError as exc:
+        raise CLIError(str(exc)) from exc
+    except StoreError as exc:
+        raise CLIError(f"store error: {exc}") from exc
+
+
+def describe(client: Client) -> dict[str, Any]:
+    """A client as JSON for operators; never a secret or its hash."""
+    data: dict[str, Any] = {
+        "client_id": client.client_id,
+        "auth_method": client.auth_method,
+        "bound_tokens": client.bound_tokens,
+        "scope": " ".join(client.scopes),
+        "audiences": list(client.audiences),
+        "grant_types": list(client.grant_types),
+    }
+    if client.tls_name is not None:
+        data[f"tls_client_auth_{client.tls_name.kind}"] = client.tls_name.value
+    if client.certificates:
+        data["certificates"] = [
+            {"x5t#S256": c.thumbprint, "not_after": c.not_after.isoformat()}
+            for c in client.certificates
+        ]
+    if client.secrets:
+        data["active_secrets"] = len(client.secrets)
+    return data
+
+
+def _add(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    names = [(flag, value) for flag in _NAME_FLAGS for value in getattr(args, flag)]
+    try:
+        new = register(
+            auth_method=args.auth_method,
+            secret_key=settings.secret_key.get(),
+            client_id=args.client_id,
+            names=names,
+            cert_files=[Path(p) for p in args.cert],
+            jwks_file=Path(args.jwks) if args.jwks else None,
+            bound_tokens=args.bound_tokens,
+            scope=args.scope,
+            audiences=args.audience,
+        )
+    except RegistrationError as exc:
+        raise CLIError(str(exc), code=2) from exc
+    _with_store(settings, lambda store: store.add_client(new.client))
+    data = describe(new.client)
+    if new.client_secret is not None:
+        data["client_secret"] = new.client_secret
+    emit(args, data)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    clients = _with_store(_settings(args), lambda store: store.list_clients())
+    rows = [describe(c) for c in clients]
+    text = "\n".join(
+        f"{c.client_id}\t{c.auth_method}\tbound={str(c.bound_tokens).lower()}\t"
+        f"scope={' '.join(c.scopes) or '-'}"
+        for c in clients
+    )
+    emit(args, rows, text or "(no clients)")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    client = _with_store(_settings(args), lambda store: store.get_client(args.client_id))
+    if client is None:
+        raise CLIError(f"no client {args.client_id!r}")
+    emit(args, describe(client))
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    removed = _with_store(_settings(args), lambda store: store.remove_client(args.client_id))
+    if not removed:
+        raise CLIError(f"no client {args.client_id!r}")
+    emit(args, {"client_id": args.client_id, "removed": True})
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("client", help="register, list, show and remove clients")
+    commands = parser.add_subparsers(dest="client_command", required=True, metavar="COMMAND")
+
+    add = commands.add_parser(
+        "add",
+        help="register a client",
+        description="Register a client. tls_client_auth needs exactly one certificate name; "
+        "self_signed_tls_client_auth needs --cert or --jwks. Secrets are shown once.",
+    )
+    add_home(add)
+    add.add_argument("--auth-method", required=True, choices=AUTH_METHODS)
+    add.add_argument("--client-id", help="the client_id (default: random)")
+    add.add_argument(
+        "--subject-dn",
+        action="append",
+        default=[],
+        metavar="DN",
+        help="RFC 4514 subject DN (tls_client_auth)",
+    )
+    add.add_argument("--san-dns", action="append", default=[], metavar="NAME")
+    add.add_argument("--san-uri", action="append", default=[], metavar="URI")
+    add.add_argument("--san-ip", action="append", default=[], metavar="ADDRESS")
+    add.add_argument("--san-email", action="append", default=[], metavar="ADDRESS")
+    add.add_argument(
+        "--cert",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="a certificate to register (self_signed_tls_client_auth); repeatable",
+    )
+    add.add_argument("--jwks", metavar="FILE", help="a JWK Set whose keys carry x5c")
+    add.add_argument(
+        "--bound-tokens",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bind tokens to the TLS certificate (default: on for mTLS methods)",
+    )
+    add.add_argument("--scope", default="", help='allowed (and default) scopes, "a b"')
+    add.add_argument(
+        "--audience",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="allowed audience / resource (RFC 8707); repeatable",
+    )
+    add.add_argument("--json", action="store_true")
+    add.set_defaults(handler=_add)
+
+    lst = commands.add_parser("list", help="list clients")
+    add_home(lst)
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(handler=_list)
+
+    for name, handler, text in (
+        ("show", _show, "show one client"),
+        ("remove", _remove, "remove a client"),
+    ):
+        cmd = commands.add_parser(name, help=text)
+        add_home(cmd)
+        cmd.add_argument("client_id", metavar="ID")
+        cmd.add_argument("--json", action="store_true")
+        cmd.set_defaults(handler=handler)

@@ -1,0 +1,97 @@
+"""``mtlsauth init``: a new home with a dev CA, a server certificate, a signing key, a database."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+from urllib.parse import urlsplit
+
+from mtlsauth.cli.common import CLIError, add_home, emit, home_of
+from mtlsauth.config import CONFIG_FILE, ConfigError, load_settings
+from mtlsauth.keys import generate_signing_key
+from mtlsauth.store import open_store
+from pki import CA, write_private
+from pki.cli import CA_DIR
+
+__all__ = ["add_parser"]
+
+
+def _toml_value(value: str | int) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _run(args: argparse.Namespace) -> int:
+    home = home_of(args)
+    if home.exists() and any(home.iterdir()):
+        raise CLIError(f"{home} exists and is not empty: refusing to overwrite an existing home")
+    issuer = (args.issuer or f"https://localhost:{args.port}").rstrip("/")
+    host = urlsplit(issuer).hostname
+    if urlsplit(issuer).scheme != "https" or not host:
+        raise CLIError(f"--issuer must be an https URL, got {issuer!r}", code=2)
+
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o700)
+    ca = CA.create(common_name="mtlsauth dev CA")
+    ca.save(home / CA_DIR)
+    (home / CA_DIR / "client-ca.pem").write_bytes(ca.cert_pem())
+    hostnames = list(dict.fromkeys(["localhost", "127.0.0.1", "::1", host]))
+    server = ca.issue_server(hostnames=hostnames)
+    (home / "tls").mkdir()
+    (home / "tls" / "server.pem").write_bytes(server.chain_pem())
+    write_private(home / "tls" / "server.key", server.key_pem())
+    key = generate_signing_key(home / "keys" / "signing.pem")
+    write_private(home / "secret.key", secrets.token_hex(32).encode() + b"\n")
+
+    config: dict[str, str | int] = {"issuer": issuer, "port": args.port}
+    if args.mtls_port:
+        config["mtls_port"] = args.mtls_port
+    lines = ["# mtlsauth settings; every key can be overridden by MTLSAUTH_<KEY>."]
+    lines += [f"{name} = {_toml_value(value)}" for name, value in config.items()]
+    (home / CONFIG_FILE).write_text("\n".join(lines) + "\n")
+    try:
+        settings = load_settings(home)
+    except ConfigError as exc:
+        raise CLIError(str(exc), code=2) from exc
+
+    async def create_db() -> None:
+        store = open_store(settings.database_url)
+        await store.open()
+        await store.close()
+
+    asyncio.run(create_db())
+    emit(
+        args,
+        {
+            "home": str(home),
+            "issuer": settings.issuer,
+            "port": settings.port,
+            "mtls_port": settings.mtls_port,
+            "ca_cert": str(home / CA_DIR / "ca.pem"),
+            "client_ca": str(settings.client_ca),
+            "config": str(home / CONFIG_FILE),
+            "database": settings.database_url,
+            "signing_kid": key.kid,
+        },
+    )
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "init",
+        help="create a new home: dev CA, server certificate, signing key, database",
+        description="Create a new mtlsauth home. Refuses to touch an existing, non-empty one.",
+    )
+    add_home(parser)
+    parser.add_argument("--issuer", help="issuer URL (default https://localhost:PORT)")
+    parser.add_argument("--port", type=int, default=8443, help="HTTPS port (default 8443)")
+    parser.add_argument(
+        "--mtls-port",
+        type=int,
+        help="also listen here, requiring a client certificate (RFC 8705 mtls_endpoint_aliases)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=_run)

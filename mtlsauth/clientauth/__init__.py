@@ -1,0 +1,80 @@
+"""Client authentication: one module per method, chosen by the client's registration.
+
+RFC 6749 §2.3: a client uses one authentication method per request; decision D8: only the
+method it registered. The method is never inferred from the certificate (chain length, issuer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from mtlsauth.clientauth.base import AuthContext, Authenticator, AuthRequest, PeerCertificate
+from mtlsauth.clientauth.mtls import authenticate_pki, authenticate_self_signed
+from mtlsauth.clientauth.secret import authenticate_secret, parse_basic
+from mtlsauth.clients import AuthMethod, Client, ClientRegistry
+from mtlsauth.errors import InvalidClient, InvalidRequest
+
+__all__ = [
+    "METHODS",
+    "AuthContext",
+    "AuthRequest",
+    "PeerCertificate",
+    "authenticate",
+    "parse_basic",
+    "supported_methods",
+]
+
+#: The registry of implemented methods, by RFC 8414 / RFC 7591 name.
+METHODS: Final[Mapping[AuthMethod, Authenticator]] = {
+    "client_secret_basic": authenticate_secret,
+    "client_secret_post": authenticate_secret,
+    "tls_client_auth": authenticate_pki,
+    "self_signed_tls_client_auth": authenticate_self_signed,
+}
+
+
+def supported_methods() -> list[str]:
+    return list(METHODS)
+
+
+def _presented(request: AuthRequest) -> str:
+    """Which kind of credential the request carries: basic, post, assertion or certificate."""
+    kinds = []
+    if request.basic_secret is not None:
+        kinds.append("client_secret_basic")
+    if request.post_secret is not None:
+        kinds.append("client_secret_post")
+    if request.assertion is not None or request.assertion_type is not None:
+        kinds.append("client_assertion")
+    if len(kinds) > 1:
+        raise InvalidRequest(f"more than one client authentication method used: {kinds}")
+    return kinds[0] if kinds else "tls"
+
+
+_COMPATIBLE: Final[Mapping[str, frozenset[str]]] = {
+    "client_secret_basic": frozenset({"client_secret_basic"}),
+    "client_secret_post": frozenset({"client_secret_post"}),
+    "client_assertion": frozenset({"client_secret_jwt", "private_key_jwt"}),
+    "tls": frozenset({"tls_client_auth", "self_signed_tls_client_auth"}),
+}
+
+
+def authenticate(request: AuthRequest, registry: ClientRegistry, context: AuthContext) -> Client:
+    """Authenticate the client of a request; raises InvalidClient or InvalidRequest."""
+    presented = _presented(request)
+    if request.client_id is None:
+        raise InvalidClient("no client identification in the request")
+    client = registry.get(request.client_id)
+    if client is None:
+        raise InvalidClient(f"unknown client_id {request.client_id!r}")
+    if client.auth_method not in _COMPATIBLE[presented]:
+        raise InvalidClient(
+            f"client {client.client_id!r} is registered for {client.auth_method} "
+            f"but authenticated with {presented}"
+        )
+    method = METHODS.get(client.auth_method)
+    if method is None:
+        raise InvalidClient(f"client {client.client_id!r}: {client.auth_method} is not supported")
+    method(client, request, context)
+    return client

@@ -1,0 +1,58 @@
+"""What every client authentication method sees and returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+from cryptography import x509
+
+from mtlsauth.clients import Client
+from mtlsauth.errors import InvalidClient
+from mtlsauth.thumbprint import x5t_s256
+from mtlsauth.tls import ClientCA
+
+__all__ = ["AuthContext", "AuthRequest", "Authenticator", "PeerCertificate"]
+
+
+class PeerCertificate:
+    """The TLS client leaf certificate: DER, thumbprint and (lazily) the parsed certificate."""
+
+    def __init__(self, der: bytes) -> None:
+        self.der = der
+
+    @cached_property
+    def thumbprint(self) -> str:
+        return x5t_s256(self.der)
+
+    @cached_property
+    def cert(self) -> x509.Certificate:
+        try:
+            return x509.load_der_x509_certificate(self.der)
+        except ValueError as exc:
+            raise InvalidClient(f"client certificate does not parse: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequest:
+    """The credentials of one token request, as the endpoint extracted them."""
+
+    client_id: str | None
+    basic_secret: str | None
+    post_secret: str | None
+    assertion: str | None
+    assertion_type: str | None
+    peer: PeerCertificate | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthContext:
+    """Server-side material the methods need."""
+
+    secret_key: bytes
+    client_ca: ClientCA
+
+
+#: A method checks the request's credentials against the client; it raises InvalidClient.
+Authenticator = Callable[[Client, AuthRequest, AuthContext], None]

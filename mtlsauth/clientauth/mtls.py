@@ -1,0 +1,53 @@
+"""Mutual-TLS client authentication (RFC 8705 §2).
+
+tls_client_auth (§2.1): the TLS layer validated the chain; here the leaf must have been issued
+by the client CA and carry the registered name. self_signed_tls_client_auth (§2.2): the leaf
+must be one of the registered certificates (by thumbprint) and valid now (decision D6).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from mtlsauth.clientauth.base import AuthContext, AuthRequest, PeerCertificate
+from mtlsauth.clients import Client
+from mtlsauth.errors import InvalidClient
+
+__all__ = ["authenticate_pki", "authenticate_self_signed"]
+
+
+def _peer(client: Client, request: AuthRequest) -> PeerCertificate:
+    if request.peer is None:
+        raise InvalidClient(f"client {client.client_id!r}: no TLS client certificate presented")
+    return request.peer
+
+
+def authenticate_pki(client: Client, request: AuthRequest, context: AuthContext) -> None:
+    """RFC 8705 §2.1.2: the registered subject DN or SAN entry must match the certificate."""
+    peer = _peer(client, request)
+    if not context.client_ca.issued(peer.cert):
+        raise InvalidClient(
+            f"client {client.client_id!r}: certificate {peer.thumbprint} was not issued by the "
+            "client CA"
+        )
+    if client.tls_name is None or not client.tls_name.matches(peer.cert):
+        raise InvalidClient(
+            f"client {client.client_id!r}: certificate {peer.thumbprint} does not carry the "
+            f"registered {client.tls_name.kind if client.tls_name else 'name'}"
+        )
+
+
+def authenticate_self_signed(client: Client, request: AuthRequest, context: AuthContext) -> None:
+    """RFC 8705 §2.2.2: the certificate must be one the client registered."""
+    peer = _peer(client, request)
+    registered = client.certificate(peer.thumbprint)
+    if registered is None:
+        raise InvalidClient(
+            f"client {client.client_id!r}: certificate {peer.thumbprint} is not registered"
+        )
+    now = dt.datetime.now(dt.UTC)
+    if not registered.not_before <= now <= registered.not_after:
+        raise InvalidClient(
+            f"client {client.client_id!r}: certificate {peer.thumbprint} is expired or not "
+            "yet valid"
+        )

@@ -1,0 +1,289 @@
+"""Settings: read once at start-up from ``<home>/mtlsauth.toml`` and ``MTLSAUTH_*`` variables.
+
+Environment variables win over the file (``MTLSAUTH_PORT=9443`` overrides ``port``). Every value
+is validated; a bad one fails at start with a message naming the setting and what it allows.
+Relative paths are resolved against the home directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = ["CONFIG_FILE", "ConfigError", "Secret", "Settings", "load_settings"]
+
+CONFIG_FILE: Final = "mtlsauth.toml"
+ENV_PREFIX: Final = "MTLSAUTH_"
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(Exception):
+    """A setting is missing or has a value outside what it allows."""
+
+
+class Secret:
+    """A value that never shows itself in a repr, a str or a log line."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def get(self) -> bytes:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The validated configuration of one mtlsauth home."""
+
+    home: Path
+    issuer: str
+    hosts: tuple[str, ...]
+    port: int
+    mtls_port: int | None
+    database_url: str
+    tls_cert: Path
+    tls_key: Path
+    client_ca: Path
+    signing_key: Path
+    secret_key: Secret = dataclasses.field(repr=False)
+    token_ttl: int = 600
+    default_audience: str = ""
+    reload_interval: float = 0.5
+    keepalive_timeout: float = 15.0
+    max_body_bytes: int = 16384
+    log_level: str = "INFO"
+
+    @property
+    def mtls_base_url(self) -> str | None:
+        """The base URL of the certificate-requiring listener (RFC 8705 §5 aliases)."""
+        if self.mtls_port is None:
+            return None
+        parts = urlsplit(self.issuer)
+        host = parts.hostname or "localhost"
+        if ":" in host:
+            host = f"[{host}]"
+        return urlunsplit((parts.scheme, f"{host}:{self.mtls_port}", parts.path, "", ""))
+
+    @property
+    def audience(self) -> str:
+        """The ``aud`` of tokens whose client names no audience of its own."""
+        return self.default_audience or self.issuer
+
+
+# --- validators ---------------------------------------------------------------------------
+
+
+def _as_str(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"setting {name!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _as_int(lo: int, hi: int) -> Callable[[str, Any], int]:
+    def check(name: str, value: Any) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"setting {name!r} must be an integer from {lo} to {hi}, got {value!r}"
+            ) from None
+        if isinstance(value, bool) or not lo <= number <= hi:
+            raise ConfigError(
+                f"setting {name!r} must be an integer from {lo} to {hi}, got {value!r}"
+            )
+        return number
+
+    return check
+
+
+def _as_float(lo: float, hi: float) -> Callable[[str, Any], float]:
+    def check(name: str, value: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"setting {name!r} must be a number from {lo} to {hi}, got {value!r}"
+            ) from None
+        if isinstance(value, bool) or not lo <= number <= hi:
+            raise ConfigError(f"setting {name!r} must be a number from {lo} to {hi}, got {value!r}")
+        return number
+
+    return check
+
+
+def _as_hosts(name: str, value: Any) -> tuple[str, ...]:
+    """Listen addresses, comma-separated: ``127.0.0.1,::1`` or ``0.0.0.0`` or a host name."""
+    hosts = tuple(h.strip() for h in _as_str(name, value).split(",") if h.strip())
+    if not hosts:
+        raise ConfigError(f"setting {name!r} must list at least one address, got {value!r}")
+    return hosts
+
+
+def _as_issuer(name: str, value: Any) -> str:
+    """RFC 8414 §2: an https URL with no query or fragment."""
+    text = _as_str(name, value)
+    parts = urlsplit(text)
+    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(
+            f"setting {name!r} must be an https URL with a host and no query or fragment, "
+            f"got {value!r}"
+        )
+    return text.rstrip("/")
+
+
+def _as_log_level(name: str, value: Any) -> str:
+    text = _as_str(name, value).upper()
+    if text not in LOG_LEVELS:
+        raise ConfigError(f"setting {name!r} must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return text
+
+
+def _as_database_url(name: str, value: Any) -> str:
+    text = _as_str(name, value)
+    if not text.startswith("sqlite:///"):
+        raise ConfigError(
+            f"setting {name!r} must be a sqlite:///PATH URL (PostgreSQL is not supported yet), "
+            f"got {value!r}"
+        )
+    return text
+
+
+def _as_audience(name: str, value: Any) -> str:
+    if value == "":
+        return ""
+    text = _as_str(name, value)
+    if not urlsplit(text).scheme:
+        raise ConfigError(f"setting {name!r} must be an absolute URI, got {value!r}")
+    return text
+
+
+_VALIDATORS: Final[Mapping[str, Callable[[str, Any], Any]]] = {
+    "issuer": _as_issuer,
+    "host": _as_hosts,
+    "port": _as_int(1, 65535),
+    "mtls_port": _as_int(1, 65535),
+    "database_url": _as_database_url,
+    "tls_cert": _as_str,
+    "tls_key": _as_str,
+    "client_ca": _as_str,
+    "signing_key": _as_str,
+    "secret_key_file": _as_str,
+    "token_ttl": _as_int(30, 86400),
+    "default_audience": _as_audience,
+    "reload_interval": _as_float(0.05, 2.0),
+    "keepalive_timeout": _as_float(1.0, 3600.0),
+    "max_body_bytes": _as_int(1024, 1048576),
+    "log_level": _as_log_level,
+}
+
+_DEFAULTS: Final[Mapping[str, Any]] = {
+    "issuer": "https://localhost:8443",
+    "host": "127.0.0.1,::1",
+    "port": 8443,
+    "database_url": "sqlite:///mtlsauth.db",
+    "tls_cert": "tls/server.pem",
+    "tls_key": "tls/server.key",
+    "client_ca": "ca/client-ca.pem",
+    "signing_key": "keys/signing.pem",
+    "secret_key_file": "secret.key",
+}
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no {CONFIG_FILE} in {path.parent}: run 'mtlsauth init --home {path.parent}' first"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+
+
+def _env_values(environ: Mapping[str, str]) -> dict[str, str]:
+    values = {}
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) and key != f"{ENV_PREFIX}HOME":
+            values[key[len(ENV_PREFIX) :].lower()] = value
+    return values
+
+
+def _resolve(home: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else home / path
+
+
+def load_settings(home: Path | str, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings of ``home`` once; raises ConfigError naming the setting."""
+    home = Path(home).expanduser().resolve()
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = dict(_DEFAULTS)
+    raw.update(_read_file(home / CONFIG_FILE))
+    raw.update(_env_values(env))
+    unknown = sorted(set(raw) - set(_VALIDATORS))
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(map(repr, unknown))}; "
+            f"known settings: {', '.join(sorted(_VALIDATORS))}"
+        )
+    values = {name: _VALIDATORS[name](name, value) for name, value in raw.items()}
+    if values.get("mtls_port") == values["port"]:
+        raise ConfigError("setting 'mtls_port' must differ from 'port'")
+
+    db_path = values["database_url"].removeprefix("sqlite:///")
+    key_path = _resolve(home, values.pop("secret_key_file"))
+    try:
+        secret_key = Secret(bytes.fromhex(key_path.read_text().strip()))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"setting 'secret_key_file' must name a readable file of hex bytes: {key_path}"
+        ) from exc
+    if len(secret_key.get()) < 32:
+        raise ConfigError(f"setting 'secret_key_file' must hold at least 32 bytes: {key_path}")
+
+    settings = Settings(
+        home=home,
+        issuer=values["issuer"],
+        hosts=values["host"],
+        port=values["port"],
+        mtls_port=values.get("mtls_port"),
+        database_url=f"sqlite:///{_resolve(home, db_path)}",
+        tls_cert=_resolve(home, values["tls_cert"]),
+        tls_key=_resolve(home, values["tls_key"]),
+        client_ca=_resolve(home, values["client_ca"]),
+        signing_key=_resolve(home, values["signing_key"]),
+        secret_key=secret_key,
+        token_ttl=values.get("token_ttl", 600),
+        default_audience=values.get("default_audience", ""),
+        reload_interval=values.get("reload_interval", 0.5),
+        keepalive_timeout=values.get("keepalive_timeout", 15.0),
+        max_body_bytes=values.get("max_body_bytes", 16384),
+        log_level=values.get("log_level", "INFO"),
+    )
+    for name in ("tls_cert", "tls_key", "client_ca", "signing_key"):
+        path = getattr(settings, name)
+        if not path.is_file():
+            raise ConfigError(f"setting {name!r} names a file that does not exist: {path}")
+    logging.getLogger(__name__).debug("settings loaded: %r", settings)
+    return settings

@@ -1,0 +1,145 @@
+"""The OAuth error tree: every error owns its wire format.
+
+::
+
+    OAuthError                      (RFC 6749 §5.2 error response)
+    ├── InvalidRequest              400 invalid_request
+    ├── InvalidClient               401 invalid_client + WWW-Authenticate: Basic (decision D4)
+    ├── InvalidGrant                400 invalid_grant
+    ├── UnauthorizedClient          400 unauthorized_client
+    ├── UnsupportedGrantType        400 unsupported_grant_type
+    ├── InvalidScope                400 invalid_scope
+    ├── InvalidTarget               400 invalid_target (RFC 8707 §2)
+    ├── SlowDown                    429 slow_down (throttled, with Retry-After)
+    ├── ServerError                 500 server_error
+    └── TemporarilyUnavailable      503 temporarily_unavailable
+
+Each error carries a public ``description`` (generic and safe; it goes on the wire) and a
+private ``detail`` (the precise reason; it goes only to the log). Raise them anywhere; the
+server's one error middleware renders them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import ClassVar
+
+__all__ = [
+    "InvalidClient",
+    "InvalidGrant",
+    "InvalidRequest",
+    "InvalidScope",
+    "InvalidTarget",
+    "OAuthError",
+    "ServerError",
+    "SlowDown",
+    "TemporarilyUnavailable",
+    "UnauthorizedClient",
+    "UnsupportedGrantType",
+]
+
+#: The realm named in ``WWW-Authenticate: Basic`` challenges (decision D4).
+BASIC_REALM = "mtlsauth"
+
+
+class OAuthError(Exception):
+    """An RFC 6749 §5.2 error response."""
+
+    error: ClassVar[str] = "invalid_request"
+    status: ClassVar[int] = 400
+    default_description: ClassVar[str] = "The request is invalid."
+
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        description: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.description = description or self.default_description
+        self.detail = detail or self.description
+        self._headers = dict(headers or {})
+        super().__init__(self.detail)
+
+    def headers(self) -> dict[str, str]:
+        """Headers the response must carry besides the RFC 6749 §5.1 no-store pair."""
+        return {
+            "Content-Type": "application/json",
+            "Cache-Control": "no-store",
+            "Pragma": "no-cache",
+            **self._headers,
+        }
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.error, "error_description": self.description}
+
+    def body_bytes(self) -> bytes:
+        return json.dumps(self.body(), separators=(",", ":")).encode()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(error={self.error!r}, detail={self.detail!r})"
+
+
+class InvalidRequest(OAuthError):
+    error = "invalid_request"
+    default_description = "The request is missing a parameter, repeats one, or is malformed."
+
+
+class InvalidClient(OAuthError):
+    """Client authentication failed (RFC 6749 §5.2); always 401 with a Basic challenge (D4)."""
+
+    error = "invalid_client"
+    status = 401
+    default_description = "Client authentication failed."
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "WWW-Authenticate": f'Basic realm="{BASIC_REALM}"'}
+
+
+class InvalidGrant(OAuthError):
+    error = "invalid_grant"
+    default_description = "The grant is invalid."
+
+
+class UnauthorizedClient(OAuthError):
+    error = "unauthorized_client"
+    default_description = "The client is not authorized to use this grant type."
+
+
+class UnsupportedGrantType(OAuthError):
+    error = "unsupported_grant_type"
+    default_description = "The grant type is not supported; use client_credentials."
+
+
+class InvalidScope(OAuthError):
+    error = "invalid_scope"
+    default_description = "The requested scope is invalid or exceeds what the client may request."
+
+
+class InvalidTarget(OAuthError):
+    """RFC 8707 §2: the requested resource is invalid or not allowed for the client."""
+
+    error = "invalid_target"
+    default_description = "The requested resource is invalid or not allowed for this client."
+
+
+class SlowDown(OAuthError):
+    error = "slow_down"
+    status = 429
+    default_description = "Too many failed attempts; retry later."
+
+    def __init__(self, detail: str = "", *, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class ServerError(OAuthError):
+    error = "server_error"
+    status = 500
+    default_description = "The server encountered an internal error."
+
+
+class TemporarilyUnavailable(OAuthError):
+    error = "temporarily_unavailable"
+    status = 503
+    default_description = "The service is temporarily unavailable; retry later."

@@ -1,0 +1,192 @@
+"""Client registration: validate what an operator asks for and build the Client to store.
+
+Metadata follows RFC 7591 and RFC 8705 §2: a tls_client_auth client names exactly one of
+subject DN, SAN DNS, SAN URI, SAN IP or SAN email; a self_signed_tls_client_auth client
+registers its certificates (PEM, or a JWKS whose keys carry ``x5c``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from mtlsauth.clients import (
+    AUTH_METHODS,
+    CERTIFICATE_METHODS,
+    SECRET_METHODS,
+    Client,
+    RegisteredCert,
+    SecretEntry,
+)
+from mtlsauth.credentials import generate_secret, hash_secret
+from mtlsauth.dn import CertificateName, DNError
+
+__all__ = ["NewClient", "RegistrationError", "register", "validate_scope_tokens"]
+
+# RFC 6749 Appendix A.1: client-id = *VSCHAR (%x20-7E); no edge spaces, at most 200.
+_CLIENT_ID: Final = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,198}[\x21-\x7e])?\Z")
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+\Z")
+_NOT_YET: Final = frozenset({"client_secret_jwt", "private_key_jwt"})
+
+
+class RegistrationError(ValueError):
+    """The registration request is invalid; the message says which field and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewClient:
+    """A stored client and, for secret methods, the secret to show once."""
+
+    client: Client
+    client_secret: str | None
+
+
+def validate_scope_tokens(tokens: Sequence[str]) -> tuple[str, ...]:
+    """RFC 6749 §3.3 scope tokens, de-duplicated in order; ValueError names a bad one."""
+    for token in tokens:
+        if not _SCOPE_TOKEN.match(token):
+            raise ValueError(f"invalid scope token {token!r}")
+    return tuple(dict.fromkeys(tokens))
+
+
+def _load_pem_certs(paths: Sequence[Path]) -> list[bytes]:
+    ders = []
+    for path in paths:
+        try:
+            certs = x509.load_pem_x509_certificates(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise RegistrationError(
+                f"--cert {path}: not a readable PEM certificate ({exc})"
+            ) from exc
+        ders += [c.public_bytes(serialization.Encoding.DER) for c in certs]
+    return ders
+
+
+def _load_jwks_certs(path: Path) -> list[bytes]:
+    """The first certificate of every key's ``x5c`` (RFC 7517 §4.7: base64, not base64url)."""
+    try:
+        doc: Any = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RegistrationError(f"--jwks {path}: not a readable JSON file ({exc})") from exc
+    keys = doc.get("keys") if isinstance(doc, dict) else None
+    if not isinstance(keys, list) or not keys:
+        raise RegistrationError(f"--jwks {path}: a JWK Set needs a non-empty 'keys' array")
+    ders = []
+    for jwk in keys:
+        chain = jwk.get("x5c") if isinstance(jwk, dict) else None
+        if not isinstance(chain, list) or not chain or not isinstance(chain[0], str):
+            raise RegistrationError(f"--jwks {path}: every key needs an 'x5c' certificate chain")
+        try:
+            der = base64.b64decode(chain[0], validate=True)
+            x509.load_der_x509_certificate(der)
+        except (binascii.Error, ValueError) as exc:
+            raise RegistrationError(f"--jwks {path}: an 'x5c' entry is not a certificate") from exc
+        ders.append(der)
+    return ders
+
+
+def register(
+    *,
+    auth_method: str,
+    secret_key: bytes,
+    client_id: str | None = None,
+    names: Sequence[tuple[str, str]] = (),
+    cert_files: Sequence[Path] = (),
+    jwks_file: Path | None = None,
+    bound_tokens: bool | None = None,
+    scope: str = "",
+    audiences: Sequence[str] = (),
+    grant_types: Sequence[str] = ("client_credentials",),
+) -> NewClient:
+    """Validate a registration and build the client (not yet stored)."""
+    if auth_method not in AUTH_METHODS:
+        raise RegistrationError(
+            f"--auth-method must be one of {', '.join(AUTH_METHODS)}, got {auth_method!r}"
+        )
+    if auth_method in _NOT_YET:
+        raise RegistrationError(
+            f"{auth_method} (RFC 7523 assertions) is not supported by this version yet"
+        )
+    client_id = client_id if client_id is not None else secrets.token_urlsafe(16)
+    if not _CLIENT_ID.match(client_id):
+        raise RegistrationError("--client-id must be 1-200 printable ASCII characters (RFC 6749 VSCHAR), "
+            "not starting or ending with a space")
+
+    tls_name = None
+    if auth_method == "tls_client_auth":
+        if len(names) != 1:
+            raise RegistrationError(
+                "tls_client_auth needs exactly one of --subject-dn, --san-dns, --san-uri, "
+                "--san-ip, --san-email"
+            )
+        try:
+            tls_name = CertificateName.parse(*names[0])
+        except DNError as exc:
+            raise RegistrationError(f"--{names[0][0].replace('_', '-')}: {exc}") from exc
+    elif names:
+        raise RegistrationError(
+            f"certificate names are only for tls_client_auth, not {auth_method}"
+        )
+
+    ders = _load_pem_certs(cert_files)
+    if jwks_file is not None:
+        ders += _load_jwks_certs(jwks_file)
+    if auth_method == "self_signed_tls_client_auth":
+        if not ders:
+            raise RegistrationError("self_signed_tls_client_auth needs --cert PEM or --jwks FILE")
+    elif ders:
+        raise RegistrationError(
+            "--cert/--jwks register certificates for self_signed_tls_client_auth, "
+            f"not {auth_method}"
+        )
+    certificates = tuple(RegisteredCert.from_der(d) for d in dict.fromkeys(ders))
+    now = dt.datetime.now(dt.UTC)
+    for cert in certificates:
+        if not cert.not_before <= now <= cert.not_after:
+            raise RegistrationError(
+                f"certificate {cert.thumbprint} is not valid now "
+                f"(valid {cert.not_before:%Y-%m-%d} to {cert.not_after:%Y-%m-%d})"
+            )
+
+    try:
+        scopes = validate_scope_tokens(scope.split())
+    except ValueError as exc:
+        raise RegistrationError(f"--scope: {exc}") from exc
+    for aud in audiences:
+        parts = urlsplit(aud)
+        if not parts.scheme or parts.fragment:
+            raise RegistrationError(f"--audience must be an absolute URI without fragment: {aud!r}")
+    for grant in grant_types:
+        if grant != "client_credentials":
+            raise RegistrationError(
+                f"grant type {grant!r} is not supported; use client_credentials"
+            )
+
+    secret = generate_secret() if auth_method in SECRET_METHODS else None
+    client = Client(
+        client_id=client_id,
+        auth_method=auth_method,  # checked against AUTH_METHODS above
+        bound_tokens=auth_method in CERTIFICATE_METHODS if bound_tokens is None else bound_tokens,
+        scopes=scopes,
+        audiences=tuple(dict.fromkeys(audiences)),
+        grant_types=tuple(dict.fromkeys(grant_types)),
+        tls_name=tls_name,
+        certificates=certificates,
+        secrets=(SecretEntry(hash_secret(secret_key, secret)),) if secret else (),
+        created_at=time.time(),
+    )
+    return NewClient(client=client, client_secret=secret)

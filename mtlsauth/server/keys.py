@@ -1,0 +1,33 @@
+"""Typed application state (``web.AppKey``): no string keys anywhere."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from mtlsauth.clientauth import AuthContext
+from mtlsauth.clients import ClientRegistry
+from mtlsauth.config import Settings
+from mtlsauth.grant import ClientCredentialsGrant
+from mtlsauth.keys import SigningKey
+from mtlsauth.store import Store
+from mtlsauth.tls import TLSManager
+
+__all__ = [
+    "AUTH_CONTEXT",
+    "GRANT",
+    "METADATA",
+    "REGISTRY",
+    "SETTINGS",
+    "SIGNING_KEYS",
+    "STORE",
+    "TLS",
+]
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+REGISTRY = web.AppKey("registry", ClientRegistry)
+AUTH_CONTEXT = web.AppKey("auth_context", AuthContext)
+GRANT = web.AppKey("grant", ClientCredentialsGrant)
+SIGNING_KEYS = web.AppKey("signing_keys", list[SigningKey])
+METADATA = web.AppKey("metadata", bytes)
+TLS = web.AppKey("tls", TLSManager)

@@ -1,0 +1,41 @@
+"""GET /.well-known/oauth-authorization-server (RFC 8414 §3), with RFC 8705 §3.3 and §5."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from mtlsauth.clientauth import supported_methods
+from mtlsauth.config import Settings
+from mtlsauth.grant import GRANT_TYPE
+from mtlsauth.server.keys import METADATA
+
+__all__ = ["WELL_KNOWN", "build_metadata", "metadata"]
+
+WELL_KNOWN = "/.well-known/oauth-authorization-server"
+
+
+def build_metadata(settings: Settings) -> dict[str, Any]:
+    """The metadata document; endpoints are under the issuer (RFC 8414 §2)."""
+    doc: dict[str, Any] = {
+        "issuer": settings.issuer,
+        "token_endpoint": f"{settings.issuer}/token",
+        "jwks_uri": f"{settings.issuer}/jwks",
+        "grant_types_supported": [GRANT_TYPE],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": supported_methods(),
+        "tls_client_certificate_bound_access_tokens": True,
+    }
+    mtls = settings.mtls_base_url
+    if mtls is not None:
+        doc["mtls_endpoint_aliases"] = {"token_endpoint": f"{mtls}/token"}
+    return doc
+
+
+async def metadata(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[METADATA],
+        content_type="application/json",
+        headers={"Cache-Control": "public, max-age=300"},
+    )

@@ -1,0 +1,53 @@
+"""The one place errors become responses.
+
+OAuthError subclasses render themselves (RFC 6749 §5.2); aiohttp's HTTP errors (404, 405, 413)
+become the same JSON shape; anything else is logged with its traceback and answered with a
+generic 500 ``server_error`` — never a stack trace on the wire.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from mtlsauth.errors import OAuthError, ServerError
+
+__all__ = ["error_middleware"]
+
+log = logging.getLogger("mtlsauth.server")
+
+
+def _render(error: OAuthError) -> web.Response:
+    return web.Response(status=error.status, body=error.body_bytes(), headers=error.headers())
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except OAuthError as exc:
+        log.info(
+            "%s %s -> %d %s: %s (peer %s)",
+            request.method,
+            request.path,
+            exc.status,
+            exc.error,
+            exc.detail,
+            request.remote,
+        )
+        return _render(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error = "invalid_request" if exc.status < 500 else "server_error"
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
+        return web.json_response(
+            {"error": error, "error_description": exc.reason},
+            status=exc.status,
+            headers={"Cache-Control": "no-store", **headers},
+        )
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _render(ServerError("unhandled exception (see the traceback above)"))

@@ -1,0 +1,64 @@
+"""POST /token: parse the request, hand it to the client credentials grant, answer.
+
+RFC 6749 §4.4.2 request, §5.1 response with ``Cache-Control: no-store`` and ``Pragma: no-cache``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import hdrs, web
+
+from mtlsauth.clientauth import AuthRequest, PeerCertificate, parse_basic
+from mtlsauth.errors import InvalidRequest
+from mtlsauth.grant import TokenParams
+from mtlsauth.server.forms import parse_form
+from mtlsauth.server.keys import GRANT
+from mtlsauth.tls import peer_certificate_der
+
+__all__ = ["peer_certificate", "token"]
+
+_HEADERS = {
+    "Content-Type": "application/json",
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+}
+
+
+def peer_certificate(request: web.Request) -> PeerCertificate | None:
+    """The verified TLS client leaf of this request's connection, if one was presented."""
+    transport = request.transport
+    der = peer_certificate_der(transport.get_extra_info("ssl_object")) if transport else None
+    return PeerCertificate(der) if der else None
+
+
+async def token(request: web.Request) -> web.Response:
+    form = parse_form(await request.read(), request.content_type, request.charset)
+
+    def one(name: str) -> str | None:
+        values = form.get(name)
+        return values[0] if values else None
+
+    client_id = one("client_id")
+    basic_secret = None
+    authorization = request.headers.getall(hdrs.AUTHORIZATION, [])
+    if len(authorization) > 1:
+        raise InvalidRequest("repeated Authorization header")
+    if authorization:
+        basic_id, basic_secret = parse_basic(authorization[0])
+        if client_id is not None and client_id != basic_id:
+            raise InvalidRequest("client_id in the body differs from the Basic credentials")
+        client_id = basic_id
+    credentials = AuthRequest(
+        client_id=client_id,
+        basic_secret=basic_secret,
+        post_secret=one("client_secret"),
+        assertion=one("client_assertion"),
+        assertion_type=one("client_assertion_type"),
+        peer=peer_certificate(request),
+    )
+    params = TokenParams(
+        grant_type=one("grant_type"),
+        scope=one("scope"),
+        resources=form.get("resource", ()),
+    )
+    body = request.app[GRANT].issue(params, credentials)
+    return web.Response(body=body, headers=_HEADERS)

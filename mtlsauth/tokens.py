@@ -1,0 +1,66 @@
+"""JWT access tokens (RFC 9068) bound to a client certificate (RFC 8705 §3.1).
+
+The JWS header is fixed per key and encoded once; each token costs one JSON dump of the claims
+and one ES256 signature.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mtlsauth.keys import SIGNING_ALG, SigningKey
+from mtlsauth.thumbprint import b64url
+
+__all__ = ["AccessToken", "TokenIssuer"]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    token: str
+    expires_in: int
+    claims: dict[str, Any]
+
+
+class TokenIssuer:
+    """Builds and signs RFC 9068 access tokens for one issuer and signing key."""
+
+    def __init__(self, *, issuer: str, key: SigningKey, ttl: int) -> None:
+        self.issuer = issuer
+        self.key = key
+        self.ttl = ttl
+        header = {"alg": SIGNING_ALG, "kid": key.kid, "typ": "at+jwt"}
+        self._header_b64 = b64url(json.dumps(header, separators=(",", ":")).encode()) + "."
+
+    def issue(
+        self,
+        *,
+        client_id: str,
+        audience: Sequence[str],
+        scope: Sequence[str],
+        x5t_s256: str | None,
+    ) -> AccessToken:
+        """A signed token; ``x5t_s256`` set means the token is bound (``cnf``, RFC 8705 §3.1)."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": client_id,
+            "client_id": client_id,
+            "aud": audience[0] if len(audience) == 1 else list(audience),
+            "iat": now,
+            "exp": now + self.ttl,
+            "jti": secrets.token_urlsafe(16),
+        }
+        if scope:
+            claims["scope"] = " ".join(scope)
+        if x5t_s256 is not None:
+            claims["cnf"] = {"x5t#S256": x5t_s256}
+        signing_input = self._header_b64 + b64url(
+            json.dumps(claims, separators=(",", ":")).encode()
+        )
+        signature = b64url(self.key.sign(signing_input.encode("ascii")))
+        return AccessToken(token=f"{signing_input}.{signature}", expires_in=self.ttl, claims=claims)

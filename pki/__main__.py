@@ -1,0 +1,5 @@
+import sys
+
+from pki.cli import main
+
+sys.exit(main())

@@ -1,0 +1,364 @@
+"""A small certificate authority on cryptography's x509 builders.
+
+``CA.create(...)`` makes a self-signed root; ``CA.load(dir)`` reads one back; ``ca.issue_client``
+and ``ca.issue_server`` return :class:`IssuedCert` objects that render PEM and write files.
+Certificates follow RFC 5280 strictly: critical basicConstraints and keyUsage, SKI/AKI, random
+159-bit serials; client certificates carry EKU clientAuth only, server certificates serverAuth.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = [
+    "CA",
+    "KEY_TYPES",
+    "CAError",
+    "IssuedCert",
+    "KeyType",
+    "PrivateKey",
+    "SubjectAltNames",
+    "generate_key",
+    "write_private",
+]
+
+KeyType = Literal["ec-p256", "ec-p384", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096"]
+KEY_TYPES: Final[tuple[KeyType, ...]] = (
+    "ec-p256",
+    "ec-p384",
+    "ed25519",
+    "rsa-2048",
+    "rsa-3072",
+    "rsa-4096",
+)
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+
+CA_CERT_FILE: Final = "ca.pem"
+CA_KEY_FILE: Final = "ca.key"
+# Backdating absorbs small clock skew between the CA and the verifiers.
+_BACKDATE: Final = dt.timedelta(minutes=5)
+
+
+class CAError(Exception):
+    """A CA operation was refused (bad input, missing files, policy)."""
+
+
+def generate_key(key_type: KeyType = "ec-p256") -> PrivateKey:
+    """A fresh private key of the named type."""
+    if key_type == "ec-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "ec-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if key_type == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if key_type.startswith("rsa-"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
+    raise CAError(f"unknown key type {key_type!r}; allowed: {', '.join(KEY_TYPES)}")
+
+
+def _signature_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | None:
+    # Ed25519 signs without a separate digest; the others use SHA-256 or SHA-384.
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return None
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by the owner only (0600), never world-readable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, 0o600)
+
+
+def _key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectAltNames:
+    """The subjectAltName entries of a certificate; every list may be empty."""
+
+    dns: Sequence[str] = ()
+    uri: Sequence[str] = ()
+    ip: Sequence[str] = ()
+    email: Sequence[str] = ()
+
+    def general_names(self) -> list[x509.GeneralName]:
+        names: list[x509.GeneralName] = [x509.DNSName(v) for v in self.dns]
+        names += [x509.UniformResourceIdentifier(v) for v in self.uri]
+        try:
+            names += [x509.IPAddress(ipaddress.ip_address(v)) for v in self.ip]
+        except ValueError as exc:
+            raise CAError(f"not an IP address: {exc}") from exc
+        names += [x509.RFC822Name(v) for v in self.email]
+        return names
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCert:
+    """A certificate the CA issued, with its key when the CA generated it."""
+
+    cert: x509.Certificate
+    key: PrivateKey | None
+    chain: tuple[x509.Certificate, ...] = field(default=())
+
+    @property
+    def serial_hex(self) -> str:
+        return format(self.cert.serial_number, "x")
+
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def cert_der(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.DER)
+
+    def chain_pem(self) -> bytes:
+        """The leaf followed by the issuing CA certificates, as a TLS peer sends them."""
+        return self.cert_pem() + b"".join(
+            c.public_bytes(serialization.Encoding.PEM) for c in self.chain
+        )
+
+    def key_pem(self) -> bytes:
+        if self.key is None:
+            raise CAError("this certificate was issued for a CSR: the CA never had its key")
+        return _key_pem(self.key)
+
+    def write_to_dir(self, out: Path) -> dict[str, Path]:
+        """Write cert.pem, chain.pem and (when known) key.pem (0600) into ``out``."""
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"cert": out / "cert.pem", "chain": out / "chain.pem"}
+        paths["cert"].write_bytes(self.cert_pem())
+        paths["chain"].write_bytes(self.chain_pem())
+        if self.key is not None:
+            paths["key"] = out / "key.pem"
+            write_private(paths["key"], self.key_pem())
+        return paths
+
+
+class CA:
+    """A certificate authority: its certificate and private key."""
+
+    def __init__(self, cert: x509.Certificate, key: PrivateKey) -> None:
+        self.cert = cert
+        self.key = key
+
+    # -- creation and storage ------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        common_name: str = "mtlsauth dev CA",
+        organization: str | None = None,
+        key_type: KeyType = "ec-p256",
+        days: int = 3650,
+    ) -> CA:
+        """A new self-signed root CA (RFC 5280 §4.2.1.9: critical CA basicConstraints)."""
+        key = generate_key(key_type)
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+        if organization:
+            attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+        name = x509.Name(attrs)
+        now = dt.datetime.now(dt.UTC)
+        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _BACKDATE)
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(ski, critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                critical=False,
+            )
+            .sign(key, _signature_hash(key))
+        )
+        return cls(cert, key)
+
+    @classmethod
+    def load(cls, directory: Path) -> CA:
+        """Read a CA written by :meth:`save`."""
+        try:
+            cert = x509.load_pem_x509_certificate((directory / CA_CERT_FILE).read_bytes())
+            key = serialization.load_pem_private_key(
+                (directory / CA_KEY_FILE).read_bytes(), password=None
+            )
+        except FileNotFoundError as exc:
+            raise CAError(f"no CA in {directory}: {exc.filename} is missing") from exc
+        except ValueError as exc:
+            raise CAError(f"the CA in {directory} cannot be read: {exc}") from exc
+        if not isinstance(
+            key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+        ):
+            raise CAError(f"the CA key in {directory} is of an unsupported type")
+        return cls(cert, key)
+
+    def save(self, directory: Path) -> None:
+        """Write ca.pem and ca.key (0600) into ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CA_CERT_FILE).write_bytes(self.cert_pem())
+        write_private(directory / CA_KEY_FILE, _key_pem(self.key))
+
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    # -- issuance ------------------------------------------------------------------------
+
+    def issue_client(
+        self,
+        *,
+        common_name: str,
+        sans: SubjectAltNames = SubjectAltNames(),
+        days: int = 90,
+        key_type: KeyType = "ec-p256",
+        csr: x509.CertificateSigningRequest | None = None,
+        subject: x509.Name | None = None,
+    ) -> IssuedCert:
+        """A client certificate: EKU clientAuth only (RFC 8705 client authentication)."""
+        return self._issue(
+            common_name=common_name,
+            subject=subject,
+            sans=sans,
+            days=days,
+            key_type=key_type,
+            csr=csr,
+            eku=ExtendedKeyUsageOID.CLIENT_AUTH,
+        )
+
+    def issue_server(
+        self,
+        *,
+        hostnames: Iterable[str],
+        days: int = 365,
+        key_type: KeyType = "ec-p256",
+    ) -> IssuedCert:
+        """A TLS server certificate for DNS names and IP addresses: EKU serverAuth only."""
+        dns: list[str] = []
+        ips: list[str] = []
+        for host in hostnames:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                dns.append(host)
+            else:
+                ips.append(host)
+        if not dns and not ips:
+            raise CAError("a server certificate needs at least one hostname or IP address")
+        return self._issue(
+            common_name=(dns or ips)[0],
+            subject=None,
+            sans=SubjectAltNames(dns=dns, ip=ips),
+            days=days,
+            key_type=key_type,
+            csr=None,
+            eku=ExtendedKeyUsageOID.SERVER_AUTH,
+        )
+
+    def _issue(
+        self,
+        *,
+        common_name: str,
+        subject: x509.Name | None,
+        sans: SubjectAltNames,
+        days: int,
+        key_type: KeyType,
+        csr: x509.CertificateSigningRequest | None,
+        eku: x509.ObjectIdentifier,
+    ) -> IssuedCert:
+        if not 1 <= days <= 3650:
+            raise CAError(f"--days must be from 1 to 3650, got {days}")
+        key: PrivateKey | None = None
+        if csr is not None:
+            if not csr.is_signature_valid:
+                raise CAError("the CSR's signature does not verify: it was not made with its key")
+            public_key = csr.public_key()
+        else:
+            key = generate_key(key_type)
+            public_key = key.public_key()
+        if not isinstance(
+            public_key,
+            ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey,
+        ):
+            raise CAError("the CSR's key type is not supported (use EC, Ed25519 or RSA)")
+        if subject is None:
+            try:
+                subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+            except ValueError as exc:
+                raise CAError(f"invalid common name: {exc}") from exc
+        now = dt.datetime.now(dt.UTC)
+        not_after = min(now + dt.timedelta(days=days), self.cert.not_valid_after_utc)
+        ca_ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        # ECDSA and Ed25519 keys only sign; RSA keys also encipher the TLS 1.2 key exchange.
+        is_rsa = isinstance(public_key, rsa.RSAPublicKey)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _BACKDATE)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=is_rsa,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+                critical=False,
+            )
+        )
+        names = sans.general_names()
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        cert = builder.sign(self.key, _signature_hash(self.key))
+        return IssuedCert(cert=cert, key=key, chain=(self.cert,))
