@@ -123,8 +123,10 @@ def register(
         )
     client_id = client_id if client_id is not None else secrets.token_urlsafe(16)
     if not _CLIENT_ID.match(client_id):
-        raise RegistrationError("--client-id must be 1-200 printable ASCII characters (RFC 6749 VSCHAR), "
-            "not starting or ending with a space")
+        raise RegistrationError(
+            "--client-id must be 1-200 printable ASCII characters (RFC 6749 VSCHAR), "
+            "not starting or ending with a space"
+        )
 
     tls_name = None
     if auth_method == "tls_client_auth":

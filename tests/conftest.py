@@ -93,7 +93,9 @@ class ClientCert:
     @classmethod
     def write(cls, issued: IssuedCert, out: Path) -> ClientCert:
         paths = issued.write_to_dir(out)
-        return cls(cert=paths["cert"], key=paths["key"], chain=paths["chain"], der=issued.cert_der())
+        return cls(
+            cert=paths["cert"], key=paths["key"], chain=paths["chain"], der=issued.cert_der()
+        )
 
 
 def make_home(tmp_path: Path, *, mtls: bool = False) -> Home:
@@ -166,7 +168,9 @@ class Service:
             return resp.status, await resp.json(content_type=None)
 
     async def token(self, cert: ClientCert | None = None, **form: str) -> tuple[int, Any]:
-        status, _, body = await self.post(data={"grant_type": "client_credentials", **form}, cert=cert)
+        status, _, body = await self.post(
+            data={"grant_type": "client_credentials", **form}, cert=cert
+        )
         return status, body
 
 
@@ -190,15 +194,15 @@ async def running(home: Home, settings: Settings | None = None) -> AsyncIterator
         await runner.cleanup()
 
 
-async def eventually(check: Any, timeout: float = 2.0) -> None:
-    """Await ``check()`` until it returns True, failing after ``timeout`` seconds."""
+async def eventually(check: Any, within: float = 2.0) -> None:
+    """Await ``check()`` until it returns True, failing after ``within`` seconds."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while True:
         if await check():
             return
         if loop.time() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
+            pytest.fail(f"condition not met within {within} s")
         await asyncio.sleep(0.05)
 
 

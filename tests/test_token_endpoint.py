@@ -90,7 +90,9 @@ async def test_basic_credentials_are_appendix_b_decoded(
     secret = secret_clients["odd"]
     async with running(home) as service:
         status, _, body = await post_raw(
-            service, "grant_type=client_credentials", {"Authorization": basic(ODD_CLIENT_ID, secret)}
+            service,
+            "grant_type=client_credentials",
+            {"Authorization": basic(ODD_CLIENT_ID, secret)},
         )
         assert status == 200, body
         raw = base64.b64encode(f"{ODD_CLIENT_ID}:{secret}".encode()).decode()
@@ -114,7 +116,9 @@ async def test_only_the_registered_method(home: Home, secret_clients: dict[str, 
         status, body = await service.token(client_id="b", client_secret=secret_clients["b"])
         assert (status, body["error"]) == (401, "invalid_client")
         status, _, body = await post_raw(
-            service, "grant_type=client_credentials", {"Authorization": basic("p", secret_clients["p"])}
+            service,
+            "grant_type=client_credentials",
+            {"Authorization": basic("p", secret_clients["p"])},
         )
         assert (status, body["error"]) == (401, "invalid_client")
 
@@ -242,7 +246,9 @@ async def test_scope_and_resource_success(home: Home, secret_clients: dict[str, 
          "grant_type=client_credentials", 400),
     ],
 )  # fmt: skip
-async def test_malformed_requests(home: Home, headers: dict[str, str], body: str, status: int) -> None:
+async def test_malformed_requests(
+    home: Home, headers: dict[str, str], body: str, status: int
+) -> None:
     async with running(home) as service:
         got, _, doc = await service.post(data=body, headers=headers)
     assert got == status

@@ -43,9 +43,11 @@ async def verified_claims(service: Service, token: str) -> dict[str, Any]:
 async def assert_handshake_refused(
     service: Service, cert: ClientCert, caplog: pytest.LogCaptureFixture, **form: str
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="mtlsauth.tls"):
-        with pytest.raises(aiohttp.ClientError):
-            await service.token(cert, **form)
+    with (
+        caplog.at_level(logging.WARNING, logger="mtlsauth.tls"),
+        pytest.raises(aiohttp.ClientError),
+    ):
+        await service.token(cert, **form)
     assert "TLS handshake refused" in caplog.text
 
 
@@ -149,7 +151,9 @@ async def test_subject_dn_matching_and_injection(home: Home) -> None:
         "genuine",
     )  # fmt: skip
     injected = issue(
-        x509.Name([attr(NameOID.COUNTRY_NAME, "US"), attr(NameOID.COMMON_NAME, "alice,O=Good Org")]),
+        x509.Name(
+            [attr(NameOID.COUNTRY_NAME, "US"), attr(NameOID.COMMON_NAME, "alice,O=Good Org")]
+        ),
         "injected",
     )
     reordered = issue(
@@ -175,7 +179,12 @@ async def test_self_signed_matrix(
     theirs = self_signed(tmp_path / "theirs", "theirs")
     unregistered = self_signed(tmp_path / "unregistered", "unregistered")
     await home.aadd_client(
-        "--auth-method", "self_signed_tls_client_auth", "--client-id", "ss", "--cert", str(mine.cert)
+        "--auth-method",
+        "self_signed_tls_client_auth",
+        "--client-id",
+        "ss",
+        "--cert",
+        str(mine.cert),
     )
     await home.aadd_client(
         "--auth-method", "self_signed_tls_client_auth", "--client-id", "other",
@@ -295,7 +304,9 @@ async def test_self_signed_via_jwks_x5c(home: Home, tmp_path: Path) -> None:
 
     mine = self_signed(tmp_path / "mine", "mine")
     jwks = tmp_path / "jwks.json"
-    jwks.write_text(json.dumps({"keys": [{"kty": "EC", "x5c": [base64.b64encode(mine.der).decode()]}]}))
+    jwks.write_text(
+        json.dumps({"keys": [{"kty": "EC", "x5c": [base64.b64encode(mine.der).decode()]}]})
+    )
     await home.aadd_client(
         "--auth-method", "self_signed_tls_client_auth", "--client-id", "j", "--jwks", str(jwks)
     )
@@ -306,7 +317,13 @@ async def test_self_signed_via_jwks_x5c(home: Home, tmp_path: Path) -> None:
 
 async def test_mtls_client_without_bound_tokens(home: Home) -> None:
     await home.aadd_client(
-        "--auth-method", "tls_client_auth", "--client-id", "u", "--san-dns", "u", "--no-bound-tokens"
+        "--auth-method",
+        "tls_client_auth",
+        "--client-id",
+        "u",
+        "--san-dns",
+        "u",
+        "--no-bound-tokens",
     )
     cert = home.issue("u", dns=["u"])
     async with running(home) as service:

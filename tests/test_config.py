@@ -1,0 +1,59 @@
+"""Settings: validated once, bad values named with what they allow, secrets never shown."""
+
+from __future__ import annotations
+
+import pytest
+
+from mtlsauth.config import ConfigError, Secret, load_settings
+from tests.conftest import Home
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MTLSAUTH_PORT": "0"}, "'port' must be an integer from 1 to 65535"),
+        ({"MTLSAUTH_PORT": "http"}, "'port'"),
+        ({"MTLSAUTH_ISSUER": "http://x"}, "'issuer' must be an https URL"),
+        ({"MTLSAUTH_ISSUER": "https://x/?q=1"}, "'issuer'"),
+        ({"MTLSAUTH_LOG_LEVEL": "LOUD"}, "one of DEBUG, INFO, WARNING, ERROR"),
+        ({"MTLSAUTH_TOKEN_TTL": "5"}, "'token_ttl' must be an integer from 30 to 86400"),
+        ({"MTLSAUTH_DATABASE_URL": "mysql://x"}, "'database_url'"),
+        ({"MTLSAUTH_TLS_CERT": "/nonexistent.pem"}, "'tls_cert' names a file that does not exist"),
+        ({"MTLSAUTH_COLOUR": "blue"}, "unknown setting(s) 'colour'"),
+        ({"MTLSAUTH_DEFAULT_AUDIENCE": "relative"}, "'default_audience'"),
+    ],
+)
+def test_bad_settings_are_named(home: Home, env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(home.path, environ=env)
+    assert message in str(excinfo.value)
+
+
+def test_environment_overrides_file(home: Home) -> None:
+    settings = load_settings(
+        home.path, environ={"MTLSAUTH_TOKEN_TTL": "120", "MTLSAUTH_HOST": "::1"}
+    )
+    assert settings.token_ttl == 120
+    assert settings.hosts == ("::1",)
+
+
+def test_missing_home(tmp_path: object) -> None:
+    with pytest.raises(ConfigError, match="mtlsauth init"):
+        load_settings(f"{tmp_path}/nothing", environ={})
+
+
+def test_secrets_never_in_repr(home: Home) -> None:
+    settings = load_settings(home.path, environ={})
+    raw = settings.secret_key.get()
+    assert raw.hex() not in repr(settings)
+    assert str(raw) not in repr(settings)
+    assert repr(Secret(b"hunter2")) == "Secret('**********')"
+    assert "hunter2" not in f"{Secret(b'hunter2')}"
+
+
+def test_settings_are_frozen(home: Home) -> None:
+    import dataclasses
+
+    settings = load_settings(home.path, environ={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.port = 1  # type: ignore[misc]
