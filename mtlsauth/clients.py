@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, get_args
 
 from cryptography import x509
 
@@ -42,14 +42,7 @@ AuthMethod = Literal[
     "tls_client_auth",
     "self_signed_tls_client_auth",
 ]
-AUTH_METHODS: Final[tuple[AuthMethod, ...]] = (
-    "client_secret_basic",
-    "client_secret_post",
-    "client_secret_jwt",
-    "private_key_jwt",
-    "tls_client_auth",
-    "self_signed_tls_client_auth",
-)
+AUTH_METHODS: Final[tuple[AuthMethod, ...]] = get_args(AuthMethod)
 SECRET_METHODS: Final = frozenset({"client_secret_basic", "client_secret_post"})
 CERTIFICATE_METHODS: Final = frozenset({"tls_client_auth", "self_signed_tls_client_auth"})
 

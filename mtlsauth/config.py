@@ -14,13 +14,14 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["CONFIG_FILE", "ConfigError", "Secret", "Settings", "load_settings"]
 
 CONFIG_FILE: Final = "mtlsauth.toml"
 ENV_PREFIX: Final = "MTLSAUTH_"
+N = TypeVar("N", int, float)
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -99,33 +100,20 @@ def _as_str(name: str, value: Any) -> str:
     return value
 
 
-def _as_int(lo: int, hi: int) -> Callable[[str, Any], int]:
-    def check(name: str, value: Any) -> int:
+def _as_number(kind: type[N], lo: N, hi: N) -> Callable[[str, Any], N]:
+    """A validator for an int or float setting within [lo, hi]."""
+    noun = "an integer" if kind is int else "a number"
+
+    def check(name: str, value: Any) -> N:
+        message = f"setting {name!r} must be {noun} from {lo} to {hi}, got {value!r}"
+        if isinstance(value, bool):
+            raise ConfigError(message)
         try:
-            number = int(value)
+            number = kind(value)
         except (TypeError, ValueError):
-            raise ConfigError(
-                f"setting {name!r} must be an integer from {lo} to {hi}, got {value!r}"
-            ) from None
-        if isinstance(value, bool) or not lo <= number <= hi:
-            raise ConfigError(
-                f"setting {name!r} must be an integer from {lo} to {hi}, got {value!r}"
-            )
-        return number
-
-    return check
-
-
-def _as_float(lo: float, hi: float) -> Callable[[str, Any], float]:
-    def check(name: str, value: Any) -> float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"setting {name!r} must be a number from {lo} to {hi}, got {value!r}"
-            ) from None
-        if isinstance(value, bool) or not lo <= number <= hi:
-            raise ConfigError(f"setting {name!r} must be a number from {lo} to {hi}, got {value!r}")
+            raise ConfigError(message) from None
+        if not lo <= number <= hi:
+            raise ConfigError(message)
         return number
 
     return check
@@ -180,19 +168,19 @@ def _as_audience(name: str, value: Any) -> str:
 _VALIDATORS: Final[Mapping[str, Callable[[str, Any], Any]]] = {
     "issuer": _as_issuer,
     "host": _as_hosts,
-    "port": _as_int(1, 65535),
-    "mtls_port": _as_int(1, 65535),
+    "port": _as_number(int, 1, 65535),
+    "mtls_port": _as_number(int, 1, 65535),
     "database_url": _as_database_url,
     "tls_cert": _as_str,
     "tls_key": _as_str,
     "client_ca": _as_str,
     "signing_key": _as_str,
     "secret_key_file": _as_str,
-    "token_ttl": _as_int(30, 86400),
+    "token_ttl": _as_number(int, 30, 86400),
     "default_audience": _as_audience,
-    "reload_interval": _as_float(0.05, 2.0),
-    "keepalive_timeout": _as_float(1.0, 3600.0),
-    "max_body_bytes": _as_int(1024, 1048576),
+    "reload_interval": _as_number(float, 0.05, 2.0),
+    "keepalive_timeout": _as_number(float, 1.0, 3600.0),
+    "max_body_bytes": _as_number(int, 1024, 1048576),
     "log_level": _as_log_level,
 }
 
