@@ -21,10 +21,11 @@ import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
 
 __all__ = [
     "ClientCA",
@@ -115,8 +116,12 @@ def peer_certificate_der(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> by
 class ClientCA:
     """The client-issuing CA certificates, to tell CA-issued leaves from self-signed anchors."""
 
+    #: Verified answers are remembered per leaf, so keep-alive requests skip the signature.
+    CACHE_SIZE: Final = 4096
+
     def __init__(self, certs: Iterable[x509.Certificate]) -> None:
         self._by_subject: dict[bytes, list[x509.Certificate]] = {}
+        self._answers: dict[bytes, bool] = {}
         self.replace(certs)
 
     def replace(self, certs: Iterable[x509.Certificate]) -> None:
@@ -125,6 +130,7 @@ class ClientCA:
         for cert in certs:
             by_subject.setdefault(cert.subject.public_bytes(), []).append(cert)
         self._by_subject = by_subject
+        self._answers = {}
 
     @classmethod
     def from_file(cls, path: Path) -> ClientCA:
@@ -136,6 +142,16 @@ class ClientCA:
         The TLS layer has already validated the whole chain; this tells which trust anchor it
         used, which Python's ssl does not say.
         """
+        der = leaf.public_bytes(Encoding.DER)
+        answer = self._answers.get(der)
+        if answer is None:
+            answer = self._verify(leaf)
+            if len(self._answers) >= self.CACHE_SIZE:
+                self._answers.clear()
+            self._answers[der] = answer
+        return answer
+
+    def _verify(self, leaf: x509.Certificate) -> bool:
         for ca in self._by_subject.get(leaf.issuer.public_bytes(), ()):
             try:
                 leaf.verify_directly_issued_by(ca)
