@@ -1,25 +1,38 @@
-"""A token client for services: discovery (RFC 8414), then the client credentials grant.
+"""A token client for services: discovery (RFC 8414), the client credentials grant, a token
+cache with refresh before expiry, and an aiohttp session that presents the token and the same
+client certificate it was bound to (RFC 8705 §3).
 
-It presents the same TLS client certificate it will later use at the resource server, so the
-token it gets is bound to that certificate (RFC 8705 §3).
+::
+
+    ctx = client_ssl_context(ca, cert, key)
+    async with TokenClient(issuer=..., ssl_context=ctx, client_id="billing") as tokens:
+        async with tokens.session() as api:
+            async with api.get("https://api.internal/invoices") as resp: ...
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ssl
-from dataclasses import dataclass, field
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Final, Self
 from urllib.parse import quote_plus
 
 import aiohttp
 
-from mtlsauth.server.metadata import WELL_KNOWN
+__all__ = ["BearerSession", "TokenClient", "TokenError", "client_ssl_context", "form_encode"]
 
-BASIC = "client_secret_basic"
-
-__all__ = ["TokenClient", "TokenError", "client_ssl_context", "form_encode"]
+BASIC: Final = "client_secret_basic"
+POST: Final = "client_secret_post"
+WELL_KNOWN: Final = "/.well-known/oauth-authorization-server"
+# Refresh when less than this share of the lifetime (and at least this many seconds) is left.
+REFRESH_SHARE: Final = 0.2
+REFRESH_MIN_SECONDS: Final = 10.0
 
 
 class TokenError(Exception):
@@ -47,68 +60,223 @@ def client_ssl_context(
     return ctx
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    response: Mapping[str, Any]
+    refresh_at: float
+
+
 class TokenClient:
-    """Gets tokens from one issuer with one identity (certificate and/or secret)."""
+    """Gets and caches tokens from one issuer with one identity (certificate and/or secret)."""
 
-    issuer: str
-    ssl_context: ssl.SSLContext
-    client_id: str | None = None
-    client_secret: str | None = field(default=None, repr=False)
-    secret_method: str = BASIC
-    _metadata: dict[str, Any] | None = field(default=None, init=False, repr=False)
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        ssl_context: ssl.SSLContext,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        secret_method: str = BASIC,
+        timeout: float = 10.0,
+    ) -> None:
+        if secret_method not in (BASIC, POST):
+            raise ValueError(f"secret_method must be {BASIC} or {POST}")
+        self.issuer = issuer.rstrip("/")
+        self.ssl_context = ssl_context
+        self.client_id = client_id
+        self._secret = client_secret
+        self._secret_method = secret_method
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._metadata: dict[str, Any] | None = None
+        self._cache: dict[tuple[str | None, tuple[str, ...]], _Cached] = {}
+        self._locks: dict[tuple[str | None, tuple[str, ...]], asyncio.Lock] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self.requests = 0
 
-    async def metadata(self, session: aiohttp.ClientSession) -> dict[str, Any]:
+    def __repr__(self) -> str:
+        return f"TokenClient(issuer={self.issuer!r}, client_id={self.client_id!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def metadata(self) -> dict[str, Any]:
+        """The issuer's RFC 8414 metadata (fetched once; it must name this issuer)."""
         if self._metadata is None:
-            url = self.issuer.rstrip("/") + WELL_KNOWN
-            async with session.get(url, ssl=self.ssl_context) as resp:
+            url = self.issuer + WELL_KNOWN
+            async with self._http().get(url, ssl=self.ssl_context) as resp:
                 if resp.status != 200:
                     raise TokenError("discovery_failed", f"{url} answered {resp.status}")
-                doc = await resp.json()
-            if doc.get("issuer") != self.issuer.rstrip("/"):
-                raise TokenError("discovery_failed", f"metadata names issuer {doc.get('issuer')!r}")
+                doc = await resp.json(content_type=None)
+            if not isinstance(doc, dict) or doc.get("issuer") != self.issuer:
+                raise TokenError("discovery_failed", "the metadata names another issuer")
             self._metadata = doc
         return self._metadata
 
-    async def token_endpoint(self, session: aiohttp.ClientSession) -> str:
-        doc = await self.metadata(session)
+    async def token_endpoint(self) -> str:
+        """The mTLS alias (RFC 8705 §5) when the server has one, else the token endpoint."""
+        doc = await self.metadata()
         aliases = doc.get("mtls_endpoint_aliases") or {}
-        endpoint = aliases.get("token_endpoint") or doc["token_endpoint"]
-        return str(endpoint)
+        return str(aliases.get("token_endpoint") or doc["token_endpoint"])
 
-    async def fetch(
-        self, *, scope: str | None = None, resources: tuple[str, ...] = ()
-    ) -> dict[str, Any]:
-        """One token request; returns the RFC 6749 §5.1 response or raises TokenError."""
+    def _request_body(
+        self, scope: str | None, resources: tuple[str, ...]
+    ) -> tuple[str, dict[str, str]]:
         fields: list[tuple[str, str]] = [("grant_type", "client_credentials")]
         if scope:
             fields.append(("scope", scope))
         fields += [("resource", r) for r in resources]
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
-        if self.client_secret is not None and self.secret_method == BASIC:
-            userpass = f"{form_encode(self.client_id or '')}:{form_encode(self.client_secret)}"
+        if self._secret is not None and self._secret_method == BASIC:
+            userpass = f"{form_encode(self.client_id or '')}:{form_encode(self._secret)}"
             headers["Authorization"] = "Basic " + base64.b64encode(userpass.encode()).decode()
         else:
             if self.client_id:
                 fields.append(("client_id", self.client_id))
-            if self.client_secret is not None:
-                fields.append(("client_secret", self.client_secret))
-        body = "&".join(f"{form_encode(k)}={form_encode(v)}" for k, v in fields)
+            if self._secret is not None:
+                fields.append(("client_secret", self._secret))
+        return "&".join(f"{form_encode(k)}={form_encode(v)}" for k, v in fields), headers
+
+    async def fetch(
+        self, *, scope: str | None = None, resources: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """One token request, uncached; returns the RFC 6749 §5.1 response or raises TokenError."""
+        body, headers = self._request_body(scope, resources)
+        self.requests += 1
         try:
-            async with aiohttp.ClientSession() as session:
-                url = await self.token_endpoint(session)
-                async with session.post(
-                    url, data=body.encode(), headers=headers, ssl=self.ssl_context
-                ) as resp:
-                    doc = await resp.json(content_type=None)
-                    if resp.status != 200:
-                        raise TokenError(
-                            str(doc.get("error", "invalid_response")),
-                            str(doc.get("error_description", "")),
-                            resp.status,
-                        )
-        except (aiohttp.ClientError, ValueError) as exc:
-            raise TokenError("request_failed", str(exc)) from exc
-        if not isinstance(doc, dict) or "access_token" not in doc:
+            url = await self.token_endpoint()
+            async with self._http().post(
+                url, data=body.encode(), headers=headers, ssl=self.ssl_context
+            ) as resp:
+                doc = await resp.json(content_type=None)
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise TokenError("request_failed", str(exc) or type(exc).__name__) from exc
+        if status != 200:
+            error = doc if isinstance(doc, dict) else {}
+            raise TokenError(
+                str(error.get("error", "invalid_response")),
+                str(error.get("error_description", "")),
+                status,
+            )
+        if not isinstance(doc, dict) or not isinstance(doc.get("access_token"), str):
             raise TokenError("invalid_response", "no access_token in the response")
         return doc
+
+    async def token(
+        self, *, scope: str | None = None, resources: tuple[str, ...] = (), force: bool = False
+    ) -> str:
+        """A valid access token, from the cache until shortly before it expires.
+
+        Concurrent callers share one request (single flight).
+        """
+        key = (scope, resources)
+        cached = self._cache.get(key)
+        if cached is not None and not force and time.monotonic() < cached.refresh_at:
+            return str(cached.response["access_token"])
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            cached = self._cache.get(key)
+            if cached is not None and not force and time.monotonic() < cached.refresh_at:
+                return str(cached.response["access_token"])
+            response = await self.fetch(scope=scope, resources=resources)
+            now = time.monotonic()
+            lifetime = float(response.get("expires_in", 60))
+            margin = max(REFRESH_MIN_SECONDS, lifetime * REFRESH_SHARE)
+            self._cache[key] = _Cached(
+                response=response, refresh_at=now + max(0.0, lifetime - margin)
+            )
+            return str(response["access_token"])
+
+    def session(
+        self, *, scope: str | None = None, resources: tuple[str, ...] = ()
+    ) -> BearerSession:
+        """An aiohttp session that sends the token and presents the same certificate."""
+        return BearerSession(self, scope=scope, resources=resources)
+
+
+class BearerSession:
+    """Requests with ``Authorization: Bearer`` and this client's TLS identity.
+
+    A 401 ``invalid_token`` answer is retried once with a fresh token (the old one may have
+    been revoked or signed by a retired key).
+    """
+
+    def __init__(
+        self, tokens: TokenClient, *, scope: str | None, resources: tuple[str, ...]
+    ) -> None:
+        self._tokens = tokens
+        self._scope = scope
+        self._resources = resources
+        self._session = aiohttp.ClientSession()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        """Send a request; the caller reads and releases the response (``async with``)."""
+        for attempt in (1, 2):
+            token = await self._tokens.token(
+                scope=self._scope, resources=self._resources, force=attempt == 2
+            )
+            headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {token}"}
+            resp = await self._session.request(
+                method, url, headers=headers, ssl=self._tokens.ssl_context, **kwargs
+            )
+            challenge = resp.headers.get("WWW-Authenticate", "")
+            if attempt == 1 and resp.status == 401 and 'error="invalid_token"' in challenge:
+                resp.release()
+                kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
+                continue
+            return resp
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def get(self, url: str, **kwargs: Any) -> _RequestContext:
+        return _RequestContext(self.request("GET", url, **kwargs))
+
+    def post(self, url: str, **kwargs: Any) -> _RequestContext:
+        return _RequestContext(self.request("POST", url, **kwargs))
+
+
+class _RequestContext:
+    """``async with session.get(...) as resp`` for :class:`BearerSession`."""
+
+    def __init__(self, pending: Any) -> None:
+        self._pending = pending
+        self._resp: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        self._resp = await self._pending
+        return self._resp
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._resp is not None:
+            self._resp.release()

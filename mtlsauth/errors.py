@@ -12,7 +12,12 @@
     ├── InvalidTarget               400 invalid_target (RFC 8707 §2)
     ├── SlowDown                    429 slow_down (throttled, with Retry-After)
     ├── ServerError                 500 server_error
-    └── TemporarilyUnavailable      503 temporarily_unavailable
+    ├── TemporarilyUnavailable      503 temporarily_unavailable
+    └── BearerError                 RFC 6750 §3 errors at a resource server
+        ├── MissingToken            401, a bare ``Bearer`` challenge (no error code, §3.1)
+        ├── MalformedAuthorization  400 invalid_request
+        ├── InvalidToken            401 invalid_token
+        └── InsufficientScope       403 insufficient_scope (with the needed ``scope``)
 
 Each error carries a public ``description`` (generic and safe; it goes on the wire) and a
 private ``detail`` (the precise reason; it goes only to the log). Raise them anywhere; the
@@ -26,11 +31,16 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 __all__ = [
+    "BearerError",
+    "InsufficientScope",
     "InvalidClient",
     "InvalidGrant",
     "InvalidRequest",
     "InvalidScope",
     "InvalidTarget",
+    "InvalidToken",
+    "MalformedAuthorization",
+    "MissingToken",
     "OAuthError",
     "ServerError",
     "SlowDown",
@@ -143,3 +153,66 @@ class TemporarilyUnavailable(OAuthError):
     error = "temporarily_unavailable"
     status = 503
     default_description = "The service is temporarily unavailable; retry later."
+
+
+def _quoted(value: str) -> str:
+    """An RFC 6750 §3 auth-param value: quoted, with no quote or backslash inside."""
+    return '"' + "".join(c for c in value if c not in '"\\' and 0x20 <= ord(c) < 0x7F) + '"'
+
+
+class BearerError(OAuthError):
+    """An RFC 6750 §3 error: the challenge goes into ``WWW-Authenticate: Bearer``."""
+
+    realm: ClassVar[str] = "mtlsauth"
+    include_error: ClassVar[bool] = True
+
+    def __init__(
+        self, detail: str = "", *, description: str | None = None, scope: str = ""
+    ) -> None:
+        super().__init__(detail, description=description)
+        self.scope = scope
+
+    def challenge(self) -> str:
+        params = [f"realm={_quoted(self.realm)}"]
+        if self.include_error:
+            params.append(f"error={_quoted(self.error)}")
+            params.append(f"error_description={_quoted(self.description)}")
+        if self.scope:
+            params.append(f"scope={_quoted(self.scope)}")
+        return "Bearer " + ", ".join(params)
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "WWW-Authenticate": self.challenge()}
+
+    def body(self) -> dict[str, str]:
+        body = super().body()
+        if self.scope:
+            body["scope"] = self.scope
+        return body
+
+
+class MissingToken(BearerError):
+    """§3.1: a request with no authentication gets a challenge without an error code."""
+
+    error = "invalid_token"
+    status = 401
+    include_error = False
+    default_description = "An access token is required."
+
+
+class MalformedAuthorization(BearerError):
+    error = "invalid_request"
+    status = 400
+    default_description = "The Authorization header is malformed."
+
+
+class InvalidToken(BearerError):
+    error = "invalid_token"
+    status = 401
+    default_description = "The access token is invalid, expired, or not bound to this certificate."
+
+
+class InsufficientScope(BearerError):
+    error = "insufficient_scope"
+    status = 403
+    default_description = "The access token does not carry the scope this request needs."

@@ -8,6 +8,7 @@ import json
 import os
 import ssl
 from pathlib import Path
+from typing import Any
 
 from mtlsauth.cli.common import CLIError
 from mtlsauth.client import TokenClient, TokenError, client_ssl_context
@@ -34,8 +35,13 @@ def _run(args: argparse.Namespace) -> int:
         client_secret=secret,
         secret_method=args.secret_method,
     )
+
+    async def fetch() -> dict[str, Any]:
+        async with client:
+            return await client.fetch(scope=args.scope, resources=tuple(args.resource))
+
     try:
-        response = asyncio.run(client.fetch(scope=args.scope, resources=tuple(args.resource)))
+        response = asyncio.run(fetch())
     except TokenError as exc:
         error = {"error": exc.error, "error_description": exc.description, "status": exc.status}
         raise CLIError(json.dumps(error)) from exc

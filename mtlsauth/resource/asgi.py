@@ -1,0 +1,106 @@
+"""ASGI middleware (Starlette, FastAPI, any ASGI app).
+
+::
+
+    app = BearerMiddleware(app, verifier=verifier, scopes=("invoices.read",), proxy=proxy)
+
+The certificate comes from the ASGI TLS extension (``scope["extensions"]["tls"]
+["client_cert_chain"]``) where the server provides it, or — the common deployment, since
+uvicorn and hypercorn do not — from a trusted TLS-terminating proxy's header (``proxy``).
+The claims are put in ``scope["state"]["mtlsauth_claims"]`` (Starlette: ``request.state``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from mtlsauth.errors import MalformedAuthorization, OAuthError
+from mtlsauth.peer import ProxyConfig
+from mtlsauth.resource.authorize import authorize, resolve_peer
+from mtlsauth.resource.verify import TokenVerifier
+
+__all__ = ["CLAIMS_STATE_KEY", "BearerMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+CLAIMS_STATE_KEY = "mtlsauth_claims"
+
+
+def _tls_der(scope: Scope) -> bytes | None:
+    chain = scope.get("extensions", {}).get("tls", {}).get("client_cert_chain")
+    if not chain:
+        return None
+    try:
+        return x509.load_pem_x509_certificate(str(chain[0]).encode()).public_bytes(Encoding.DER)
+    except ValueError as exc:
+        raise MalformedAuthorization(
+            f"the server's client_cert_chain does not parse: {exc}"
+        ) from exc
+
+
+class BearerMiddleware:
+    """Require a valid, certificate-bound access token on every HTTP request."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        verifier: TokenVerifier,
+        scopes: Iterable[str] = (),
+        allow_unbound: bool | None = None,
+        proxy: ProxyConfig | None = None,
+        exempt: Iterable[str] = (),
+    ) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.scopes = tuple(scopes)
+        self.allow_unbound = allow_unbound
+        self.proxy = proxy
+        self.exempt = frozenset(exempt)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        headers: dict[str, str] = {}
+        authorization: list[str] = []
+        for raw_name, raw_value in scope.get("headers", ()):
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            if name == "authorization":
+                authorization.append(value)
+            headers.setdefault(name, value)
+        if self.proxy is not None and self.proxy.header.lower() in headers:
+            headers[self.proxy.header] = headers[self.proxy.header.lower()]
+        client = scope.get("client")
+        try:
+            peer = resolve_peer(self.proxy, client[0] if client else None, _tls_der(scope), headers)
+            claims = await authorize(
+                self.verifier,
+                authorization=authorization,
+                peer_der=peer,
+                scopes=self.scopes,
+                allow_unbound=self.allow_unbound,
+            )
+        except OAuthError as exc:
+            await _send_error(send, exc)
+            return
+        scope.setdefault("state", {})[CLAIMS_STATE_KEY] = claims
+        await self.app(scope, receive, send)
+
+
+async def _send_error(send: Send, error: OAuthError) -> None:
+    body = error.body_bytes()
+    headers = [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers().items()
+    ]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

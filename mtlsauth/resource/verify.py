@@ -1,0 +1,146 @@
+"""Verifying an access token and its certificate binding: the framework-free core.
+
+RFC 9068 §4: signature with a fixed algorithm allow-list (ES256), ``typ`` ``at+jwt``, ``iss``,
+``aud``, ``exp``/``nbf``/``iat`` with a small leeway, and the required claims. RFC 8705 §3: a
+token with ``cnf.x5t#S256`` is accepted only over a connection whose client certificate has
+that thumbprint; whether unbound tokens are accepted at all is a setting (off by default).
+
+A verified token is cached by its SHA-256 until it expires, so a token reused for many calls
+costs a dictionary lookup after the first; the binding is still checked on every call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import jwt
+
+from mtlsauth.errors import InsufficientScope, InvalidToken
+from mtlsauth.thumbprint import x5t_s256
+
+__all__ = ["ALGORITHMS", "Claims", "KeySource", "TokenVerifier", "VerifierConfig", "require_scopes"]
+
+Claims = dict[str, Any]
+ALGORITHMS: Final = ("ES256",)
+REQUIRED_CLAIMS: Final = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
+_TYPES: Final = frozenset({"at+jwt", "application/at+jwt"})
+_MAX_TOKEN: Final = 8192
+# RFC 6750 §2.1 b64token; a JWS compact serialisation is a subset of it.
+_B64TOKEN: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*\Z")
+
+
+class KeySource(Protocol):
+    async def key(self, kid: str) -> jwt.PyJWK: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VerifierConfig:
+    """What a resource server accepts."""
+
+    issuer: str
+    audience: str | Sequence[str]
+    leeway: int = 30
+    allow_unbound: bool = False
+    cache_size: int = 10000
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    claims: Claims
+    exp: float
+    bound_to: str | None
+
+
+class TokenVerifier:
+    """Verifies tokens of one issuer for one resource server."""
+
+    def __init__(self, config: VerifierConfig, keys: KeySource) -> None:
+        self.config = config
+        self._keys = keys
+        self._cache: dict[bytes, _Verified] = {}
+
+    async def verify(
+        self, token: str, peer_der: bytes | None, *, allow_unbound: bool | None = None
+    ) -> Claims:
+        """The token's claims; InvalidToken (with the precise reason as detail) otherwise."""
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        verified = self._cache.get(digest)
+        if verified is None or time.time() > verified.exp + self.config.leeway:
+            if verified is not None:
+                del self._cache[digest]
+            verified = await self._verify_jwt(token)
+            self._remember(digest, verified)
+        self._check_binding(verified, peer_der, allow_unbound)
+        return verified.claims
+
+    def _remember(self, digest: bytes, verified: _Verified) -> None:
+        if len(self._cache) >= self.config.cache_size:
+            now = time.time()
+            self._cache = {k: v for k, v in self._cache.items() if v.exp > now}
+            if len(self._cache) >= self.config.cache_size:
+                self._cache.clear()
+        self._cache[digest] = verified
+
+    def _check_binding(
+        self, verified: _Verified, peer_der: bytes | None, allow_unbound: bool | None
+    ) -> None:
+        if verified.bound_to is None:
+            unbound_ok = self.config.allow_unbound if allow_unbound is None else allow_unbound
+            if not unbound_ok:
+                raise InvalidToken("the token is not certificate-bound and this route needs one")
+            return
+        if peer_der is None:
+            raise InvalidToken("a certificate-bound token was presented without a certificate")
+        if not hmac.compare_digest(x5t_s256(peer_der), verified.bound_to):
+            raise InvalidToken("the token is bound to another certificate")
+
+    async def _verify_jwt(self, token: str) -> _Verified:
+        if len(token) > _MAX_TOKEN or not _B64TOKEN.match(token):
+            raise InvalidToken("the token is not a well-formed JWS")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"malformed token header: {exc}") from exc
+        # The header only selects the key; everything in it is re-checked by the verification.
+        alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
+        if alg not in ALGORITHMS:
+            raise InvalidToken(f"algorithm {str(alg)[:20]!r} is not allowed")
+        if not isinstance(typ, str) or typ.lower() not in _TYPES:
+            raise InvalidToken(f"typ {str(typ)[:30]!r} is not at+jwt (RFC 9068 §4)")
+        if not isinstance(kid, str):
+            raise InvalidToken("the token header has no kid")
+        key = await self._keys.key(kid)
+        try:
+            claims: Claims = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=list(ALGORITHMS),
+                audience=self.config.audience,
+                issuer=self.config.issuer,
+                leeway=self.config.leeway,
+                options={"require": list(REQUIRED_CLAIMS)},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"{type(exc).__name__}: {exc}") from exc
+        cnf = claims.get("cnf")
+        bound_to = None
+        if cnf is not None:
+            if not isinstance(cnf, dict) or not isinstance(cnf.get("x5t#S256"), str):
+                raise InvalidToken("the token's cnf is not an x5t#S256 certificate binding")
+            bound_to = cnf["x5t#S256"]
+        return _Verified(claims=claims, exp=float(claims["exp"]), bound_to=bound_to)
+
+
+def require_scopes(claims: Claims, scopes: Iterable[str]) -> None:
+    """RFC 6750 §3.1: every needed scope must be in the token, else 403 insufficient_scope."""
+    needed = list(scopes)
+    granted = set(str(claims.get("scope", "")).split())
+    missing = [s for s in needed if s not in granted]
+    if missing:
+        raise InsufficientScope(f"the token lacks scope(s) {missing}", scope=" ".join(needed))
