@@ -10,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
+
+from mtlsauth.peer import HEADER_FORMATS, HeaderFormat, ProxyConfig, parse_networks
 
 __all__ = ["CONFIG_FILE", "ConfigError", "Secret", "Settings", "load_settings"]
 
@@ -73,6 +76,20 @@ class Settings:
     keepalive_timeout: float = 15.0
     max_body_bytes: int = 16384
     log_level: str = "INFO"
+    trusted_proxies: tuple[str, ...] = ()
+    client_cert_header: str = "Client-Cert"
+    client_cert_format: HeaderFormat = "rfc9440"
+
+    @property
+    def proxy(self) -> ProxyConfig | None:
+        """Believe a client-certificate header only from these proxies (off when none)."""
+        if not self.trusted_proxies:
+            return None
+        return ProxyConfig(
+            trusted=parse_networks(self.trusted_proxies),
+            header=self.client_cert_header,
+            fmt=self.client_cert_format,
+        )
 
     @property
     def mtls_base_url(self) -> str | None:
@@ -125,6 +142,36 @@ def _as_hosts(name: str, value: Any) -> tuple[str, ...]:
     if not hosts:
         raise ConfigError(f"setting {name!r} must list at least one address, got {value!r}")
     return hosts
+
+
+def _as_networks(name: str, value: Any) -> tuple[str, ...]:
+    """Comma-separated addresses or CIDRs; empty means none."""
+    if isinstance(value, list):
+        items = [str(v) for v in value]
+    elif isinstance(value, str):
+        items = [v for v in value.split(",") if v.strip()]
+    else:
+        raise ConfigError(f"setting {name!r} must be a list of CIDRs, got {value!r}")
+    try:
+        parse_networks(items)
+    except ValueError as exc:
+        raise ConfigError(f"setting {name!r}: {exc}") from exc
+    return tuple(v.strip() for v in items)
+
+
+def _as_header_format(name: str, value: Any) -> str:
+    if value not in HEADER_FORMATS:
+        raise ConfigError(
+            f"setting {name!r} must be one of {', '.join(HEADER_FORMATS)}, got {value!r}"
+        )
+    return str(value)
+
+
+def _as_header_name(name: str, value: Any) -> str:
+    text = _as_str(name, value)
+    if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", text):
+        raise ConfigError(f"setting {name!r} must be an HTTP header name, got {value!r}")
+    return text
 
 
 def _as_issuer(name: str, value: Any) -> str:
@@ -182,6 +229,9 @@ _VALIDATORS: Final[Mapping[str, Callable[[str, Any], Any]]] = {
     "keepalive_timeout": _as_number(float, 1.0, 3600.0),
     "max_body_bytes": _as_number(int, 1024, 1048576),
     "log_level": _as_log_level,
+    "trusted_proxies": _as_networks,
+    "client_cert_header": _as_header_name,
+    "client_cert_format": _as_header_format,
 }
 
 _DEFAULTS: Final[Mapping[str, Any]] = {
@@ -268,6 +318,9 @@ def load_settings(home: Path | str, environ: Mapping[str, str] | None = None) ->
         keepalive_timeout=values.get("keepalive_timeout", 15.0),
         max_body_bytes=values.get("max_body_bytes", 16384),
         log_level=values.get("log_level", "INFO"),
+        trusted_proxies=values.get("trusted_proxies", ()),
+        client_cert_header=values.get("client_cert_header", "Client-Cert"),
+        client_cert_format=values.get("client_cert_format", "rfc9440"),
     )
     for name in ("tls_cert", "tls_key", "client_ca", "signing_key"):
         path = getattr(settings, name)

@@ -15,8 +15,9 @@ from pathlib import Path
 from aiohttp import web
 
 from mtlsauth.config import Settings
+from mtlsauth.peer import ProxyConfig
 from mtlsauth.resource import JWKSCache, TokenVerifier, VerifierConfig
-from mtlsauth.resource.aiohttp import CLAIMS, VERIFIER, require_token
+from mtlsauth.resource.aiohttp import CLAIMS, PROXY, VERIFIER, require_token
 from mtlsauth.tls import ServerTLSConfig, build_server_context
 
 __all__ = ["DEMO_SCOPE", "create_demo_api", "demo_api_ssl_context"]
@@ -43,9 +44,16 @@ async def health(request: web.Request) -> web.Response:
 
 
 def create_demo_api(
-    *, issuer: str, audience: str, issuer_ca: Path, min_refetch_interval: float = 10.0
+    *,
+    issuer: str,
+    audience: str,
+    issuer_ca: Path,
+    min_refetch_interval: float = 10.0,
+    proxy: ProxyConfig | None = None,
 ) -> web.Application:
     app = web.Application()
+    if proxy is not None:
+        app[PROXY] = proxy
     jwks = JWKSCache(
         issuer=issuer,
         ssl_context=ssl.create_default_context(cafile=str(issuer_ca)),

@@ -15,9 +15,20 @@ if [ ! -x "$_root/.venv/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 . "$_root/.venv/bin/activate"
-# Re-install only when pyproject.toml or the extras changed since the last install.
-_stamp="$_root/.venv/.mtlsauth-$(echo "$_extras" | tr ',' '-')-$(sha256sum "$_root/pyproject.toml" | cut -c1-16)"
-if [ ! -f "$_stamp" ]; then
+# Re-install only when pyproject.toml changed or no install so far had all of these extras.
+_hash="$(sha256sum "$_root/pyproject.toml" | cut -c1-16)"
+_stamp="$_root/.venv/.mtlsauth-$(echo "$_extras" | tr ',' '-')-$_hash"
+_satisfied=""
+for _done in "$_root"/.venv/.mtlsauth-*-"$_hash"; do
+    [ -f "$_done" ] || continue
+    _have="$(basename "$_done" | sed "s/^.mtlsauth-//; s/-$_hash\$//")"
+    _ok=1
+    for _want in $(echo "$_extras" | tr ',' ' '); do
+        case "-$_have-" in *"-$_want-"*) ;; *) _ok="" ;; esac
+    done
+    if [ -n "$_ok" ]; then _satisfied=1; break; fi
+done
+if [ -z "$_satisfied" ]; then
     echo "installing mtlsauth[$_extras] into .venv (log: .venv/install.log)" >&2
     if ! { python -m pip install --disable-pip-version-check --upgrade pip &&
            python -m pip install --disable-pip-version-check -e "$_root[$_extras]"; } \

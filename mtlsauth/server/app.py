@@ -25,6 +25,7 @@ from mtlsauth.server.keys import (
     AUTH_CONTEXT,
     GRANT,
     METADATA,
+    PROXY,
     REGISTRY,
     SETTINGS,
     SIGNING_KEYS,
@@ -108,6 +109,8 @@ def create_app(settings: Settings, tls: TLSManager) -> web.Application:
     app[SIGNING_KEYS] = [SigningKey.load(settings.signing_key)]
     app[AUTH_CONTEXT] = AuthContext(secret_key=settings.secret_key.get(), client_ca=tls.client_ca)
     app[METADATA] = json.dumps(build_metadata(settings), indent=2).encode()
+    if (proxy := settings.proxy) is not None:
+        app[PROXY] = proxy
     app.cleanup_ctx.append(_runtime)
     app.router.add_post("/token", token)
     app.router.add_get(WELL_KNOWN, metadata)

@@ -9,6 +9,7 @@ from mtlsauth.clients import ClientRegistry
 from mtlsauth.config import Settings
 from mtlsauth.grant import ClientCredentialsGrant
 from mtlsauth.keys import SigningKey
+from mtlsauth.peer import ProxyConfig
 from mtlsauth.store import Store
 from mtlsauth.tls import TLSManager
 
@@ -16,6 +17,7 @@ __all__ = [
     "AUTH_CONTEXT",
     "GRANT",
     "METADATA",
+    "PROXY",
     "REGISTRY",
     "SETTINGS",
     "SIGNING_KEYS",
@@ -31,3 +33,5 @@ GRANT = web.AppKey("grant", ClientCredentialsGrant)
 SIGNING_KEYS = web.AppKey("signing_keys", list[SigningKey])
 METADATA = web.AppKey("metadata", bytes)
 TLS = web.AppKey("tls", TLSManager)
+#: Present only when a TLS-terminating proxy is trusted to forward client certificates.
+PROXY = web.AppKey("proxy", ProxyConfig)

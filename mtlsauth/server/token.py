@@ -10,8 +10,9 @@ from aiohttp import hdrs, web
 from mtlsauth.clientauth import AuthRequest, PeerCertificate, parse_basic
 from mtlsauth.errors import InvalidRequest
 from mtlsauth.grant import TokenParams
+from mtlsauth.peer import ProxyHeaderError
 from mtlsauth.server.forms import parse_form
-from mtlsauth.server.keys import GRANT
+from mtlsauth.server.keys import GRANT, PROXY
 from mtlsauth.tls import peer_certificate_der
 
 __all__ = ["peer_certificate", "token"]
@@ -24,9 +25,17 @@ _HEADERS = {
 
 
 def peer_certificate(request: web.Request) -> PeerCertificate | None:
-    """The verified TLS client leaf of this request's connection, if one was presented."""
+    """The client's leaf: from the TLS connection, or from a trusted proxy's header."""
     transport = request.transport
     der = peer_certificate_der(transport.get_extra_info("ssl_object")) if transport else None
+    proxy = request.app.get(PROXY)
+    if proxy is not None:
+        try:
+            der = proxy.peer_der(request.remote, der, request.headers)
+        except ProxyHeaderError as exc:
+            raise InvalidRequest(
+                str(exc), description="The client certificate header is not accepted."
+            ) from exc
     return PeerCertificate(der) if der else None
 
 
