@@ -70,12 +70,15 @@ class Settings:
     client_ca: Path
     signing_key: Path
     secret_key: Secret = dataclasses.field(repr=False)
+    crl: Path | None = None
     token_ttl: int = 600
     default_audience: str = ""
     reload_interval: float = 0.5
     keepalive_timeout: float = 15.0
     max_body_bytes: int = 16384
     log_level: str = "INFO"
+    max_connection_age: float = 60.0
+    crl_warn_hours: float = 48.0
     trusted_proxies: tuple[str, ...] = ()
     client_cert_header: str = "Client-Cert"
     client_cert_format: HeaderFormat = "rfc9440"
@@ -229,6 +232,9 @@ _VALIDATORS: Final[Mapping[str, Callable[[str, Any], Any]]] = {
     "keepalive_timeout": _as_number(float, 1.0, 3600.0),
     "max_body_bytes": _as_number(int, 1024, 1048576),
     "log_level": _as_log_level,
+    "crl": lambda name, value: "" if value == "" else _as_str(name, value),
+    "max_connection_age": _as_number(float, 1.0, 86400.0),
+    "crl_warn_hours": _as_number(float, 0.0, 8760.0),
     "trusted_proxies": _as_networks,
     "client_cert_header": _as_header_name,
     "client_cert_format": _as_header_format,
@@ -239,8 +245,9 @@ _DEFAULTS: Final[Mapping[str, Any]] = {
     "host": "127.0.0.1,::1",
     "port": 8443,
     "database_url": "sqlite:///mtlsauth.db",
-    "tls_cert": "tls/server.pem",
-    "tls_key": "tls/server.key",
+    "tls_cert": "tls/chain.pem",
+    "tls_key": "tls/key.pem",
+    "crl": "ca/crl.pem",
     "client_ca": "ca/client-ca.pem",
     "signing_key": "keys/signing.pem",
     "secret_key_file": "secret.key",
@@ -318,6 +325,9 @@ def load_settings(home: Path | str, environ: Mapping[str, str] | None = None) ->
         keepalive_timeout=values.get("keepalive_timeout", 15.0),
         max_body_bytes=values.get("max_body_bytes", 16384),
         log_level=values.get("log_level", "INFO"),
+        crl=_resolve(home, values["crl"]) if values.get("crl") else None,
+        max_connection_age=values.get("max_connection_age", 60.0),
+        crl_warn_hours=values.get("crl_warn_hours", 48.0),
         trusted_proxies=values.get("trusted_proxies", ()),
         client_cert_header=values.get("client_cert_header", "Client-Cert"),
         client_cert_format=values.get("client_cert_format", "rfc9440"),

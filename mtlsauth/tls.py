@@ -16,31 +16,46 @@ tls_client_auth separately checks that the leaf was issued by the client CA (see
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import ssl
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from mtlsauth.revocation import CRLError, RevocationState
+
 __all__ = [
+    "CheckingSSLObject",
     "ClientCA",
     "ServerTLSConfig",
     "SwappableContext",
     "TLSManager",
     "build_server_context",
+    "connection_age",
     "peer_certificate_der",
 ]
 
 log = logging.getLogger(__name__)
 
 
-class _LoggingSSLObject(ssl.SSLObject):
-    """Logs why a handshake was refused; a rejected client otherwise only sees EOF."""
+class CheckingSSLObject(ssl.SSLObject):
+    """One server-side TLS connection.
+
+    It logs why a handshake was refused (a rejected client otherwise only sees EOF), refuses
+    a revoked client certificate once OpenSSL has accepted the chain — on every handshake,
+    resumed ones included — and remembers when the connection was established so that
+    keep-alive connections can be given a bounded lifetime.
+    """
+
+    revocation: ClassVar[RevocationState] = RevocationState.empty()
+    established_at: float
 
     def do_handshake(self) -> None:
         try:
@@ -51,6 +66,20 @@ class _LoggingSSLObject(ssl.SSLObject):
             reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
             log.warning("TLS handshake refused: %s", reason)
             raise
+        der = self.getpeercert(binary_form=True)
+        refusal = self.revocation.refusal(der) if der else None
+        if refusal is not None:
+            log.warning(
+                "TLS handshake refused: %s (resumed session: %s)", refusal, self.session_reused
+            )
+            raise ssl.SSLError(ssl.SSL_ERROR_SSL, f"client certificate refused: {refusal}")
+        self.established_at = time.monotonic()
+
+
+def connection_age(ssl_object: object) -> float:
+    """Seconds since this connection's handshake (0 when unknown)."""
+    established = getattr(ssl_object, "established_at", None)
+    return time.monotonic() - established if established is not None else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +90,17 @@ class ServerTLSConfig:
     key: Path
     client_ca: Path
     trust_anchors: frozenset[bytes] = frozenset()
+    crl: Path | None = None
 
 
-def build_server_context(config: ServerTLSConfig, *, require_cert: bool) -> ssl.SSLContext:
-    """A server context that verifies client certificates (optional or required)."""
+def build_server_context(
+    config: ServerTLSConfig,
+    *,
+    require_cert: bool,
+    revocation: RevocationState | None = None,
+) -> ssl.SSLContext:
+    """A server context that verifies client certificates (optional or required) and refuses
+    those ``revocation`` says are revoked."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(config.cert, config.key)
@@ -74,7 +110,12 @@ def build_server_context(config: ServerTLSConfig, *, require_cert: bool) -> ssl.
         # cadata accepts concatenated DER certificates.
         ctx.load_verify_locations(cadata=b"".join(sorted(config.trust_anchors)))
     ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    ctx.sslobject_class = _LoggingSSLObject
+    # A class per context: the revocation state belongs to the context it was built with.
+    ctx.sslobject_class = type(
+        "CheckingSSLObject",
+        (CheckingSSLObject,),
+        {"revocation": revocation or RevocationState.empty()},
+    )
     return ctx
 
 
@@ -167,22 +208,46 @@ class TLSManager:
     def __init__(self, config: ServerTLSConfig, *, with_required_listener: bool) -> None:
         self._config = config
         self._mtimes = self._stat()
-        self.client_ca = ClientCA.from_file(config.client_ca)
-        self.optional = SwappableContext(build_server_context(config, require_cert=False))
+        ca_certs = x509.load_pem_x509_certificates(config.client_ca.read_bytes())
+        self.client_ca = ClientCA(ca_certs)
+        self.revocation = self._load_revocation(config, ca_certs)
+        self.optional = SwappableContext(
+            build_server_context(config, require_cert=False, revocation=self.revocation)
+        )
         self.required = (
-            SwappableContext(build_server_context(config, require_cert=True))
+            SwappableContext(
+                build_server_context(config, require_cert=True, revocation=self.revocation)
+            )
             if with_required_listener
             else None
         )
 
+    @staticmethod
+    def _load_revocation(
+        config: ServerTLSConfig, ca_certs: list[x509.Certificate]
+    ) -> RevocationState:
+        if config.crl is None:
+            log.warning("no CRL configured: revoked client certificates are NOT refused")
+            return RevocationState.empty()
+        return RevocationState.load(config.crl, ca_certs)
+
     def _stat(self) -> tuple[float, ...]:
-        paths = (self._config.cert, self._config.key, self._config.client_ca)
+        paths = [self._config.cert, self._config.key, self._config.client_ca]
+        if self._config.crl is not None:
+            paths.append(self._config.crl)
         return tuple(p.stat().st_mtime_ns if p.exists() else 0.0 for p in paths)
 
     def _rebuild(self, config: ServerTLSConfig) -> None:
-        optional = build_server_context(config, require_cert=False)
-        required = build_server_context(config, require_cert=True) if self.required else None
-        self.client_ca.replace(x509.load_pem_x509_certificates(config.client_ca.read_bytes()))
+        ca_certs = x509.load_pem_x509_certificates(config.client_ca.read_bytes())
+        revocation = self._load_revocation(config, ca_certs)
+        optional = build_server_context(config, require_cert=False, revocation=revocation)
+        required = (
+            build_server_context(config, require_cert=True, revocation=revocation)
+            if self.required
+            else None
+        )
+        self.client_ca.replace(ca_certs)
+        self.revocation = revocation
         self.optional.swap(optional)
         if self.required is not None and required is not None:
             self.required.swap(required)
@@ -205,10 +270,28 @@ class TLSManager:
         self._mtimes = mtimes
         try:
             self._rebuild(self._config)
-        except (OSError, ssl.SSLError, ValueError) as exc:
+        except (OSError, ssl.SSLError, ValueError, CRLError) as exc:
             log.error(  # noqa: TRY400 - the reason is enough; no traceback for a bad file
                 "TLS files changed but cannot be loaded; keeping the old ones: %s", exc
             )
             return False
-        log.info("TLS server certificate / client CA reloaded from disk")
+        log.info("TLS server certificate / client CA / CRL reloaded from disk")
         return True
+
+    def warn_if_crl_stale(self, warn_before: dt.timedelta) -> None:
+        """Loud warnings before a CRL expires; errors once it has (clients are refused)."""
+        for name, left in self.revocation.freshness():
+            if left <= dt.timedelta(0):
+                log.error(
+                    "%s EXPIRED %s ago: every certificate of its CA is refused until "
+                    "'mtlsauth pki crl' signs a new one",
+                    name,
+                    -left,
+                )
+            elif left < warn_before:
+                log.warning(
+                    "%s expires in %s: run 'mtlsauth pki crl' (the server renews it itself "
+                    "when it can read the CA passphrase)",
+                    name,
+                    left,
+                )

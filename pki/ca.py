@@ -1,9 +1,12 @@
 """A small certificate authority on cryptography's x509 builders.
 
-``CA.create(...)`` makes a self-signed root; ``CA.load(dir)`` reads one back; ``ca.issue_client``
-and ``ca.issue_server`` return :class:`IssuedCert` objects that render PEM and write files.
-Certificates follow RFC 5280 strictly: critical basicConstraints and keyUsage, SKI/AKI, random
-159-bit serials; client certificates carry EKU clientAuth only, server certificates serverAuth.
+``CA.create(...)`` makes a self-signed root and ``root.create_intermediate(...)`` an issuing
+CA under it (optionally name-constrained); ``CA.load(dir, name)`` reads one back, its key
+decrypted with a passphrase; ``ca.issue_client`` and ``ca.issue_server`` return
+:class:`IssuedCert` objects that render PEM and PKCS#12 and write files; ``ca.crl(...)`` signs a
+CRL. Certificates follow RFC 5280 strictly: critical basicConstraints and keyUsage, SKI/AKI,
+random 159-bit serials; client certificates carry EKU clientAuth only, server certificates
+serverAuth only; an issuing CA's name constraints are enforced before anything is signed.
 """
 
 from __future__ import annotations
@@ -19,17 +22,23 @@ from typing import Final, Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from pki.constraints import NameConstraintError, NameConstraints, check_names
 
 __all__ = [
     "CA",
     "KEY_TYPES",
+    "REASONS",
     "CAError",
+    "CertificatePublicKey",
     "IssuedCert",
     "KeyType",
     "PrivateKey",
     "SubjectAltNames",
     "generate_key",
+    "load_private_key",
     "write_private",
 ]
 
@@ -43,9 +52,14 @@ KEY_TYPES: Final[tuple[KeyType, ...]] = (
     "rsa-4096",
 )
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+CertificatePublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 
-CA_CERT_FILE: Final = "ca.pem"
-CA_KEY_FILE: Final = "ca.key"
+#: Revocation reasons operators may give (RFC 5280 §5.3.1 names).
+REASONS: Final[dict[str, x509.ReasonFlags]] = {
+    flag.value: flag
+    for flag in x509.ReasonFlags
+    if flag not in (x509.ReasonFlags.unspecified, x509.ReasonFlags.remove_from_crl)
+} | {"unspecified": x509.ReasonFlags.unspecified}
 # Backdating absorbs small clock skew between the CA and the verifiers.
 _BACKDATE: Final = dt.timedelta(minutes=5)
 
@@ -102,12 +116,31 @@ def write_private(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
-def _key_pem(key: PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+def _key_pem(key: PrivateKey, passphrase: bytes | None = None) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
     )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
+def load_private_key(data: bytes, passphrase: bytes | None) -> PrivateKey:
+    """A PEM private key, decrypted with ``passphrase`` when it is encrypted."""
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase)
+    except TypeError as exc:
+        # cryptography says TypeError for "encrypted but no password" and the reverse.
+        if passphrase is None:
+            raise CAError("the key is encrypted: a passphrase is needed") from exc
+        raise CAError("the key is not encrypted, but a passphrase was given") from exc
+    except ValueError as exc:
+        raise CAError("the key cannot be decrypted: wrong passphrase or damaged file") from exc
+    if not isinstance(key, PrivateKey):
+        raise CAError("the key is of an unsupported type")
+    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +192,21 @@ class IssuedCert:
             raise CAError("this certificate was issued for a CSR: the CA never had its key")
         return _key_pem(self.key)
 
+    def pkcs12(self, password: bytes, *, name: str | None = None) -> bytes:
+        """The key, certificate and chain as an encrypted PKCS#12 file."""
+        if self.key is None:
+            raise CAError("no private key to export: the certificate was issued for a CSR")
+        if not password:
+            raise CAError("a PKCS#12 export needs a password")
+        label = name or self.cert.subject.rfc4514_string()
+        return pkcs12.serialize_key_and_certificates(
+            label.encode(),
+            self.key,
+            self.cert,
+            list(self.chain) or None,
+            serialization.BestAvailableEncryption(password),
+        )
+
     def write_to_dir(self, out: Path) -> dict[str, Path]:
         """Write cert.pem, chain.pem and (when known) key.pem (0600) into ``out``."""
         out.mkdir(parents=True, exist_ok=True)
@@ -172,11 +220,18 @@ class IssuedCert:
 
 
 class CA:
-    """A certificate authority: its certificate and private key."""
+    """A certificate authority: its certificate, private key and the chain above it."""
 
-    def __init__(self, cert: x509.Certificate, key: PrivateKey) -> None:
+    def __init__(
+        self,
+        cert: x509.Certificate,
+        key: PrivateKey,
+        chain: Sequence[x509.Certificate] = (),
+    ) -> None:
         self.cert = cert
         self.key = key
+        self.chain = tuple(chain)
+        self.constraints = NameConstraints.from_certificate(cert)
 
     # -- creation and storage ------------------------------------------------------------
 
@@ -191,57 +246,77 @@ class CA:
     ) -> CA:
         """A new self-signed root CA (RFC 5280 §4.2.1.9: critical CA basicConstraints)."""
         key = generate_key(key_type)
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-        if organization:
-            attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-        name = x509.Name(attrs)
-        now = dt.datetime.now(dt.UTC)
-        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
-            .not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
-            .add_extension(ski, critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
-                critical=False,
-            )
-            .sign(key, _signature_hash(key))
+        name = _ca_name(common_name, organization)
+        cert = _ca_builder(name, name, key.public_key(), days, path_length=None).sign(
+            key, _signature_hash(key)
         )
         return cls(cert, key)
 
+    def create_intermediate(
+        self,
+        *,
+        common_name: str,
+        organization: str | None = None,
+        key_type: KeyType = "ec-p256",
+        days: int = 1825,
+        constraints: NameConstraints | None = None,
+    ) -> CA:
+        """An issuing CA signed by this one (pathLen 0: it issues only end-entity certs)."""
+        constraints = constraints or NameConstraints()
+        check_names(self.constraints, constraints.permitted)
+        key = generate_key(key_type)
+        builder = _ca_builder(
+            _ca_name(common_name, organization),
+            self.cert.subject,
+            key.public_key(),
+            days,
+            path_length=0,
+            not_after_cap=self.cert.not_valid_after_utc,
+            issuer_ski=self._ski(),
+        )
+        extension = constraints.extension()
+        if extension is not None:
+            builder = builder.add_extension(extension, critical=True)
+        cert = builder.sign(self.key, _signature_hash(self.key))
+        return CA(cert, key, chain=(self.cert, *self.chain))
+
     @classmethod
-    def load(cls, directory: Path) -> CA:
-        """Read a CA written by :meth:`save`."""
+    def load(cls, directory: Path, name: str = "ca", *, passphrase: bytes | None = None) -> CA:
+        """Read a CA written by :meth:`save` (its chain from ``<name>-chain.pem`` if present)."""
         try:
-            cert = x509.load_pem_x509_certificate((directory / CA_CERT_FILE).read_bytes())
-            key = serialization.load_pem_private_key(
-                (directory / CA_KEY_FILE).read_bytes(), password=None
+            cert = x509.load_pem_x509_certificate((directory / f"{name}.pem").read_bytes())
+            key_data = (directory / f"{name}.key").read_bytes()
+            chain_file = directory / f"{name}-chain.pem"
+            chain = (
+                x509.load_pem_x509_certificates(chain_file.read_bytes())
+                if chain_file.exists()
+                else []
             )
         except FileNotFoundError as exc:
-            raise CAError(f"no CA in {directory}: {exc.filename} is missing") from exc
+            raise CAError(f"no CA {name!r} in {directory}: {exc.filename} is missing") from exc
         except ValueError as exc:
-            raise CAError(f"the CA in {directory} cannot be read: {exc}") from exc
-        if not isinstance(
-            key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
-        ):
-            raise CAError(f"the CA key in {directory} is of an unsupported type")
-        return cls(cert, key)
+            raise CAError(f"the CA {name!r} in {directory} cannot be read: {exc}") from exc
+        try:
+            key = load_private_key(key_data, passphrase)
+        except CAError as exc:
+            raise CAError(f"CA key {directory / (name + '.key')}: {exc}") from exc
+        return cls(cert, key, chain)
 
-    def save(self, directory: Path) -> None:
-        """Write ca.pem and ca.key (0600) into ``directory``."""
+    def save(self, directory: Path, name: str = "ca", *, passphrase: bytes | None = None) -> None:
+        """Write ``<name>.pem``, ``<name>.key`` (0600, encrypted when a passphrase is given)."""
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / CA_CERT_FILE).write_bytes(self.cert_pem())
-        write_private(directory / CA_KEY_FILE, _key_pem(self.key))
+        (directory / f"{name}.pem").write_bytes(self.cert_pem())
+        if self.chain:
+            (directory / f"{name}-chain.pem").write_bytes(
+                b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.chain)
+            )
+        write_private(directory / f"{name}.key", _key_pem(self.key, passphrase))
 
     def cert_pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def _ski(self) -> x509.SubjectKeyIdentifier:
+        return self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
 
     # -- issuance ------------------------------------------------------------------------
 
@@ -254,8 +329,13 @@ class CA:
         key_type: KeyType = "ec-p256",
         csr: x509.CertificateSigningRequest | None = None,
         subject: x509.Name | None = None,
+        public_key: CertificatePublicKey | None = None,
     ) -> IssuedCert:
-        """A client certificate: EKU clientAuth only (RFC 8705 client authentication)."""
+        """A client certificate: EKU clientAuth only (RFC 8705 client authentication).
+
+        The key is generated here unless a CSR (the client keeps its key) or a known public
+        key (renewal with the same key) is given.
+        """
         return self._issue(
             common_name=common_name,
             subject=subject,
@@ -263,6 +343,7 @@ class CA:
             days=days,
             key_type=key_type,
             csr=csr,
+            public_key=public_key,
             eku=ExtendedKeyUsageOID.CLIENT_AUTH,
         )
 
@@ -272,6 +353,7 @@ class CA:
         hostnames: Iterable[str],
         days: int = 365,
         key_type: KeyType = "ec-p256",
+        public_key: CertificatePublicKey | None = None,
     ) -> IssuedCert:
         """A TLS server certificate for DNS names and IP addresses: EKU serverAuth only."""
         dns: list[str] = []
@@ -292,6 +374,7 @@ class CA:
             days=days,
             key_type=key_type,
             csr=None,
+            public_key=public_key,
             eku=ExtendedKeyUsageOID.SERVER_AUTH,
         )
 
@@ -304,6 +387,7 @@ class CA:
         days: int,
         key_type: KeyType,
         csr: x509.CertificateSigningRequest | None,
+        public_key: CertificatePublicKey | None,
         eku: x509.ObjectIdentifier,
     ) -> IssuedCert:
         if not 1 <= days <= 3650:
@@ -312,23 +396,25 @@ class CA:
         if csr is not None:
             if not csr.is_signature_valid:
                 raise CAError("the CSR's signature does not verify: it was not made with its key")
-            public_key = csr.public_key()
-        else:
+            requested = csr.public_key()
+            if not isinstance(requested, CertificatePublicKey):
+                raise CAError("the CSR's key type is not supported (use EC, Ed25519 or RSA)")
+            public_key = requested
+        elif public_key is None:
             key = generate_key(key_type)
             public_key = key.public_key()
-        if not isinstance(
-            public_key,
-            ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey,
-        ):
-            raise CAError("the CSR's key type is not supported (use EC, Ed25519 or RSA)")
         if subject is None:
             try:
                 subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
             except ValueError as exc:
                 raise CAError(f"invalid common name: {exc}") from exc
+        names = sans.general_names()
+        try:
+            check_names(self.constraints, names)
+        except NameConstraintError as exc:
+            raise CAError(f"refused by the CA's name constraints: {exc}") from exc
         now = dt.datetime.now(dt.UTC)
         not_after = min(now + dt.timedelta(days=days), self.cert.not_valid_after_utc)
-        ca_ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         # ECDSA and Ed25519 keys only sign; RSA keys also encipher the TLS 1.2 key exchange.
         is_rsa = isinstance(public_key, rsa.RSAPublicKey)
         builder = (
@@ -344,12 +430,82 @@ class CA:
             .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(self._ski()),
                 critical=False,
             )
         )
-        names = sans.general_names()
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(self.key, _signature_hash(self.key))
-        return IssuedCert(cert=cert, key=key, chain=(self.cert,))
+        # The chain a TLS peer sends: the issuing CA, not the root (the verifier has that).
+        return IssuedCert(cert=cert, key=key, chain=(self.cert, *self.chain[:-1]))
+
+    # -- revocation ----------------------------------------------------------------------
+
+    def crl(
+        self,
+        revoked: Iterable[tuple[int, dt.datetime, str]],
+        *,
+        number: int,
+        days: int = 7,
+    ) -> x509.CertificateRevocationList:
+        """A CRL (RFC 5280 §5) of ``(serial, revoked_at, reason)`` entries, valid ``days``."""
+        now = dt.datetime.now(dt.UTC)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.cert.subject)
+            .last_update(now - _BACKDATE)
+            .next_update(now + dt.timedelta(days=days))
+            .add_extension(x509.CRLNumber(number), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(self._ski()),
+                critical=False,
+            )
+        )
+        for serial, when, reason in revoked:
+            entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when)
+            flag = REASONS.get(reason, x509.ReasonFlags.unspecified)
+            if flag is not x509.ReasonFlags.unspecified:
+                entry = entry.add_extension(x509.CRLReason(flag), critical=False)
+            builder = builder.add_revoked_certificate(entry.build())
+        return builder.sign(self.key, _signature_hash(self.key))
+
+
+def _ca_name(common_name: str, organization: str | None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attrs)
+
+
+def _ca_builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: CertificatePublicKey,
+    days: int,
+    *,
+    path_length: int | None,
+    not_after_cap: dt.datetime | None = None,
+    issuer_ski: x509.SubjectKeyIdentifier | None = None,
+) -> x509.CertificateBuilder:
+    now = dt.datetime.now(dt.UTC)
+    not_after = now + dt.timedelta(days=days)
+    if not_after_cap is not None:
+        not_after = min(not_after, not_after_cap)
+    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski or ski),
+            critical=False,
+        )
+    )

@@ -31,7 +31,8 @@ from mtlsauth.cli import main
 from mtlsauth.config import Settings, load_settings
 from mtlsauth.server.app import create_app, create_tls
 from mtlsauth.tls import TLSManager
-from pki import CA, IssuedCert, SubjectAltNames
+from pki import CA, Authority, IssuedCert, SubjectAltNames
+from pki.cli import authority_for
 
 
 def run_cli(argv: Sequence[str]) -> tuple[int, str, str]:
@@ -62,16 +63,29 @@ class Home:
         )
 
     @property
+    def authority(self) -> Authority:
+        return authority_for(self.path)
+
+    @property
     def ca(self) -> CA:
-        return CA.load(self.path / "ca")
+        """The issuing CA, with its key."""
+        return self.authority.issuing()
 
     @property
     def ca_cert(self) -> Path:
         return self.path / "ca" / "ca.pem"
 
     def issue(self, name: str, **sans: Sequence[str]) -> ClientCert:
-        issued = self.ca.issue_client(common_name=name, sans=SubjectAltNames(**sans))
-        return ClientCert.write(issued, self.path.parent / "certs" / name)
+        """A client certificate from the home's CA, recorded in its inventory."""
+        issued = self.authority.issue_client(
+            common_name=name, sans=SubjectAltNames(**sans), out=self.path.parent / "certs" / name
+        )
+        return ClientCert(
+            cert=issued.paths["cert"],
+            key=issued.paths["key"],
+            chain=issued.paths["chain"],
+            der=issued.cert.cert_der(),
+        )
 
     def add_client(self, *args: str) -> dict[str, Any]:
         """``mtlsauth client add`` (synchronous: it runs its own event loop)."""

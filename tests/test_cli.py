@@ -26,16 +26,20 @@ def test_init_output_and_files(tmp_path: Path) -> None:
     for name in ("ca_cert", "client_ca", "config"):
         assert Path(out[name]).is_file()
     home = tmp_path / "h"
-    for secret in ("ca/ca.key", "tls/server.key", "keys/signing.pem", "secret.key", "mtlsauth.db"):
+    for secret in ("ca/root.key", "ca/issuing.key", "ca/passphrase", "ca/inventory.db",
+                   "ca/audit.log", "tls/key.pem", "keys/signing.pem", "secret.key",
+                   "mtlsauth.db"):  # fmt: skip
         assert stat.S_IMODE((home / secret).stat().st_mode) == 0o600, secret
+    for key in ("ca/root.key", "ca/issuing.key"):
+        assert b"ENCRYPTED PRIVATE KEY" in (home / key).read_bytes(), key
     # The server certificate verifies against ca_cert for every loopback name.
     result = subprocess.run(
         ["openssl", "verify", "-CAfile", out["ca_cert"], "-purpose", "sslserver",
-         str(home / "tls" / "server.pem")],
+         "-untrusted", str(home / "ca" / "issuing.pem"), str(home / "tls" / "cert.pem")],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    server = x509.load_pem_x509_certificate((home / "tls" / "server.pem").read_bytes())
+    server = x509.load_pem_x509_certificate((home / "tls" / "cert.pem").read_bytes())
     san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert {"localhost"} <= set(san.get_values_for_type(x509.DNSName))
     assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1"}
@@ -144,7 +148,7 @@ def test_pki_issue_contract(home: Home, tmp_path: Path) -> None:
     assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     result = subprocess.run(
         ["openssl", "verify", "-x509_strict", "-purpose", "sslclient", "-CAfile",
-         str(home.ca_cert), out["cert"]],
+         str(home.ca_cert), "-untrusted", str(home.path / "ca" / "issuing.pem"), out["cert"]],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

@@ -76,8 +76,8 @@ def _proxy_for(home: Home, upstream: str, workdir: Path, verify: str) -> Any:
     return nginx(
         workdir,
         upstream=upstream,
-        server_cert=home.path / "tls" / "server.pem",
-        server_key=home.path / "tls" / "server.key",
+        server_cert=home.path / "tls" / "chain.pem",
+        server_key=home.path / "tls" / "key.pem",
         client_ca=home.settings.client_ca,
         upstream_ca=home.ca_cert,
         verify_client=verify,

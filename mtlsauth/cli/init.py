@@ -11,7 +11,9 @@ from mtlsauth.cli.common import CLIError, add_home, emit, home_of
 from mtlsauth.config import CONFIG_FILE, ConfigError, load_settings
 from mtlsauth.keys import generate_signing_key
 from mtlsauth.store import open_store
-from pki import CA, write_private
+from pki import write_private
+from pki.authority import Authority, resolve_passphrase
+from pki.ca import CAError
 from pki.cli import CA_DIR
 
 __all__ = ["add_parser"]
@@ -34,14 +36,13 @@ def _run(args: argparse.Namespace) -> int:
 
     home.mkdir(parents=True, exist_ok=True)
     home.chmod(0o700)
-    ca = CA.create(common_name="mtlsauth dev CA")
-    ca.save(home / CA_DIR)
-    (home / CA_DIR / "client-ca.pem").write_bytes(ca.cert_pem())
-    hostnames = list(dict.fromkeys(["localhost", "127.0.0.1", "::1", host]))
-    server = ca.issue_server(hostnames=hostnames)
-    (home / "tls").mkdir()
-    (home / "tls" / "server.pem").write_bytes(server.chain_pem())
-    write_private(home / "tls" / "server.key", server.key_pem())
+    ca_dir = home / CA_DIR
+    try:
+        authority = Authority.init(ca_dir, passphrase=resolve_passphrase(ca_dir))
+        hostnames = list(dict.fromkeys(["localhost", "127.0.0.1", "::1", host]))
+        authority.issue_server(hostnames=hostnames, out=home / "tls")
+    except CAError as exc:
+        raise CLIError(str(exc)) from exc
     key = generate_signing_key(home / "keys" / "signing.pem")
     write_private(home / "secret.key", secrets.token_hex(32).encode() + b"\n")
 
@@ -69,8 +70,9 @@ def _run(args: argparse.Namespace) -> int:
             "issuer": settings.issuer,
             "port": settings.port,
             "mtls_port": settings.mtls_port,
-            "ca_cert": str(home / CA_DIR / "ca.pem"),
+            "ca_cert": str(authority.root_cert_path),
             "client_ca": str(settings.client_ca),
+            "crl": str(authority.crl_path),
             "config": str(home / CONFIG_FILE),
             "database": settings.database_url,
             "signing_kid": key.kid,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -19,6 +20,7 @@ from mtlsauth.clients import Client, ClientRegistry
 from mtlsauth.config import Settings
 from mtlsauth.grant import ClientCredentialsGrant
 from mtlsauth.keys import SigningKey
+from mtlsauth.revocation import renew_crl_if_due
 from mtlsauth.server.health import health
 from mtlsauth.server.jwks import jwks
 from mtlsauth.server.keys import (
@@ -33,7 +35,7 @@ from mtlsauth.server.keys import (
     TLS,
 )
 from mtlsauth.server.metadata import WELL_KNOWN, build_metadata, metadata
-from mtlsauth.server.middleware import error_middleware
+from mtlsauth.server.middleware import connection_lifetime, error_middleware
 from mtlsauth.server.token import token
 from mtlsauth.store import Store, StoreError, open_store
 from mtlsauth.tls import ServerTLSConfig, TLSManager
@@ -47,7 +49,7 @@ log = logging.getLogger("mtlsauth.server")
 def create_tls(settings: Settings) -> TLSManager:
     """The listeners' TLS contexts for ``settings`` (before the app starts)."""
     config = ServerTLSConfig(
-        cert=settings.tls_cert, key=settings.tls_key, client_ca=settings.client_ca
+        cert=settings.tls_cert, key=settings.tls_key, client_ca=settings.client_ca, crl=settings.crl
     )
     return TLSManager(config, with_required_listener=settings.mtls_port is not None)
 
@@ -61,15 +63,29 @@ def _self_signed_anchors(clients: Mapping[str, Client]) -> frozenset[bytes]:
     )
 
 
-async def _refresh_forever(registry: ClientRegistry, tls: TLSManager, interval: float) -> None:
-    """Pick up client and TLS file changes made by other processes (the CLI, other hosts)."""
+# CRL freshness is looked at this often (a CRL lives for days).
+HOUSEKEEPING_INTERVAL = 60.0
+
+
+async def _refresh_forever(registry: ClientRegistry, tls: TLSManager, settings: Settings) -> None:
+    """Pick up client and TLS file changes made by other processes (the CLI, other hosts),
+    and keep the CRL fresh."""
+    loop = asyncio.get_running_loop()
+    next_housekeeping = loop.time()
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(settings.reload_interval)
         try:
             await registry.refresh()
-            tls.reload_if_changed()
         except StoreError as exc:
             log.warning("client registry refresh failed; serving the cached clients: %s", exc)
+        tls.reload_if_changed()
+        if loop.time() >= next_housekeeping:
+            next_housekeeping = loop.time() + HOUSEKEEPING_INTERVAL
+            if settings.crl is not None and await asyncio.to_thread(
+                renew_crl_if_due, settings.crl, tls.revocation
+            ):
+                tls.reload_if_changed()
+            tls.warn_if_crl_stale(dt.timedelta(hours=settings.crl_warn_hours))
 
 
 async def _runtime(app: web.Application) -> AsyncIterator[None]:
@@ -93,7 +109,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         ),
         default_audience=settings.audience,
     )
-    task = asyncio.create_task(_refresh_forever(registry, tls, settings.reload_interval))
+    task = asyncio.create_task(_refresh_forever(registry, tls, settings))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -103,7 +119,10 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings, tls: TLSManager) -> web.Application:
     """The token service; serve it with ``tls.optional`` (and ``tls.required``) as ssl context."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[error_middleware, connection_lifetime(settings.max_connection_age)],
+        client_max_size=settings.max_body_bytes,
+    )
     app[SETTINGS] = settings
     app[TLS] = tls
     app[SIGNING_KEYS] = [SigningKey.load(settings.signing_key)]

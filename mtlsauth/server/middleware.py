@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from mtlsauth.errors import OAuthError, ServerError
+from mtlsauth.tls import connection_age
 
-__all__ = ["error_middleware"]
+__all__ = ["connection_lifetime", "error_middleware"]
 
 log = logging.getLogger("mtlsauth.server")
 
@@ -51,3 +52,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return _render(ServerError("unhandled exception (see the traceback above)"))
+
+
+def connection_lifetime(max_age: float) -> Middleware:
+    """Close keep-alive connections older than ``max_age`` after their current response, so
+    that certificate, CRL and trust changes reach every client within that time."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if connection_age(ssl_object) > max_age:
+            response.force_close()
+        return response
+
+    return middleware

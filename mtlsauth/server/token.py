@@ -8,11 +8,11 @@ from __future__ import annotations
 from aiohttp import hdrs, web
 
 from mtlsauth.clientauth import AuthRequest, PeerCertificate, parse_basic
-from mtlsauth.errors import InvalidRequest
+from mtlsauth.errors import InvalidClient, InvalidRequest
 from mtlsauth.grant import TokenParams
 from mtlsauth.peer import ProxyHeaderError
 from mtlsauth.server.forms import parse_form
-from mtlsauth.server.keys import GRANT, PROXY
+from mtlsauth.server.keys import GRANT, PROXY, TLS
 from mtlsauth.tls import peer_certificate_der
 
 __all__ = ["peer_certificate", "token"]
@@ -36,7 +36,14 @@ def peer_certificate(request: web.Request) -> PeerCertificate | None:
             raise InvalidRequest(
                 str(exc), description="The client certificate header is not accepted."
             ) from exc
-    return PeerCertificate(der) if der else None
+    if not der:
+        return None
+    # The handshake already refused revoked certificates; a keep-alive connection that
+    # predates the revocation is caught here.
+    refusal = request.app[TLS].revocation.refusal(der)
+    if refusal is not None:
+        raise InvalidClient(refusal)
+    return PeerCertificate(der)
 
 
 async def token(request: web.Request) -> web.Response:

@@ -1,0 +1,155 @@
+"""Revocation of CA-issued client certificates, from the CA's CRL (RFC 5280 §5).
+
+The server does not use OpenSSL's CRL check (``VERIFY_CRL_CHECK_LEAF``): measured here, it
+refuses every registered self-signed certificate, since no CRL can exist for an issuer whose
+key only the client holds. Instead the CRL is loaded and verified here and consulted at every
+handshake (resumed ones included) and again on every token request, so neither a resumed
+session nor a long keep-alive connection outlives a revocation.
+
+An expired CRL fails closed: certificates of that CA are refused until it is re-signed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from cryptography import x509
+
+from pki.authority import Authority, resolve_passphrase
+from pki.ca import CAError
+
+__all__ = ["CRLError", "RevocationState", "renew_crl_if_due"]
+
+log = logging.getLogger(__name__)
+
+_PEM_CRL: Final = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
+_CACHE_SIZE: Final = 4096
+
+
+class CRLError(Exception):
+    """A CRL file is missing, malformed, or not signed by a trusted CA."""
+
+
+@dataclass(frozen=True, slots=True)
+class _IssuerCRL:
+    revoked: dict[int, str]
+    this_update: dt.datetime
+    next_update: dt.datetime | None
+    number: int | None
+
+
+def _reason(entry: x509.RevokedCertificate) -> str:
+    try:
+        return str(entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value)
+    except x509.ExtensionNotFound:
+        return "unspecified"
+
+
+@dataclass(slots=True)
+class RevocationState:
+    """The verified CRLs by issuer name, and a per-leaf cache of the answers."""
+
+    by_issuer: dict[bytes, _IssuerCRL] = field(default_factory=dict)
+    _parsed: dict[bytes, x509.Certificate] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls) -> RevocationState:
+        return cls()
+
+    @classmethod
+    def load(cls, path: Path, issuers: Iterable[x509.Certificate]) -> RevocationState:
+        """Every CRL in ``path``, each verified against the CA certificate that issued it."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CRLError(f"cannot read the CRL {path}: {exc}") from exc
+        blocks = _PEM_CRL.findall(data)
+        if not blocks:
+            raise CRLError(f"{path} holds no PEM CRL")
+        by_subject = {c.subject.public_bytes(): c for c in issuers}
+        state = cls()
+        for block in blocks:
+            try:
+                crl = x509.load_pem_x509_crl(block)
+            except ValueError as exc:
+                raise CRLError(f"{path}: a CRL does not parse: {exc}") from exc
+            issuer_key = crl.issuer.public_bytes()
+            ca = by_subject.get(issuer_key)
+            if ca is None:
+                raise CRLError(f"{path}: CRL of {crl.issuer.rfc4514_string()!r}, not a trusted CA")
+            if not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+                raise CRLError(f"{path}: the CRL's signature does not verify against its CA")
+            try:
+                number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+            except x509.ExtensionNotFound:
+                number = None
+            state.by_issuer[issuer_key] = _IssuerCRL(
+                revoked={entry.serial_number: _reason(entry) for entry in crl},
+                this_update=crl.last_update_utc,
+                next_update=crl.next_update_utc,
+                number=number,
+            )
+        return state
+
+    def refusal(self, der: bytes, now: dt.datetime | None = None) -> str | None:
+        """Why this certificate must be refused, or None. Certificates of CAs without a CRL
+        here (self-signed ones) are not judged."""
+        cert = self._parsed.get(der)
+        if cert is None:
+            try:
+                cert = x509.load_der_x509_certificate(der)
+            except ValueError:
+                return "the client certificate does not parse"
+            if len(self._parsed) >= _CACHE_SIZE:
+                self._parsed.clear()
+            self._parsed[der] = cert
+        entry = self.by_issuer.get(cert.issuer.public_bytes())
+        if entry is None:
+            return None
+        now = now or dt.datetime.now(dt.UTC)
+        if entry.next_update is not None and now > entry.next_update:
+            return f"the CRL of {cert.issuer.rfc4514_string()} expired at {entry.next_update}"
+        reason = entry.revoked.get(cert.serial_number)
+        if reason is not None:
+            return f"certificate {cert.serial_number:x} is revoked ({reason})"
+        return None
+
+    def freshness(self, now: dt.datetime | None = None) -> list[tuple[str, dt.timedelta]]:
+        """Time left until each CRL's nextUpdate (negative when expired)."""
+        now = now or dt.datetime.now(dt.UTC)
+        return [
+            (f"CRL #{entry.number}", entry.next_update - now)
+            for entry in self.by_issuer.values()
+            if entry.next_update is not None
+        ]
+
+    def lifetime(self) -> dt.timedelta | None:
+        spans = [e.next_update - e.this_update for e in self.by_issuer.values() if e.next_update]
+        return min(spans) if spans else None
+
+
+def renew_crl_if_due(crl_path: Path, state: RevocationState) -> bool:
+    """Re-sign the CRL once half its lifetime is gone, when this process can read the CA
+    passphrase (a dev home can; production may leave it to 'mtlsauth pki crl' from cron)."""
+    lifetime = state.lifetime()
+    left = [remaining for _, remaining in state.freshness()]
+    if lifetime is None or not left or min(left) > lifetime / 2:
+        return False
+    ca_dir = crl_path.parent
+    try:
+        passphrase = resolve_passphrase(ca_dir)
+        if passphrase is None:
+            log.warning("the CRL is past half its life, but no CA passphrase is available here")
+            return False
+        Authority(ca_dir, passphrase=passphrase).write_crl()
+    except (CAError, OSError) as exc:
+        log.error("cannot re-sign the CRL: %s", exc)  # noqa: TRY400 - the reason is enough
+        return False
+    log.info("re-signed the CRL %s", crl_path)
+    return True

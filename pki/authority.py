@@ -1,0 +1,360 @@
+"""A CA directory: a root and an issuing intermediate, the inventory, the CRL, the audit log.
+
+::
+
+    <dir>/ca.pem              root certificate (what verifiers trust)
+    <dir>/root.key            root key, encrypted
+    <dir>/issuing.pem         issuing CA certificate (signs clients, servers and the CRL)
+    <dir>/issuing.key         issuing CA key, encrypted
+    <dir>/issuing-chain.pem   the root, above the issuing CA
+    <dir>/client-ca.pem       bundle a server verifies client certificates with (issuing + root)
+    <dir>/crl.pem             the issuing CA's CRL
+    <dir>/inventory.db        everything issued
+    <dir>/audit.log           append-only JSON lines
+
+Keys are encrypted at rest with a passphrase that comes from a file or the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from pki.audit import AuditLog
+from pki.ca import (
+    CA,
+    REASONS,
+    CAError,
+    CertificatePublicKey,
+    IssuedCert,
+    KeyType,
+    SubjectAltNames,
+    write_private,
+)
+from pki.constraints import NameConstraints
+from pki.inventory import Inventory, Record
+
+__all__ = [
+    "CRL_DAYS",
+    "PASSPHRASE_ENV",
+    "PASSPHRASE_FILE",
+    "PASSPHRASE_FILE_ENV",
+    "Authority",
+    "Issued",
+    "resolve_passphrase",
+]
+
+# Names of places a passphrase comes from, not passphrases.
+PASSPHRASE_ENV: Final = "MTLSAUTH_CA_PASSPHRASE"  # noqa: S105
+PASSPHRASE_FILE_ENV: Final = "MTLSAUTH_CA_PASSPHRASE_FILE"  # noqa: S105
+#: A dev home keeps a generated passphrase here; production keeps it elsewhere.
+PASSPHRASE_FILE: Final = "passphrase"  # noqa: S105
+#: CRL lifetime: long enough to survive a weekend, regenerated when half of it is gone.
+CRL_DAYS: Final = 7
+
+
+def resolve_passphrase(directory: Path, passphrase_file: str | None = None) -> bytes | None:
+    """The CA passphrase: --passphrase-file, $MTLSAUTH_CA_PASSPHRASE, the file named by
+    $MTLSAUTH_CA_PASSPHRASE_FILE, or ``<dir>/passphrase`` — never a command-line value."""
+    candidates = [passphrase_file, os.environ.get(PASSPHRASE_FILE_ENV)]
+    if passphrase_file is None and os.environ.get(PASSPHRASE_ENV):
+        return os.environ[PASSPHRASE_ENV].encode()
+    candidates.append(str(directory / PASSPHRASE_FILE))
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            value = Path(candidate).read_bytes().strip()
+            if not value:
+                raise CAError(f"the passphrase file {candidate} is empty")
+            return value
+        if candidate and candidate == passphrase_file:
+            raise CAError(f"the passphrase file {candidate} does not exist")
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A certificate the authority issued: the objects, the inventory record, the files."""
+
+    cert: IssuedCert
+    record: Record
+    paths: dict[str, Path]
+
+    def summary(self) -> dict[str, str]:
+        out = {name: str(path) for name, path in self.paths.items()}
+        out["serial"] = self.record.serial
+        out["x5t#S256"] = self.record.thumbprint
+        return out
+
+
+class Authority:
+    """Operations on one CA directory."""
+
+    def __init__(self, directory: Path, *, passphrase: bytes | None = None) -> None:
+        self.directory = directory
+        self._passphrase = passphrase
+        self._issuing: CA | None = None
+        self.inventory = Inventory(directory / "inventory.db")
+        self.audit = AuditLog(directory / "audit.log")
+
+    # -- paths -----------------------------------------------------------------------------
+
+    @property
+    def root_cert_path(self) -> Path:
+        return self.directory / "ca.pem"
+
+    @property
+    def bundle_path(self) -> Path:
+        return self.directory / "client-ca.pem"
+
+    @property
+    def crl_path(self) -> Path:
+        return self.directory / "crl.pem"
+
+    def root_cert(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.root_cert_path.read_bytes())
+
+    def issuing_cert(self) -> x509.Certificate:
+        try:
+            return x509.load_pem_x509_certificate((self.directory / "issuing.pem").read_bytes())
+        except FileNotFoundError as exc:
+            raise CAError(f"no CA in {self.directory}: run 'pki init' first") from exc
+
+    def issuing(self) -> CA:
+        """The issuing CA with its key (needs the passphrase)."""
+        if self._issuing is None:
+            if self._passphrase is None and not (self.directory / "issuing.key").exists():
+                raise CAError(f"no CA in {self.directory}: run 'pki init' first")
+            self._issuing = CA.load(self.directory, "issuing", passphrase=self._passphrase)
+        return self._issuing
+
+    # -- CA lifecycle ------------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        directory: Path,
+        *,
+        passphrase: bytes | None = None,
+        key_type: KeyType = "ec-p256",
+        organization: str | None = None,
+        name: str = "mtlsauth",
+        constraints: NameConstraints | None = None,
+        root_days: int = 3650,
+        issuing_days: int = 1825,
+    ) -> Authority:
+        """Create a root and an issuing CA; without a passphrase one is generated into
+        ``<dir>/passphrase`` (0600) so the keys are still encrypted at rest."""
+        if (directory / "issuing.key").exists() or (directory / "ca.pem").exists():
+            raise CAError(f"{directory} already holds a CA: refusing to overwrite it")
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)
+        generated = passphrase is None
+        if passphrase is None:
+            passphrase = secrets.token_urlsafe(32).encode()
+            write_private(directory / PASSPHRASE_FILE, passphrase + b"\n")
+        root = CA.create(
+            common_name=f"{name} root CA",
+            organization=organization,
+            key_type=key_type,
+            days=root_days,
+        )
+        issuing = root.create_intermediate(
+            common_name=f"{name} issuing CA",
+            organization=organization,
+            key_type=key_type,
+            days=issuing_days,
+            constraints=constraints,
+        )
+        root.save(directory, "root", passphrase=passphrase)
+        (directory / "root.pem").unlink()
+        root_pem = root.cert_pem()
+        (directory / "ca.pem").write_bytes(root_pem)
+        issuing.save(directory, "issuing", passphrase=passphrase)
+        (directory / "client-ca.pem").write_bytes(issuing.cert_pem() + root_pem)
+        authority = cls(directory, passphrase=passphrase)
+        authority._issuing = issuing
+        authority.audit.record(
+            "ca.init",
+            root=root.cert.subject.rfc4514_string(),
+            issuing=issuing.cert.subject.rfc4514_string(),
+            key_type=key_type,
+            constraints=issuing.constraints.describe(),
+            passphrase="generated into passphrase file" if generated else "supplied",
+        )
+        authority.write_crl()
+        return authority
+
+    # -- issuance ---------------------------------------------------------------------------
+
+    def _record(
+        self, issued: IssuedCert, *, profile: str, out: Path, renewed_from: str | None = None
+    ) -> Issued:
+        paths = issued.write_to_dir(out)
+        record = self.inventory.add(
+            issued.cert,
+            profile=profile,
+            renewed_from=renewed_from,
+            key_path=str(paths["key"]) if "key" in paths else None,
+        )
+        return Issued(cert=issued, record=record, paths=paths)
+
+    def issue_client(
+        self,
+        *,
+        common_name: str,
+        sans: SubjectAltNames | None = None,
+        days: int = 90,
+        key_type: KeyType = "ec-p256",
+        csr: x509.CertificateSigningRequest | None = None,
+        out: Path | None = None,
+    ) -> Issued:
+        issued = self.issuing().issue_client(
+            common_name=common_name,
+            sans=sans or SubjectAltNames(),
+            days=days,
+            key_type=key_type,
+            csr=csr,
+        )
+        result = self._record(issued, profile="client", out=out or self._default_out(issued))
+        self.audit.record(
+            "cert.sign_csr" if csr is not None else "cert.issue",
+            serial=result.record.serial,
+            subject=result.record.subject,
+            sans=result.record.sans,
+            profile="client",
+            not_after=result.record.not_after,
+        )
+        return result
+
+    def issue_server(self, *, hostnames: Sequence[str], days: int = 365, out: Path) -> Issued:
+        issued = self.issuing().issue_server(hostnames=hostnames, days=days)
+        result = self._record(issued, profile="server", out=out)
+        self.audit.record(
+            "cert.issue",
+            serial=result.record.serial,
+            subject=result.record.subject,
+            sans=result.record.sans,
+            profile="server",
+            not_after=result.record.not_after,
+        )
+        return result
+
+    def _default_out(self, issued: IssuedCert) -> Path:
+        return self.directory.parent / "certs" / issued.serial_hex
+
+    def renew(
+        self,
+        serial: str,
+        *,
+        csr: x509.CertificateSigningRequest | None = None,
+        days: int | None = None,
+        out: Path | None = None,
+        revoke_old: bool = False,
+    ) -> Issued:
+        """A new certificate with the same subject, SANs and profile.
+
+        Without a CSR the public key stays the same (the client keeps using its key file);
+        with one, the new certificate certifies the CSR's key (a key rotation).
+        """
+        record = self.inventory.get(serial)
+        old = self.inventory.certificate(serial)
+        if record is None or old is None:
+            raise CAError(f"no certificate with serial {serial} in the inventory")
+        if record.status == "revoked":
+            raise CAError(f"certificate {serial} is revoked: issue a new one instead of renewing")
+        lifetime = old.not_valid_after_utc - old.not_valid_before_utc
+        days = days or max(1, round(lifetime.total_seconds() / 86400))
+        ca = self.issuing()
+        public_key: CertificatePublicKey | None = None
+        if csr is None:
+            old_key = old.public_key()
+            if not isinstance(old_key, CertificatePublicKey):
+                raise CAError("the old certificate's key type is not supported")
+            public_key = old_key
+        sans = _sans_of(old)
+        if record.profile == "server":
+            hostnames = [*sans.dns, *sans.ip]
+            issued = ca.issue_server(hostnames=hostnames, days=days, public_key=public_key)
+        else:
+            issued = ca.issue_client(
+                common_name="",
+                subject=old.subject,
+                sans=sans,
+                days=days,
+                csr=csr,
+                public_key=public_key,
+            )
+        target = out or self._default_out(issued)
+        result = self._record(issued, profile=record.profile, out=target, renewed_from=serial)
+        if csr is None and record.key_path and Path(record.key_path).exists():
+            # Same key: keep a copy beside the new certificate so the directory is complete.
+            write_private(target / "key.pem", Path(record.key_path).read_bytes())
+            result.paths["key"] = target / "key.pem"
+        self.audit.record(
+            "cert.renew",
+            serial=result.record.serial,
+            renewed_from=serial,
+            new_key=csr is not None,
+            not_after=result.record.not_after,
+        )
+        if revoke_old:
+            self.revoke(serial, "superseded")
+        return result
+
+    # -- revocation -------------------------------------------------------------------------
+
+    def revoke(self, serial: str, reason: str = "unspecified") -> Record:
+        if reason not in REASONS:
+            raise CAError(f"unknown reason {reason!r}; allowed: {', '.join(sorted(REASONS))}")
+        record = self.inventory.get(serial)
+        if record is None:
+            raise CAError(f"no certificate with serial {serial} in the inventory")
+        if record.status == "revoked":
+            raise CAError(f"certificate {serial} is already revoked ({record.reason})")
+        record = self.inventory.revoke(serial, reason)
+        self.audit.record("cert.revoke", serial=serial, subject=record.subject, reason=reason)
+        self.write_crl()
+        return record
+
+    def write_crl(self, days: int = CRL_DAYS) -> x509.CertificateRevocationList:
+        """Sign a fresh CRL and replace crl.pem atomically (a server reloads it on change)."""
+        number = self.inventory.next_crl_number()
+        crl = self.issuing().crl(self.inventory.revoked(), number=number, days=days)
+        tmp = self.crl_path.with_suffix(".tmp")
+        tmp.write_bytes(crl.public_bytes(Encoding.PEM))
+        os.replace(tmp, self.crl_path)
+        self.audit.record(
+            "crl.generate",
+            number=number,
+            revoked=len(crl),
+            next_update=crl.next_update_utc.isoformat() if crl.next_update_utc else None,
+        )
+        return crl
+
+    def crl(self) -> x509.CertificateRevocationList | None:
+        if not self.crl_path.exists():
+            return None
+        return x509.load_pem_x509_crl(self.crl_path.read_bytes())
+
+    def record_export(self, serial: str, path: Path) -> None:
+        self.audit.record("cert.export_pkcs12", serial=serial, path=str(path))
+
+
+def _sans_of(cert: x509.Certificate) -> SubjectAltNames:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return SubjectAltNames()
+    return SubjectAltNames(
+        dns=ext.get_values_for_type(x509.DNSName),
+        uri=ext.get_values_for_type(x509.UniformResourceIdentifier),
+        ip=[str(v) for v in ext.get_values_for_type(x509.IPAddress)],
+        email=ext.get_values_for_type(x509.RFC822Name),
+    )
