@@ -46,7 +46,7 @@ class _IssuerCRL:
 
 def _reason(entry: x509.RevokedCertificate) -> str:
     try:
-        return str(entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value)
+        return str(entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.name)
     except x509.ExtensionNotFound:
         return "unspecified"
 

@@ -257,12 +257,16 @@ class Authority:
         days: int | None = None,
         out: Path | None = None,
         revoke_old: bool = False,
+        new_key: bool = False,
     ) -> Issued:
         """A new certificate with the same subject, SANs and profile.
 
-        Without a CSR the public key stays the same (the client keeps using its key file);
-        with one, the new certificate certifies the CSR's key (a key rotation).
+        By default the public key stays the same (the client keeps using its key file); with a
+        CSR the new certificate certifies the CSR's key, and with ``new_key`` the CA generates
+        a fresh key (both are key rotations).
         """
+        if new_key and csr is not None:
+            raise CAError("--new-key and --csr are two ways to rotate the key: pick one")
         record = self.inventory.get(serial)
         old = self.inventory.certificate(serial)
         if record is None or old is None:
@@ -273,7 +277,7 @@ class Authority:
         days = days or max(1, round(lifetime.total_seconds() / 86400))
         ca = self.issuing()
         public_key: CertificatePublicKey | None = None
-        if csr is None:
+        if csr is None and not new_key:
             old_key = old.public_key()
             if not isinstance(old_key, CertificatePublicKey):
                 raise CAError("the old certificate's key type is not supported")
@@ -293,7 +297,7 @@ class Authority:
             )
         target = out or self._default_out(issued)
         result = self._record(issued, profile=record.profile, out=target, renewed_from=serial)
-        if csr is None and record.key_path and Path(record.key_path).exists():
+        if public_key is not None and record.key_path and Path(record.key_path).exists():
             # Same key: keep a copy beside the new certificate so the directory is complete.
             write_private(target / "key.pem", Path(record.key_path).read_bytes())
             result.paths["key"] = target / "key.pem"
@@ -301,7 +305,7 @@ class Authority:
             "cert.renew",
             serial=result.record.serial,
             renewed_from=serial,
-            new_key=csr is not None,
+            new_key=public_key is None,
             not_after=result.record.not_after,
         )
         if revoke_old:
@@ -323,7 +327,7 @@ class Authority:
         self.write_crl()
         return record
 
-    def write_crl(self, days: int = CRL_DAYS) -> x509.CertificateRevocationList:
+    def write_crl(self, days: float = CRL_DAYS) -> x509.CertificateRevocationList:
         """Sign a fresh CRL and replace crl.pem atomically (a server reloads it on change)."""
         number = self.inventory.next_crl_number()
         crl = self.issuing().crl(self.inventory.revoked(), number=number, days=days)

@@ -56,10 +56,8 @@ CertificatePublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rs
 
 #: Revocation reasons operators may give (RFC 5280 §5.3.1 names).
 REASONS: Final[dict[str, x509.ReasonFlags]] = {
-    flag.value: flag
-    for flag in x509.ReasonFlags
-    if flag not in (x509.ReasonFlags.unspecified, x509.ReasonFlags.remove_from_crl)
-} | {"unspecified": x509.ReasonFlags.unspecified}
+    flag.name: flag for flag in x509.ReasonFlags if flag is not x509.ReasonFlags.remove_from_crl
+}
 # Backdating absorbs small clock skew between the CA and the verifiers.
 _BACKDATE: Final = dt.timedelta(minutes=5)
 
@@ -447,7 +445,7 @@ class CA:
         revoked: Iterable[tuple[int, dt.datetime, str]],
         *,
         number: int,
-        days: int = 7,
+        days: float = 7,
     ) -> x509.CertificateRevocationList:
         """A CRL (RFC 5280 §5) of ``(serial, revoked_at, reason)`` entries, valid ``days``."""
         now = dt.datetime.now(dt.UTC)

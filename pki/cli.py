@@ -170,6 +170,7 @@ def _cmd_renew(args: argparse.Namespace) -> int:
         days=args.days,
         out=Path(args.out) if args.out else None,
         revoke_old=args.revoke_old,
+        new_key=args.new_key,
     )
     _emit(args, issued.summary() | {"renewed_from": args.serial.lower()})
     return 0
@@ -380,6 +381,7 @@ def _add_issuing_commands(sub: Subparsers) -> None:
     _common(renew)
     renew.add_argument("--serial", required=True, metavar="HEX")
     renew.add_argument("--csr", help="certify this CSR's (new) key instead of the old key")
+    renew.add_argument("--new-key", action="store_true", help="generate a fresh key (rotation)")
     renew.add_argument("--days", type=int, help="validity (default: the old lifetime)")
     renew.add_argument("--out", help="directory for the new files")
     renew.add_argument("--revoke-old", action="store_true",
