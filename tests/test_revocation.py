@@ -291,3 +291,32 @@ def test_serve_process_refuses_revoked(home: Home, svc: ClientCert) -> None:
             proc.kill()
             proc.wait()
     assert "revoked (key_compromise)" in err
+
+
+async def test_server_certificate_hot_reload(home: Home) -> None:
+    """A renewed server certificate is served to new connections without a restart."""
+
+    def served_serial(port: int) -> int:
+        ctx = ssl.create_default_context(cafile=str(home.ca_cert))
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+            assert der is not None
+            return x509.load_der_x509_certificate(der).serial_number
+
+    async with running(home) as service:
+        port = int(service.url.rsplit(":", 1)[1])
+        before = await asyncio.to_thread(served_serial, port)
+        tls_dir = home.path / "tls"
+        renewed = await asyncio.to_thread(
+            lambda: home.authority.issue_server(
+                hostnames=["localhost", "127.0.0.1", "::1"], out=tls_dir
+            )
+        )
+        for _ in range(50):
+            if await asyncio.to_thread(served_serial, port) != before:
+                break
+            await asyncio.sleep(0.1)
+        assert await asyncio.to_thread(served_serial, port) == renewed.cert.cert.serial_number
