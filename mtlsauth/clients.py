@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from cryptography import x509
 
@@ -53,6 +53,10 @@ class SecretEntry:
 
     hash: str
     expires_at: float | None = None
+    #: client_secret_jwt needs the secret itself (HMAC key): kept sealed (AES-GCM) only then.
+    sealed: str | None = field(default=None, repr=False)
+    created_at: float = 0.0
+    last_used_at: float | None = None
 
     def is_active(self, now: float) -> bool:
         return self.expires_at is None or now < self.expires_at
@@ -92,6 +96,9 @@ class Client:
     certificates: tuple[RegisteredCert, ...] = ()
     secrets: tuple[SecretEntry, ...] = field(default=(), repr=False)
     created_at: float = 0.0
+    #: private_key_jwt keys: a registered JWK Set, or a URL to fetch one from.
+    jwks: dict[str, Any] | None = field(default=None, repr=False)
+    jwks_uri: str | None = None
 
     def certificate(self, thumbprint: str) -> RegisteredCert | None:
         for cert in self.certificates:

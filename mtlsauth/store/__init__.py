@@ -1,9 +1,9 @@
 """Persistence behind one protocol; SQLite (embedded, WAL) is the default backend."""
 
-from mtlsauth.store.base import ClientExistsError, Store, StoreError
+from mtlsauth.store.base import ClientExistsError, SchemaError, Store, StoreError
 from mtlsauth.store.sqlite import SQLiteStore
 
-__all__ = ["ClientExistsError", "SQLiteStore", "Store", "StoreError", "open_store"]
+__all__ = ["ClientExistsError", "SQLiteStore", "SchemaError", "Store", "StoreError", "open_store"]
 
 
 def open_store(database_url: str) -> Store:

@@ -1,16 +1,27 @@
-"""The Store protocol: everything that must outlive a process or be shared between processes."""
+"""The Store protocol: everything that must outlive a process or be shared between processes.
+
+Clients and their secrets and certificates; revoked token ids (RFC 7009); the single-use
+cache of client assertion ids (RFC 7523 §3); throttling counters of failed authentication
+(decision D7). Every method is safe to call from many workers and hosts at once: uniqueness
+and counters are the database's own (primary keys, atomic updates), never read-then-write.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
-from mtlsauth.clients import Client
+from mtlsauth.clients import Client, SecretEntry
 
-__all__ = ["ClientExistsError", "Store", "StoreError"]
+__all__ = ["ClientExistsError", "SchemaError", "Store", "StoreError"]
 
 
 class StoreError(Exception):
     """The store failed (unreachable, corrupt, wrong schema)."""
+
+
+class SchemaError(StoreError):
+    """The database schema is older or newer than this version of mtlsauth understands."""
 
 
 class ClientExistsError(StoreError):
@@ -18,12 +29,12 @@ class ClientExistsError(StoreError):
 
 
 class Store(Protocol):
-    """Persistence for clients (and, later, revocations and replay caches)."""
-
     async def open(self) -> None:
-        """Connect and create or check the schema."""
+        """Connect and check (SQLite: create or migrate) the schema."""
 
     async def close(self) -> None: ...
+
+    # -- clients ----------------------------------------------------------------------------
 
     async def add_client(self, client: Client) -> None:
         """Insert a client with its secrets and certificates; ClientExistsError if taken."""
@@ -37,3 +48,34 @@ class Store(Protocol):
 
     async def change_marker(self) -> object:
         """A value that differs whenever clients changed, from this or any other process."""
+
+    async def rotate_secret(self, client_id: str, new: SecretEntry, grace: float) -> bool:
+        """Add ``new``; every other active secret now expires within ``grace`` seconds."""
+
+    async def touch_secrets(self, used: Iterable[tuple[str, str, float]]) -> None:
+        """Record (client_id, secret hash, time) last-use stamps (batched, off the hot path)."""
+
+    # -- tokens and assertions -----------------------------------------------------------------
+
+    async def revoke_token(self, jti: str, client_id: str, exp: float) -> None:
+        """RFC 7009: remember a revoked access token until it would have expired anyway."""
+
+    async def is_token_revoked(self, jti: str) -> bool: ...
+
+    async def use_assertion_id(self, client_id: str, jti: str, exp: float) -> bool:
+        """RFC 7523 §3: True the first time (client_id, jti) is seen, False on any replay."""
+
+    # -- throttling (D7) ------------------------------------------------------------------------
+
+    async def record_auth_failure(
+        self, client_id: str, source: str, *, window: float, limit: int, block: float
+    ) -> float | None:
+        """Count a failure; returns the time the pair is blocked until once over ``limit``."""
+
+    async def clear_auth_failures(self, client_id: str, source: str) -> None: ...
+
+    async def blocked(self, now: float) -> dict[tuple[str, str], float]:
+        """Every (client_id, source) blocked now, with the time the block ends."""
+
+    async def purge(self, now: float) -> None:
+        """Drop what can no longer matter: expired assertion ids, revocations, failures."""
