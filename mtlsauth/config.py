@@ -79,6 +79,14 @@ class Settings:
     log_level: str = "INFO"
     max_connection_age: float = 60.0
     crl_warn_hours: float = 48.0
+    audit_log: Path | None = None
+    strict_assertion_audience: bool = False
+    assertion_max_lifetime: int = 300
+    jwks_uri_cafile: Path | None = None
+    throttle_limit: int = 10
+    throttle_window: float = 60.0
+    throttle_block: float = 60.0
+    log_format: str = "text"
     trusted_proxies: tuple[str, ...] = ()
     client_cert_header: str = "Client-Cert"
     client_cert_format: HeaderFormat = "rfc9440"
@@ -104,6 +112,16 @@ class Settings:
         if ":" in host:
             host = f"[{host}]"
         return urlunsplit((parts.scheme, f"{host}:{self.mtls_port}", parts.path, "", ""))
+
+    @property
+    def assertion_audiences(self) -> frozenset[str]:
+        """Decision D2: the issuer, or the token endpoint (or its mTLS alias)."""
+        if self.strict_assertion_audience:
+            return frozenset({self.issuer})
+        accepted = {self.issuer, f"{self.issuer}/token"}
+        if self.mtls_base_url is not None:
+            accepted.add(f"{self.mtls_base_url}/token")
+        return frozenset(accepted)
 
     @property
     def audience(self) -> str:
@@ -137,6 +155,27 @@ def _as_number(kind: type[N], lo: N, hi: N) -> Callable[[str, Any], N]:
         return number
 
     return check
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes", "on"}:
+        return True
+    if text in {"false", "0", "no", "off"}:
+        return False
+    raise ConfigError(f"setting {name!r} must be true or false, got {value!r}")
+
+
+def _as_optional_str(name: str, value: Any) -> str:
+    return "" if value == "" else _as_str(name, value)
+
+
+def _as_log_format(name: str, value: Any) -> str:
+    if value not in ("text", "json"):
+        raise ConfigError(f"setting {name!r} must be one of text, json, got {value!r}")
+    return str(value)
 
 
 def _as_hosts(name: str, value: Any) -> tuple[str, ...]:
@@ -232,7 +271,15 @@ _VALIDATORS: Final[Mapping[str, Callable[[str, Any], Any]]] = {
     "keepalive_timeout": _as_number(float, 1.0, 3600.0),
     "max_body_bytes": _as_number(int, 1024, 1048576),
     "log_level": _as_log_level,
-    "crl": lambda name, value: "" if value == "" else _as_str(name, value),
+    "crl": _as_optional_str,
+    "audit_log": _as_optional_str,
+    "strict_assertion_audience": _as_bool,
+    "assertion_max_lifetime": _as_number(int, 30, 3600),
+    "jwks_uri_cafile": _as_optional_str,
+    "throttle_limit": _as_number(int, 1, 100000),
+    "throttle_window": _as_number(float, 1.0, 86400.0),
+    "throttle_block": _as_number(float, 1.0, 86400.0),
+    "log_format": _as_log_format,
     "max_connection_age": _as_number(float, 1.0, 86400.0),
     "crl_warn_hours": _as_number(float, 0.0, 8760.0),
     "trusted_proxies": _as_networks,
@@ -248,6 +295,7 @@ _DEFAULTS: Final[Mapping[str, Any]] = {
     "tls_cert": "tls/chain.pem",
     "tls_key": "tls/key.pem",
     "crl": "ca/crl.pem",
+    "audit_log": "audit.jsonl",
     "client_ca": "ca/client-ca.pem",
     "signing_key": "keys/signing.pem",
     "secret_key_file": "secret.key",
@@ -328,6 +376,16 @@ def load_settings(home: Path | str, environ: Mapping[str, str] | None = None) ->
         crl=_resolve(home, values["crl"]) if values.get("crl") else None,
         max_connection_age=values.get("max_connection_age", 60.0),
         crl_warn_hours=values.get("crl_warn_hours", 48.0),
+        audit_log=_resolve(home, values["audit_log"]) if values.get("audit_log") else None,
+        strict_assertion_audience=values.get("strict_assertion_audience", False),
+        assertion_max_lifetime=values.get("assertion_max_lifetime", 300),
+        jwks_uri_cafile=(
+            _resolve(home, values["jwks_uri_cafile"]) if values.get("jwks_uri_cafile") else None
+        ),
+        throttle_limit=values.get("throttle_limit", 10),
+        throttle_window=values.get("throttle_window", 60.0),
+        throttle_block=values.get("throttle_block", 60.0),
+        log_format=values.get("log_format", "text"),
         trusted_proxies=values.get("trusted_proxies", ()),
         client_cert_header=values.get("client_cert_header", "Client-Cert"),
         client_cert_format=values.get("client_cert_format", "rfc9440"),

@@ -10,6 +10,7 @@
     ├── UnsupportedGrantType        400 unsupported_grant_type
     ├── InvalidScope                400 invalid_scope
     ├── InvalidTarget               400 invalid_target (RFC 8707 §2)
+    ├── UnsupportedTokenType        400 unsupported_token_type (RFC 7009 §2.2.1)
     ├── SlowDown                    429 slow_down (throttled, with Retry-After)
     ├── ServerError                 500 server_error
     ├── TemporarilyUnavailable      503 temporarily_unavailable
@@ -47,6 +48,7 @@ __all__ = [
     "TemporarilyUnavailable",
     "UnauthorizedClient",
     "UnsupportedGrantType",
+    "UnsupportedTokenType",
 ]
 
 #: The realm named in ``WWW-Authenticate: Basic`` challenges (decision D4).
@@ -66,9 +68,12 @@ class OAuthError(Exception):
         *,
         description: str | None = None,
         headers: Mapping[str, str] | None = None,
+        reason: str | None = None,
     ) -> None:
         self.description = description or self.default_description
         self.detail = detail or self.description
+        #: A short, low-cardinality label for metrics and audit (the error code by default).
+        self.reason = reason or self.error
         self._headers = dict(headers or {})
         super().__init__(self.detail)
 
@@ -134,13 +139,22 @@ class InvalidTarget(OAuthError):
     default_description = "The requested resource is invalid or not allowed for this client."
 
 
+class UnsupportedTokenType(OAuthError):
+    """RFC 7009 §2.2.1: revocation of this token type is not supported."""
+
+    error = "unsupported_token_type"
+    default_description = "This token type cannot be revoked here."
+
+
 class SlowDown(OAuthError):
     error = "slow_down"
     status = 429
     default_description = "Too many failed attempts; retry later."
 
     def __init__(self, detail: str = "", *, retry_after: int) -> None:
-        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+        super().__init__(
+            detail, headers={"Retry-After": str(max(1, retry_after))}, reason="throttled"
+        )
 
 
 class ServerError(OAuthError):

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-from mtlsauth.clientauth import AuthContext, AuthRequest, authenticate
-from mtlsauth.clients import Client, ClientRegistry
+from mtlsauth.clientauth import AuthRequest
+from mtlsauth.clientauth.guard import ClientGuard
+from mtlsauth.clients import Client
 from mtlsauth.errors import (
     InvalidRequest,
     InvalidScope,
@@ -47,21 +49,20 @@ class ClientCredentialsGrant:
     def __init__(
         self,
         *,
-        registry: ClientRegistry,
-        auth_context: AuthContext,
+        guard: ClientGuard,
         issuer: TokenIssuer,
         default_audience: str,
     ) -> None:
-        self._registry = registry
-        self._auth_context = auth_context
-        self._issuer = issuer
+        self._guard = guard
+        self.issuer = issuer
         self._default_audience = (default_audience,)
 
-    def issue(self, params: TokenParams, credentials: AuthRequest) -> bytes:
+    async def issue(self, params: TokenParams, credentials: AuthRequest, source: str) -> bytes:
         """The JSON token response (RFC 6749 §5.1), serialised once."""
         if not params.grant_type:
             raise InvalidRequest("grant_type is missing")
-        client = authenticate(credentials, self._registry, self._auth_context)
+        started = time.perf_counter()
+        client = (await self._guard.authenticate(credentials, source)).client
         if params.grant_type != GRANT_TYPE:
             raise UnsupportedGrantType(f"grant_type {params.grant_type[:40]!r}")
         if GRANT_TYPE not in client.grant_types:
@@ -79,15 +80,21 @@ class ClientCredentialsGrant:
                     "client certificate.",
                 )
             thumbprint = credentials.peer.thumbprint
-        token = self._issuer.issue(
+        token = self.issuer.issue(
             client_id=client.client_id, audience=audience, scope=scope, x5t_s256=thumbprint
         )
-        log.debug(
-            "token issued client_id=%s jti=%s bound=%s",
-            client.client_id,
-            token.claims["jti"],
-            thumbprint is not None,
+        self._guard.audit.event(
+            "token.issued",
+            client_id=client.client_id,
+            jti=token.claims["jti"],
+            method=client.auth_method,
+            thumbprint=thumbprint,
+            scope=" ".join(scope),
+            aud=list(audience),
         )
+        metrics = self._guard.metrics
+        metrics.token_issued(client.auth_method, bound=thumbprint is not None)
+        metrics.token_latency(client.auth_method, time.perf_counter() - started)
         body: dict[str, object] = {
             "access_token": token.token,
             "token_type": "Bearer",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -31,16 +32,15 @@ from mtlsauth.clients import (
     RegisteredCert,
     SecretEntry,
 )
-from mtlsauth.credentials import generate_secret, hash_secret
+from mtlsauth.credentials import generate_secret, hash_secret, seal_secret
 from mtlsauth.dn import CertificateName, DNError
 
-__all__ = ["NewClient", "RegistrationError", "register", "validate_scope_tokens"]
+__all__ = ["NewClient", "RegistrationError", "new_secret", "register", "validate_scope_tokens"]
 
 # RFC 6749 Appendix A.1: client-id = *VSCHAR (%x20-7E); no edge spaces, at most 200.
 _CLIENT_ID: Final = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,198}[\x21-\x7e])?\Z")
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+\Z")
-_NOT_YET: Final = frozenset({"client_secret_jwt", "private_key_jwt"})
 
 
 class RegistrationError(ValueError):
@@ -99,53 +99,68 @@ def _load_jwks_certs(path: Path) -> list[bytes]:
     return ders
 
 
-def register(
-    *,
-    auth_method: str,
-    secret_key: bytes,
-    client_id: str | None = None,
-    names: Sequence[tuple[str, str]] = (),
-    cert_files: Sequence[Path] = (),
-    jwks_file: Path | None = None,
-    bound_tokens: bool | None = None,
-    scope: str = "",
-    audiences: Sequence[str] = (),
-    grant_types: Sequence[str] = ("client_credentials",),
-) -> NewClient:
-    """Validate a registration and build the client (not yet stored)."""
-    if auth_method not in AUTH_METHODS:
-        raise RegistrationError(
-            f"--auth-method must be one of {', '.join(AUTH_METHODS)}, got {auth_method!r}"
-        )
-    if auth_method in _NOT_YET:
-        raise RegistrationError(
-            f"{auth_method} (RFC 7523 assertions) is not supported by this version yet"
-        )
-    client_id = client_id if client_id is not None else secrets.token_urlsafe(16)
-    if not _CLIENT_ID.match(client_id):
-        raise RegistrationError(
-            "--client-id must be 1-200 printable ASCII characters (RFC 6749 VSCHAR), "
-            "not starting or ending with a space"
-        )
-
-    tls_name = None
-    if auth_method == "tls_client_auth":
-        if len(names) != 1:
+def _load_public_jwks(path: Path) -> dict[str, Any]:
+    """A JWK Set of public signing keys for private_key_jwt (RFC 7517); no private members."""
+    try:
+        doc: Any = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RegistrationError(f"--jwks {path}: not a readable JSON file ({exc})") from exc
+    keys = doc.get("keys") if isinstance(doc, dict) else None
+    if not isinstance(keys, list) or not keys:
+        raise RegistrationError(f"--jwks {path}: a JWK Set needs a non-empty 'keys' array")
+    for jwk in keys:
+        if not isinstance(jwk, dict) or jwk.get("kty") not in {"EC", "RSA", "OKP"}:
+            raise RegistrationError(f"--jwks {path}: every key needs kty EC, RSA or OKP")
+        if set(jwk) & {"d", "p", "q", "dp", "dq", "qi", "k"}:
             raise RegistrationError(
-                "tls_client_auth needs exactly one of --subject-dn, --san-dns, --san-uri, "
-                "--san-ip, --san-email"
+                f"--jwks {path}: holds private key material; register public keys only"
             )
         try:
-            tls_name = CertificateName.parse(*names[0])
-        except DNError as exc:
-            raise RegistrationError(f"--{names[0][0].replace('_', '-')}: {exc}") from exc
-    elif names:
-        raise RegistrationError(
-            f"certificate names are only for tls_client_auth, not {auth_method}"
-        )
+            jwt.PyJWK(jwk)
+        except jwt.PyJWTError as exc:
+            raise RegistrationError(f"--jwks {path}: a key does not parse ({exc})") from exc
+    return {"keys": keys}
 
+
+def _tls_name(auth_method: str, names: Sequence[tuple[str, str]]) -> CertificateName | None:
+    if auth_method != "tls_client_auth":
+        if names:
+            raise RegistrationError(
+                f"certificate names are only for tls_client_auth, not {auth_method}"
+            )
+        return None
+    if len(names) != 1:
+        raise RegistrationError(
+            "tls_client_auth needs exactly one of --subject-dn, --san-dns, --san-uri, "
+            "--san-ip, --san-email"
+        )
+    try:
+        return CertificateName.parse(*names[0])
+    except DNError as exc:
+        raise RegistrationError(f"--{names[0][0].replace('_', '-')}: {exc}") from exc
+
+
+def _assertion_keys(
+    auth_method: str, jwks_file: Path | None, jwks_uri: str | None
+) -> dict[str, Any] | None:
+    """private_key_jwt: the registered JWK Set (or None when keys come from ``jwks_uri``)."""
+    if auth_method != "private_key_jwt":
+        if jwks_uri is not None:
+            raise RegistrationError(f"--jwks-uri is for private_key_jwt, not {auth_method}")
+        return None
+    if (jwks_file is None) == (jwks_uri is None):
+        raise RegistrationError("private_key_jwt needs exactly one of --jwks FILE, --jwks-uri URL")
+    if jwks_uri is not None and not re.match(r"https://[^/\s]+", jwks_uri):
+        raise RegistrationError(f"--jwks-uri must be an https URL, got {jwks_uri!r}")
+    return _load_public_jwks(jwks_file) if jwks_file is not None else None
+
+
+def _certificates(
+    auth_method: str, cert_files: Sequence[Path], jwks_file: Path | None
+) -> tuple[RegisteredCert, ...]:
+    """self_signed_tls_client_auth: the registered certificates (PEM files, JWKS x5c)."""
     ders = _load_pem_certs(cert_files)
-    if jwks_file is not None:
+    if jwks_file is not None and auth_method != "private_key_jwt":
         ders += _load_jwks_certs(jwks_file)
     if auth_method == "self_signed_tls_client_auth":
         if not ders:
@@ -163,7 +178,49 @@ def register(
                 f"certificate {cert.thumbprint} is not valid now "
                 f"(valid {cert.not_before:%Y-%m-%d} to {cert.not_after:%Y-%m-%d})"
             )
+    return certificates
 
+
+def new_secret(auth_method: str, secret_key: bytes, client_id: str) -> tuple[str, SecretEntry]:
+    """A generated secret and its stored form (sealed too for client_secret_jwt)."""
+    secret = generate_secret()
+    sealed = (
+        seal_secret(secret_key, secret, client_id) if auth_method == "client_secret_jwt" else None
+    )
+    return secret, SecretEntry(
+        hash_secret(secret_key, secret), sealed=sealed, created_at=time.time()
+    )
+
+
+def register(
+    *,
+    auth_method: str,
+    secret_key: bytes,
+    client_id: str | None = None,
+    names: Sequence[tuple[str, str]] = (),
+    cert_files: Sequence[Path] = (),
+    jwks_file: Path | None = None,
+    jwks_uri: str | None = None,
+    bound_tokens: bool | None = None,
+    scope: str = "",
+    audiences: Sequence[str] = (),
+    grant_types: Sequence[str] = ("client_credentials",),
+) -> NewClient:
+    """Validate a registration and build the client (not yet stored)."""
+    if auth_method not in AUTH_METHODS:
+        raise RegistrationError(
+            f"--auth-method must be one of {', '.join(AUTH_METHODS)}, got {auth_method!r}"
+        )
+    # Hex: a generated id never starts with "-" (which a command line would read as an option).
+    client_id = client_id if client_id is not None else secrets.token_hex(16)
+    if not _CLIENT_ID.match(client_id):
+        raise RegistrationError(
+            "--client-id must be 1-200 printable ASCII characters (RFC 6749 VSCHAR), "
+            "not starting or ending with a space"
+        )
+    tls_name = _tls_name(auth_method, names)
+    jwks = _assertion_keys(auth_method, jwks_file, jwks_uri)
+    certificates = _certificates(auth_method, cert_files, jwks_file)
     try:
         scopes = validate_scope_tokens(scope.split())
     except ValueError as exc:
@@ -177,8 +234,11 @@ def register(
             raise RegistrationError(
                 f"grant type {grant!r} is not supported; use client_credentials"
             )
-
-    secret = generate_secret() if auth_method in SECRET_METHODS else None
+    secret: str | None = None
+    entries: tuple[SecretEntry, ...] = ()
+    if auth_method in SECRET_METHODS | {"client_secret_jwt"}:
+        secret, entry = new_secret(auth_method, secret_key, client_id)
+        entries = (entry,)
     client = Client(
         client_id=client_id,
         auth_method=auth_method,  # checked against AUTH_METHODS above
@@ -188,7 +248,9 @@ def register(
         grant_types=tuple(dict.fromkeys(grant_types)),
         tls_name=tls_name,
         certificates=certificates,
-        secrets=(SecretEntry(hash_secret(secret_key, secret)),) if secret else (),
+        secrets=entries,
         created_at=time.time(),
+        jwks=jwks,
+        jwks_uri=jwks_uri,
     )
     return NewClient(client=client, client_secret=secret)

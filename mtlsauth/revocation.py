@@ -149,7 +149,7 @@ def renew_crl_if_due(crl_path: Path, state: RevocationState) -> bool:
             return False
         Authority(ca_dir, passphrase=passphrase).write_crl()
     except (CAError, OSError) as exc:
-        log.error("cannot re-sign the CRL: %s", exc)  # noqa: TRY400 - the reason is enough
+        log.error("cannot re-sign the CRL: %s", exc)
         return False
     log.info("re-signed the CRL %s", crl_path)
     return True

@@ -271,9 +271,7 @@ class TLSManager:
         try:
             self._rebuild(self._config)
         except (OSError, ssl.SSLError, ValueError, CRLError) as exc:
-            log.error(  # noqa: TRY400 - the reason is enough; no traceback for a bad file
-                "TLS files changed but cannot be loaded; keeping the old ones: %s", exc
-            )
+            log.error("TLS files changed but cannot be loaded; keeping the old ones: %s", exc)
             return False
         log.info("TLS server certificate / client CA / CRL reloaded from disk")
         return True

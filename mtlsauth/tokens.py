@@ -31,10 +31,14 @@ class TokenIssuer:
 
     def __init__(self, *, issuer: str, key: SigningKey, ttl: int) -> None:
         self.issuer = issuer
-        self.key = key
         self.ttl = ttl
+        self.use_key(key)
+
+    def use_key(self, key: SigningKey) -> None:
+        """Sign from now on with ``key`` (signing key rotation)."""
         header = {"alg": SIGNING_ALG, "kid": key.kid, "typ": "at+jwt"}
         self._header_b64 = b64url(json.dumps(header, separators=(",", ":")).encode()) + "."
+        self.key = key
 
     def issue(
         self,

@@ -126,7 +126,9 @@ def test_client_lifecycle(home: Home) -> None:
         (["--auth-method", "client_secret_basic", "--scope", 'a "b'], "invalid scope"),
         (["--auth-method", "client_secret_basic", "--audience", "relative"], "absolute URI"),
         (["--auth-method", "client_secret_basic", "--client-id", " lead"], "VSCHAR"),
-        (["--auth-method", "private_key_jwt"], "not supported"),
+        (["--auth-method", "private_key_jwt"], "exactly one of --jwks FILE, --jwks-uri URL"),
+        (["--auth-method", "private_key_jwt", "--jwks-uri", "http://plain/jwks"], "https"),
+        (["--auth-method", "client_secret_basic", "--jwks-uri", "https://x/j"], "private_key_jwt"),
     ],
 )
 def test_client_add_refusals(home: Home, args: list[str], message: str) -> None:

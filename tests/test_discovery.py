@@ -20,10 +20,18 @@ async def test_metadata(home: Home) -> None:
     assert doc["jwks_uri"] == f"{issuer}/jwks"
     assert doc["tls_client_certificate_bound_access_tokens"] is True
     assert doc["grant_types_supported"] == ["client_credentials"]
-    assert set(doc["token_endpoint_auth_methods_supported"]) == {
-        "client_secret_basic", "client_secret_post", "tls_client_auth",
-        "self_signed_tls_client_auth",
+    methods = {
+        "client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt",
+        "tls_client_auth", "self_signed_tls_client_auth",
     }  # fmt: skip
+    assert set(doc["token_endpoint_auth_methods_supported"]) == methods
+    assert set(doc["introspection_endpoint_auth_methods_supported"]) == methods
+    assert set(doc["revocation_endpoint_auth_methods_supported"]) == methods
+    assert doc["introspection_endpoint"] == f"{issuer}/introspect"
+    assert doc["revocation_endpoint"] == f"{issuer}/revoke"
+    algs = set(doc["token_endpoint_auth_signing_alg_values_supported"])
+    assert {"ES256", "PS256", "EdDSA", "HS256"} <= algs
+    assert "none" not in algs
     assert "mtls_endpoint_aliases" not in doc
 
 
@@ -31,12 +39,13 @@ async def test_jwks_is_public_only(home: Home) -> None:
     async with running(home) as service:
         status, doc = await service.get("/jwks")
     assert status == 200
-    (key,) = doc["keys"]
-    assert key["kty"] == "EC"
-    assert key["crv"] == "P-256"
-    assert key["alg"] == "ES256"
-    assert key["use"] == "sig"
-    assert set(key) == {"kty", "crv", "x", "y", "use", "alg", "kid"}
+    assert len(doc["keys"]) == 2  # the active key and the next one, published ahead
+    for key in doc["keys"]:
+        assert key["kty"] == "EC"
+        assert key["crv"] == "P-256"
+        assert key["alg"] == "ES256"
+        assert key["use"] == "sig"
+        assert set(key) == {"kty", "crv", "x", "y", "use", "alg", "kid"}
 
 
 async def test_health(home: Home) -> None:

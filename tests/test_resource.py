@@ -224,7 +224,8 @@ async def test_key_rotation_unknown_kid_refetches(
         async with running(home):
             old = await get_token(home, right)
             assert (await call(api, home, old, right))[0] == 200
-        # The issuer restarts with a new signing key: tokens now carry an unknown kid.
+        # The issuer restarts with another signing key: tokens now carry an unknown kid.
+        home.settings.signing_key.parent.joinpath("keys.json").unlink()
         new_key = generate_signing_key(home.settings.signing_key)
         async with running(home):
             new = await get_token(home, right)

@@ -285,7 +285,7 @@ async def test_self_signed_expired_is_rejected(home: Home, tmp_path: Path) -> No
     )
     request = AuthRequest("old", None, None, None, None, PeerCertificate(old.der))
     with pytest.raises(InvalidClient, match="expired"):
-        authenticate_self_signed(client, request, AuthContext(b"k" * 32, ClientCA([])))
+        await authenticate_self_signed(client, request, AuthContext(b"k" * 32, ClientCA([])))
     # And registration refuses it up front.
     from tests.conftest import run_cli
 
@@ -341,8 +341,11 @@ async def test_required_listener_and_metadata_alias(mtls_home: Home) -> None:
         assert service.mtls_url is not None
         status, doc = await service.get("/.well-known/oauth-authorization-server")
         assert status == 200
+        base = f"https://localhost:{home.mtls_port}"
         assert doc["mtls_endpoint_aliases"] == {
-            "token_endpoint": f"https://localhost:{home.mtls_port}/token"
+            "token_endpoint": f"{base}/token",
+            "introspection_endpoint": f"{base}/introspect",
+            "revocation_endpoint": f"{base}/revoke",
         }
         form = {"grant_type": "client_credentials", "client_id": "m"}
         with pytest.raises(aiohttp.ClientError):

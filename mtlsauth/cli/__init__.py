@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mtlsauth.cli import clients, init, resource, serve, token
+from mtlsauth.cli import clients, init, keys, resource, serve, token
 from mtlsauth.cli.common import CLIError
 from pki import cli as pki_cli
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(sub)
     clients.add_parser(sub)
     token.add_parser(sub)
+    keys.add_parser(sub)
     resource.add_parsers(sub)
     pki = sub.add_parser("pki", help="the CA toolkit (same as python -m pki)")
     pki_cli.add_commands(pki)

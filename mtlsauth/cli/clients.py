@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mtlsauth.cli.common import CLIError, add_home, emit, home_of
-from mtlsauth.clients import AUTH_METHODS, Client
+from mtlsauth.clients import AUTH_METHODS, SECRET_METHODS, Client
 from mtlsauth.config import ConfigError, Settings, load_settings
-from mtlsauth.registration import RegistrationError, register
+from mtlsauth.registration import RegistrationError, new_secret, register
 from mtlsauth.store import ClientExistsError, Store, StoreError, open_store
 
 __all__ = ["add_parser", "describe"]
@@ -65,8 +67,45 @@ def describe(client: Client) -> dict[str, Any]:
             for c in client.certificates
         ]
     if client.secrets:
-        data["active_secrets"] = len(client.secrets)
+        now = time.time()
+        data["secrets"] = [
+            {
+                "created_at": _iso(s.created_at),
+                "expires_at": _iso(s.expires_at),
+                "last_used_at": _iso(s.last_used_at),
+                "active": s.is_active(now),
+            }
+            for s in client.secrets
+        ]
+    if client.jwks is not None:
+        data["jwks_kids"] = [k.get("kid") for k in client.jwks.get("keys", [])]
+    if client.jwks_uri is not None:
+        data["jwks_uri"] = client.jwks_uri
     return data
+
+
+def _iso(ts: float | None) -> str | None:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds") if ts else None
+
+
+def _rotate_secret(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    client = _with_store(settings, lambda store: store.get_client(args.client_id))
+    if client is None:
+        raise CLIError(f"no client {args.client_id!r}")
+    if client.auth_method not in SECRET_METHODS | {"client_secret_jwt"}:
+        raise CLIError(f"client {args.client_id!r} uses {client.auth_method}: it has no secret")
+    secret, entry = new_secret(client.auth_method, settings.secret_key.get(), client.client_id)
+    _with_store(settings, lambda store: store.rotate_secret(client.client_id, entry, args.grace))
+    emit(
+        args,
+        {
+            "client_id": client.client_id,
+            "client_secret": secret,
+            "previous_secrets_expire_at": _iso(time.time() + args.grace),
+        },
+    )
+    return 0
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -80,6 +119,7 @@ def _add(args: argparse.Namespace) -> int:
             names=names,
             cert_files=[Path(p) for p in args.cert],
             jwks_file=Path(args.jwks) if args.jwks else None,
+            jwks_uri=args.jwks_uri,
             bound_tokens=args.bound_tokens,
             scope=args.scope,
             audiences=args.audience,
@@ -153,7 +193,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="PEM",
         help="a certificate to register (self_signed_tls_client_auth); repeatable",
     )
-    add.add_argument("--jwks", metavar="FILE", help="a JWK Set whose keys carry x5c")
+    add.add_argument(
+        "--jwks",
+        metavar="FILE",
+        help="JWK Set: public keys (private_key_jwt) or keys with x5c (self-signed)",
+    )
+    add.add_argument("--jwks-uri", metavar="URL", help="https URL of the keys (private_key_jwt)")
     add.add_argument(
         "--bound-tokens",
         action=argparse.BooleanOptionalAction,
@@ -175,6 +220,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_home(lst)
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(handler=_list)
+
+    rotate = commands.add_parser(
+        "rotate-secret",
+        help="add a new secret; the old ones keep working for --grace seconds",
+        description="Zero-downtime secret rotation: prints the new secret (once); the current "
+        "secrets stay valid for --grace seconds so services can switch over.",
+    )
+    add_home(rotate)
+    rotate.add_argument("client_id", metavar="ID")
+    rotate.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
+                        help="seconds the old secrets stay valid (default 3600)")  # fmt: skip
+    rotate.add_argument("--json", action="store_true")
+    rotate.set_defaults(handler=_rotate_secret)
 
     for name, handler, text in (
         ("show", _show, "show one client"),

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
+import time
 from urllib.parse import urlsplit
 
 from mtlsauth.cli.common import CLIError, add_home, emit, home_of
 from mtlsauth.config import CONFIG_FILE, ConfigError, load_settings
-from mtlsauth.keys import generate_signing_key
+from mtlsauth.keys import KeyRing, generate_signing_key
 from mtlsauth.store import open_store
 from pki import write_private
 from pki.authority import Authority, resolve_passphrase
@@ -44,6 +45,8 @@ def _run(args: argparse.Namespace) -> int:
     except CAError as exc:
         raise CLIError(str(exc)) from exc
     key = generate_signing_key(home / "keys" / "signing.pem")
+    # Publish the next key from the start, so the first rotation needs no waiting.
+    KeyRing.load(home / "keys", home / "keys" / "signing.pem").ensure_next(time.time())
     write_private(home / "secret.key", secrets.token_hex(32).encode() + b"\n")
 
     config: dict[str, str | int] = {"issuer": issuer, "port": args.port}

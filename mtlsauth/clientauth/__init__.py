@@ -7,20 +7,36 @@ method it registered. The method is never inferred from the certificate (chain l
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Final
 
-from mtlsauth.clientauth.base import AuthContext, Authenticator, AuthRequest, PeerCertificate
+from mtlsauth.clientauth.base import (
+    AssertionPolicy,
+    AuthContext,
+    Authenticator,
+    AuthRequest,
+    PeerCertificate,
+)
+from mtlsauth.clientauth.jwt_assertion import (
+    ASSERTION_TYPE,
+    assertion_issuer,
+    authenticate_assertion,
+)
 from mtlsauth.clientauth.mtls import authenticate_pki, authenticate_self_signed
 from mtlsauth.clientauth.secret import authenticate_secret, parse_basic
 from mtlsauth.clients import AuthMethod, Client, ClientRegistry
 from mtlsauth.errors import InvalidClient, InvalidRequest
 
 __all__ = [
+    "ASSERTION_TYPE",
     "METHODS",
+    "AssertionPolicy",
     "AuthContext",
     "AuthRequest",
+    "Authenticated",
     "PeerCertificate",
     "authenticate",
+    "claimed_client_id",
     "parse_basic",
     "supported_methods",
 ]
@@ -29,6 +45,8 @@ __all__ = [
 METHODS: Final[Mapping[AuthMethod, Authenticator]] = {
     "client_secret_basic": authenticate_secret,
     "client_secret_post": authenticate_secret,
+    "client_secret_jwt": authenticate_assertion,
+    "private_key_jwt": authenticate_assertion,
     "tls_client_auth": authenticate_pki,
     "self_signed_tls_client_auth": authenticate_self_signed,
 }
@@ -36,6 +54,13 @@ METHODS: Final[Mapping[AuthMethod, Authenticator]] = {
 
 def supported_methods() -> list[str]:
     return list(METHODS)
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    client: Client
+    #: The hash of the secret that matched (secret and client_secret_jwt methods).
+    secret_hash: str | None
 
 
 def _presented(request: AuthRequest) -> str:
@@ -60,21 +85,31 @@ _COMPATIBLE: Final[Mapping[str, frozenset[str]]] = {
 }
 
 
-def authenticate(request: AuthRequest, registry: ClientRegistry, context: AuthContext) -> Client:
+def claimed_client_id(request: AuthRequest) -> str | None:
+    """The client the request claims to be (form, Basic user, or the assertion's issuer)."""
+    if request.client_id is not None:
+        return request.client_id
+    if request.assertion is not None:
+        return assertion_issuer(request.assertion)
+    return None
+
+
+async def authenticate(
+    request: AuthRequest, registry: ClientRegistry, context: AuthContext
+) -> Authenticated:
     """Authenticate the client of a request; raises InvalidClient or InvalidRequest."""
     presented = _presented(request)
-    if request.client_id is None:
-        raise InvalidClient("no client identification in the request")
-    client = registry.get(request.client_id)
+    client_id = claimed_client_id(request)
+    if client_id is None:
+        raise InvalidClient("no client identification in the request", reason="no_credentials")
+    client = registry.get(client_id)
     if client is None:
-        raise InvalidClient(f"unknown client_id {request.client_id!r}")
+        raise InvalidClient(f"unknown client_id {client_id[:100]!r}", reason="unknown_client")
     if client.auth_method not in _COMPATIBLE[presented]:
         raise InvalidClient(
             f"client {client.client_id!r} is registered for {client.auth_method} "
-            f"but authenticated with {presented}"
+            f"but authenticated with {presented}",
+            reason="wrong_method",
         )
-    method = METHODS.get(client.auth_method)
-    if method is None:
-        raise InvalidClient(f"client {client.client_id!r}: {client.auth_method} is not supported")
-    method(client, request, context)
-    return client
+    secret_hash = await METHODS[client.auth_method](client, request, context)
+    return Authenticated(client=client, secret_hash=secret_hash)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
@@ -13,7 +14,17 @@ from mtlsauth.errors import InvalidClient
 from mtlsauth.thumbprint import x5t_s256
 from mtlsauth.tls import ClientCA
 
-__all__ = ["AuthContext", "AuthRequest", "Authenticator", "PeerCertificate"]
+if TYPE_CHECKING:
+    from mtlsauth.clientauth.remote_jwks import RemoteJWKS
+    from mtlsauth.store import Store
+
+__all__ = [
+    "AssertionPolicy",
+    "AuthContext",
+    "AuthRequest",
+    "Authenticator",
+    "PeerCertificate",
+]
 
 
 class PeerCertificate:
@@ -36,7 +47,7 @@ class PeerCertificate:
 
 @dataclass(frozen=True, slots=True)
 class AuthRequest:
-    """The credentials of one token request, as the endpoint extracted them."""
+    """The credentials of one request, as the endpoint extracted them."""
 
     client_id: str | None
     basic_secret: str | None
@@ -47,12 +58,25 @@ class AuthRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class AssertionPolicy:
+    """RFC 7523 §3 rules for client assertions (decision D2 for ``aud``)."""
+
+    audiences: frozenset[str]
+    max_lifetime: int = 300
+    leeway: int = 30
+
+
+@dataclass(frozen=True, slots=True)
 class AuthContext:
     """Server-side material the methods need."""
 
     secret_key: bytes
     client_ca: ClientCA
+    assertions: AssertionPolicy = field(default_factory=lambda: AssertionPolicy(frozenset()))
+    store: Store | None = None
+    remote_jwks: RemoteJWKS | None = None
 
 
-#: A method checks the request's credentials against the client; it raises InvalidClient.
-Authenticator = Callable[[Client, AuthRequest, AuthContext], None]
+#: A method checks the request's credentials against the client and raises InvalidClient;
+#: it returns the hash of the secret that matched, when a secret was used.
+Authenticator = Callable[[Client, AuthRequest, AuthContext], Awaitable[str | None]]

@@ -18,36 +18,45 @@ __all__ = ["authenticate_pki", "authenticate_self_signed"]
 
 def _peer(client: Client, request: AuthRequest) -> PeerCertificate:
     if request.peer is None:
-        raise InvalidClient(f"client {client.client_id!r}: no TLS client certificate presented")
+        raise InvalidClient(
+            f"client {client.client_id!r}: no TLS client certificate presented",
+            reason="no_certificate",
+        )
     return request.peer
 
 
-def authenticate_pki(client: Client, request: AuthRequest, context: AuthContext) -> None:
+async def authenticate_pki(client: Client, request: AuthRequest, context: AuthContext) -> None:
     """RFC 8705 §2.1.2: the registered subject DN or SAN entry must match the certificate."""
     peer = _peer(client, request)
     if not context.client_ca.issued(peer.cert):
         raise InvalidClient(
             f"client {client.client_id!r}: certificate {peer.thumbprint} was not issued by the "
-            "client CA"
+            "client CA",
+            reason="bad_certificate",
         )
     if client.tls_name is None or not client.tls_name.matches(peer.cert):
         raise InvalidClient(
             f"client {client.client_id!r}: certificate {peer.thumbprint} does not carry the "
-            f"registered {client.tls_name.kind if client.tls_name else 'name'}"
+            f"registered {client.tls_name.kind if client.tls_name else 'name'}",
+            reason="bad_certificate",
         )
 
 
-def authenticate_self_signed(client: Client, request: AuthRequest, context: AuthContext) -> None:
+async def authenticate_self_signed(
+    client: Client, request: AuthRequest, context: AuthContext
+) -> None:
     """RFC 8705 §2.2.2: the certificate must be one the client registered."""
     peer = _peer(client, request)
     registered = client.certificate(peer.thumbprint)
     if registered is None:
         raise InvalidClient(
-            f"client {client.client_id!r}: certificate {peer.thumbprint} is not registered"
+            f"client {client.client_id!r}: certificate {peer.thumbprint} is not registered",
+            reason="bad_certificate",
         )
     now = dt.datetime.now(dt.UTC)
     if not registered.not_before <= now <= registered.not_after:
         raise InvalidClient(
             f"client {client.client_id!r}: certificate {peer.thumbprint} is expired or not "
-            "yet valid"
+            "yet valid",
+            reason="bad_certificate",
         )

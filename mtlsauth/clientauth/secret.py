@@ -9,7 +9,7 @@ from urllib.parse import unquote_plus
 
 from mtlsauth.clientauth.base import AuthContext, AuthRequest
 from mtlsauth.clients import Client
-from mtlsauth.credentials import secret_matches
+from mtlsauth.credentials import matching_hash
 from mtlsauth.errors import InvalidClient
 
 __all__ = ["authenticate_secret", "parse_basic"]
@@ -24,28 +24,33 @@ def parse_basic(header: str) -> tuple[str, str]:
     """Decode an ``Authorization: Basic`` value into (client_id, client_secret)."""
     scheme, _, encoded = header.strip().partition(" ")
     if scheme.lower() != "basic":
-        raise InvalidClient(f"unsupported authorization scheme {scheme[:20]!r}")
+        raise InvalidClient(f"unsupported authorization scheme {scheme[:20]!r}", reason="malformed")
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
         user, sep, password = decoded.partition(":")
         client_id, secret = _form_decode(user), _form_decode(password)
     except (binascii.Error, ValueError) as exc:
-        raise InvalidClient(f"malformed Basic credentials: {exc}") from exc
+        raise InvalidClient(f"malformed Basic credentials: {exc}", reason="malformed") from exc
     if not sep:
-        raise InvalidClient("malformed Basic credentials: no ':' after the client_id")
+        raise InvalidClient(
+            "malformed Basic credentials: no ':' after the client_id", reason="malformed"
+        )
     if not client_id:
-        raise InvalidClient("Basic credentials without a client_id")
+        raise InvalidClient("Basic credentials without a client_id", reason="malformed")
     return client_id, secret
 
 
-def authenticate_secret(client: Client, request: AuthRequest, context: AuthContext) -> None:
+async def authenticate_secret(client: Client, request: AuthRequest, context: AuthContext) -> str:
     """Compare the presented secret with every active secret of the client, in constant time."""
-    secret = (
-        request.basic_secret if client.auth_method == "client_secret_basic" else request.post_secret
-    )
+    basic = client.auth_method == "client_secret_basic"
+    secret = request.basic_secret if basic else request.post_secret
     if not secret:
-        raise InvalidClient(f"client {client.client_id!r}: no secret presented")
+        raise InvalidClient(f"client {client.client_id!r}: no secret presented", reason="no_secret")
     now = time.time()
     active = [entry.hash for entry in client.secrets if entry.is_active(now)]
-    if not secret_matches(context.secret_key, secret, active):
-        raise InvalidClient(f"client {client.client_id!r}: wrong or expired secret")
+    matched = matching_hash(context.secret_key, secret, active)
+    if matched is None:
+        raise InvalidClient(
+            f"client {client.client_id!r}: wrong or expired secret", reason="bad_secret"
+        )
+    return matched

@@ -1,7 +1,7 @@
-"""The aiohttp application: routes, the error middleware, and what lives as long as the app.
+"""The aiohttp application: routes, middlewares, and what lives as long as the app.
 
-Everything opened at start (store, client registry, the refresh task) is owned by a
-``cleanup_ctx`` and closed on shutdown.
+Everything opened at start (store, client registry, audit log, the background loop) is owned
+by a ``cleanup_ctx`` and closed on shutdown.
 """
 
 from __future__ import annotations
@@ -11,22 +11,32 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import ssl
+import time
 from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 
-from mtlsauth.clientauth import AuthContext
+from mtlsauth.audit import Audit
+from mtlsauth.clientauth import AssertionPolicy, AuthContext
+from mtlsauth.clientauth.guard import ClientGuard
+from mtlsauth.clientauth.remote_jwks import RemoteJWKS
 from mtlsauth.clients import Client, ClientRegistry
 from mtlsauth.config import Settings
 from mtlsauth.grant import ClientCredentialsGrant
-from mtlsauth.keys import SigningKey
+from mtlsauth.introspection import TokenInspector
+from mtlsauth.metrics import Metrics
 from mtlsauth.revocation import renew_crl_if_due
 from mtlsauth.server.health import health
+from mtlsauth.server.introspect import introspect
 from mtlsauth.server.jwks import jwks
 from mtlsauth.server.keys import (
     AUTH_CONTEXT,
     GRANT,
+    GUARD,
+    INSPECTOR,
     METADATA,
+    METRICS,
     PROXY,
     REGISTRY,
     SETTINGS,
@@ -35,15 +45,24 @@ from mtlsauth.server.keys import (
     TLS,
 )
 from mtlsauth.server.metadata import WELL_KNOWN, build_metadata, metadata
-from mtlsauth.server.middleware import connection_lifetime, error_middleware
+from mtlsauth.server.metrics import metrics
+from mtlsauth.server.middleware import connection_lifetime, error_middleware, metrics_middleware
+from mtlsauth.server.revoke import revoke
+from mtlsauth.server.signing import SigningKeys
 from mtlsauth.server.token import token
 from mtlsauth.store import Store, StoreError, open_store
+from mtlsauth.throttle import Throttle, ThrottlePolicy
 from mtlsauth.tls import ServerTLSConfig, TLSManager
 from mtlsauth.tokens import TokenIssuer
 
 __all__ = ["create_app", "create_tls"]
 
 log = logging.getLogger("mtlsauth.server")
+
+#: CRL freshness, secret last-use stamps and expired replay-cache rows are handled this often.
+HOUSEKEEPING_INTERVAL = 60.0
+#: A retired signing key stays published this long after its last token could have expired.
+KEY_RETIRE_MARGIN = 60.0
 
 
 def create_tls(settings: Settings) -> TLSManager:
@@ -63,76 +82,138 @@ def _self_signed_anchors(clients: Mapping[str, Client]) -> frozenset[bytes]:
     )
 
 
-# CRL freshness is looked at this often (a CRL lives for days).
-HOUSEKEEPING_INTERVAL = 60.0
+async def _housekeeping(app: web.Application) -> None:
+    settings, tls, store = app[SETTINGS], app[TLS], app[STORE]
+    if settings.crl is not None and await asyncio.to_thread(
+        renew_crl_if_due, settings.crl, tls.revocation
+    ):
+        tls.reload_if_changed()
+    tls.warn_if_crl_stale(dt.timedelta(hours=settings.crl_warn_hours))
+    await app[GUARD].flush_usage(store)
+    await store.purge(time.time())
 
 
-async def _refresh_forever(registry: ClientRegistry, tls: TLSManager, settings: Settings) -> None:
-    """Pick up client and TLS file changes made by other processes (the CLI, other hosts),
-    and keep the CRL fresh."""
+async def _refresh_forever(app: web.Application) -> None:
+    """Pick up what other processes changed — clients (the CLI, other hosts), throttling
+    blocks, TLS files, signing keys — and do the periodic housekeeping."""
+    settings, tls, registry = app[SETTINGS], app[TLS], app[REGISTRY]
     loop = asyncio.get_running_loop()
     next_housekeeping = loop.time()
     while True:
         await asyncio.sleep(settings.reload_interval)
         try:
             await registry.refresh()
+            await app[GUARD].throttle.refresh()
         except StoreError as exc:
-            log.warning("client registry refresh failed; serving the cached clients: %s", exc)
+            log.warning("store refresh failed; serving from the caches: %s", exc)
         tls.reload_if_changed()
+        app[SIGNING_KEYS].reload_if_changed(app[GRANT].issuer)
         if loop.time() >= next_housekeeping:
             next_housekeeping = loop.time() + HOUSEKEEPING_INTERVAL
-            if settings.crl is not None and await asyncio.to_thread(
-                renew_crl_if_due, settings.crl, tls.revocation
-            ):
-                tls.reload_if_changed()
-            tls.warn_if_crl_stale(dt.timedelta(hours=settings.crl_warn_hours))
+            try:
+                await _housekeeping(app)
+            except StoreError as exc:
+                log.warning("housekeeping failed: %s", exc)
+
+
+def _jwks_uri_context(settings: Settings) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    if settings.jwks_uri_cafile is not None:
+        ctx.load_verify_locations(cafile=str(settings.jwks_uri_cafile))
+    return ctx
 
 
 async def _runtime(app: web.Application) -> AsyncIterator[None]:
     settings, tls = app[SETTINGS], app[TLS]
     store: Store = open_store(settings.database_url)
     await store.open()
-    app[STORE] = store
-    registry = ClientRegistry(store)
-    registry.on_change(lambda clients: tls.set_trust_anchors(_self_signed_anchors(clients)))
+    audit = Audit(settings.audit_log)
+    remote_jwks = RemoteJWKS(_jwks_uri_context(settings))
     try:
+        registry = ClientRegistry(store)
+        registry.on_change(lambda clients: tls.set_trust_anchors(_self_signed_anchors(clients)))
         await registry.refresh()
+        context = AuthContext(
+            secret_key=settings.secret_key.get(),
+            client_ca=tls.client_ca,
+            assertions=AssertionPolicy(
+                audiences=settings.assertion_audiences,
+                max_lifetime=settings.assertion_max_lifetime,
+            ),
+            store=store,
+            remote_jwks=remote_jwks,
+        )
+        policy = ThrottlePolicy(
+            limit=settings.throttle_limit,
+            window=settings.throttle_window,
+            block=settings.throttle_block,
+        )
+        guard = ClientGuard(
+            registry=registry,
+            context=context,
+            throttle=Throttle(store, policy),
+            audit=audit,
+            metrics=app[METRICS],
+        )
+        await guard.throttle.refresh()
     except BaseException:
+        await remote_jwks.close()
+        audit.close()
         await store.close()
         raise
+    app[STORE] = store
     app[REGISTRY] = registry
+    app[AUTH_CONTEXT] = context
+    app[GUARD] = guard
+    keys = app[SIGNING_KEYS]
     app[GRANT] = ClientCredentialsGrant(
-        registry=registry,
-        auth_context=app[AUTH_CONTEXT],
-        issuer=TokenIssuer(
-            issuer=settings.issuer, key=app[SIGNING_KEYS][0], ttl=settings.token_ttl
-        ),
+        guard=guard,
+        issuer=TokenIssuer(issuer=settings.issuer, key=keys.active, ttl=settings.token_ttl),
         default_audience=settings.audience,
     )
-    task = asyncio.create_task(_refresh_forever(registry, tls, settings))
+    app[INSPECTOR] = TokenInspector(
+        issuer=settings.issuer, keys=keys.published, store=store, audit=audit
+    )
+    task = asyncio.create_task(_refresh_forever(app))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    with contextlib.suppress(StoreError):
+        await guard.flush_usage(store)
+    await remote_jwks.close()
+    audit.close()
     await store.close()
 
 
 def create_app(settings: Settings, tls: TLSManager) -> web.Application:
     """The token service; serve it with ``tls.optional`` (and ``tls.required``) as ssl context."""
+    app_metrics = Metrics()
     app = web.Application(
-        middlewares=[error_middleware, connection_lifetime(settings.max_connection_age)],
+        middlewares=[
+            metrics_middleware(app_metrics),
+            error_middleware,
+            connection_lifetime(settings.max_connection_age),
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
     app[TLS] = tls
-    app[SIGNING_KEYS] = [SigningKey.load(settings.signing_key)]
-    app[AUTH_CONTEXT] = AuthContext(secret_key=settings.secret_key.get(), client_ca=tls.client_ca)
+    app[METRICS] = app_metrics
+    app[SIGNING_KEYS] = SigningKeys(
+        settings.signing_key.parent,
+        settings.signing_key,
+        retire_after=settings.token_ttl + KEY_RETIRE_MARGIN,
+    )
     app[METADATA] = json.dumps(build_metadata(settings), indent=2).encode()
     if (proxy := settings.proxy) is not None:
         app[PROXY] = proxy
     app.cleanup_ctx.append(_runtime)
-    app.router.add_post("/token", token)
-    app.router.add_get(WELL_KNOWN, metadata)
-    app.router.add_get("/jwks", jwks)
-    app.router.add_get("/health", health)
+    app.router.add_post("/token", token, name="token")
+    app.router.add_post("/introspect", introspect, name="introspect")
+    app.router.add_post("/revoke", revoke, name="revoke")
+    app.router.add_get(WELL_KNOWN, metadata, name="metadata")
+    app.router.add_get("/jwks", jwks, name="jwks")
+    app.router.add_get("/health", health, name="health")
+    app.router.add_get("/metrics", metrics, name="metrics")
     return app

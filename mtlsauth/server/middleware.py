@@ -13,9 +13,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from mtlsauth.errors import OAuthError, ServerError
+from mtlsauth.metrics import Metrics
 from mtlsauth.tls import connection_age
 
-__all__ = ["connection_lifetime", "error_middleware"]
+__all__ = ["connection_lifetime", "error_middleware", "metrics_middleware"]
 
 log = logging.getLogger("mtlsauth.server")
 
@@ -65,6 +66,24 @@ def connection_lifetime(max_age: float) -> Middleware:
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         if connection_age(ssl_object) > max_age:
             response.force_close()
+        return response
+
+    return middleware
+
+
+def metrics_middleware(metrics: Metrics) -> Middleware:
+    """Count every request by endpoint (route name) and final status."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route
+        endpoint = route.name or "unmatched"
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            metrics.request(endpoint, exc.status)
+            raise
+        metrics.request(endpoint, response.status)
         return response
 
     return middleware

@@ -38,7 +38,7 @@ def _bump(table: str, op: str, columns: str = "") -> str:
 #: MIGRATIONS[i] takes the schema from version i to i + 1.
 MIGRATIONS: Final[tuple[str, ...]] = (
     # 1: clients, their secrets and certificates, the change counter.
-    """  # noqa: S608 - fixed DDL, no input
+    """
     CREATE TABLE clients (
         client_id    TEXT PRIMARY KEY,
         auth_method  TEXT NOT NULL,

@@ -1,0 +1,70 @@
+"""Client credentials of a request, as every authenticated endpoint reads them:
+the Authorization header (RFC 6749 §2.3.1), the form, the assertion (RFC 7523), the TLS client
+certificate (RFC 8705) or a trusted proxy's header."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aiohttp import hdrs, web
+
+from mtlsauth.clientauth import AuthRequest, PeerCertificate, parse_basic
+from mtlsauth.errors import InvalidClient, InvalidRequest
+from mtlsauth.peer import ProxyHeaderError
+from mtlsauth.server.keys import PROXY, TLS
+from mtlsauth.tls import peer_certificate_der
+
+__all__ = ["client_credentials", "one", "peer_certificate", "source_of"]
+
+
+def one(form: Mapping[str, tuple[str, ...]], name: str) -> str | None:
+    values = form.get(name)
+    return values[0] if values else None
+
+
+def source_of(request: web.Request) -> str:
+    """The address failures are counted against (D7): the TCP peer."""
+    return request.remote or "unknown"
+
+
+def peer_certificate(request: web.Request) -> PeerCertificate | None:
+    """The client's leaf: from the TLS connection, or from a trusted proxy's header."""
+    transport = request.transport
+    der = peer_certificate_der(transport.get_extra_info("ssl_object")) if transport else None
+    proxy = request.app.get(PROXY)
+    if proxy is not None:
+        try:
+            der = proxy.peer_der(request.remote, der, request.headers)
+        except ProxyHeaderError as exc:
+            raise InvalidRequest(
+                str(exc), description="The client certificate header is not accepted."
+            ) from exc
+    if not der:
+        return None
+    # The handshake already refused revoked certificates; a keep-alive connection that
+    # predates the revocation is caught here.
+    refusal = request.app[TLS].revocation.refusal(der)
+    if refusal is not None:
+        raise InvalidClient(refusal, reason="revoked_certificate")
+    return PeerCertificate(der)
+
+
+def client_credentials(request: web.Request, form: Mapping[str, tuple[str, ...]]) -> AuthRequest:
+    client_id = one(form, "client_id")
+    basic_secret = None
+    authorization = request.headers.getall(hdrs.AUTHORIZATION, [])
+    if len(authorization) > 1:
+        raise InvalidRequest("repeated Authorization header")
+    if authorization:
+        basic_id, basic_secret = parse_basic(authorization[0])
+        if client_id is not None and client_id != basic_id:
+            raise InvalidRequest("client_id in the body differs from the Basic credentials")
+        client_id = basic_id
+    return AuthRequest(
+        client_id=client_id,
+        basic_secret=basic_secret,
+        post_secret=one(form, "client_secret"),
+        assertion=one(form, "client_assertion"),
+        assertion_type=one(form, "client_assertion_type"),
+        peer=peer_certificate(request),
+    )
