@@ -145,6 +145,7 @@ class Service:
     tls: TLSManager
     url: str
     mtls_url: str | None
+    app: web.Application
 
     def ssl_context(self, cert: ClientCert | None = None) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.home.ca_cert))
@@ -193,7 +194,8 @@ async def running(home: Home, settings: Settings | None = None) -> AsyncIterator
     """The token service on 127.0.0.1, as ``mtlsauth serve`` runs it."""
     settings = settings or home.settings
     tls = create_tls(settings)
-    runner = web.AppRunner(create_app(settings, tls), handle_signals=False)
+    app = create_app(settings, tls)
+    runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", settings.port, ssl_context=tls.optional).start()
@@ -203,7 +205,7 @@ async def running(home: Home, settings: Settings | None = None) -> AsyncIterator
                 runner, "127.0.0.1", settings.mtls_port, ssl_context=tls.required
             ).start()
             mtls_url = f"https://127.0.0.1:{settings.mtls_port}"
-        yield Service(home, tls, f"https://127.0.0.1:{settings.port}", mtls_url)
+        yield Service(home, tls, f"https://127.0.0.1:{settings.port}", mtls_url, app)
     finally:
         await runner.cleanup()
 

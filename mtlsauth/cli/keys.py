@@ -59,8 +59,7 @@ def _list(args: argparse.Namespace) -> int:
     retire_after = settings.token_ttl + KEY_RETIRE_MARGIN
     rows = [_describe(e, now, retire_after) for e in ring.entries]
     text = "\n".join(
-        f"{r['kid']}\t{r['state']}\t{'published' if r['published'] else '-'}"
-        for r in rows
+        f"{r['kid']}\t{r['state']}\t{'published' if r['published'] else '-'}" for r in rows
     )
     emit(args, rows, text)
     return 0

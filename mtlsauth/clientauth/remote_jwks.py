@@ -42,7 +42,7 @@ class RemoteJWKS:
     ) -> None:
         self._ssl = ssl_context
         self._max_age = max_age
-        self._min_refetch = min_refetch
+        self.min_refetch = min_refetch
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._entries: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -76,7 +76,7 @@ class RemoteJWKS:
         unknown = (
             entry is not None and kid is not None and all(k.get("kid") != kid for k in entry.keys)
         )
-        if (stale or unknown) and (entry is None or now - entry.attempted_at >= self._min_refetch):
+        if (stale or unknown) and (entry is None or now - entry.attempted_at >= self.min_refetch):
             lock = self._locks.setdefault(uri, asyncio.Lock())
             async with lock:
                 current = self._entries.get(uri)
