@@ -62,3 +62,32 @@ def test_serve_reports_bad_config(home: Home) -> None:
     assert "'port'" in proc.stderr
     assert "1 to 65535" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_json_logs(home: Home) -> None:
+    import json
+
+    env = {"MTLSAUTH_HOST": "127.0.0.1", "MTLSAUTH_LOG_FORMAT": "json", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mtlsauth", "serve", "--home", str(home.path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while _health(f"https://127.0.0.1:{home.port}/health", home.ca_cert) != 200:
+            assert proc.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    records = [json.loads(line) for line in err.splitlines() if line.strip()]
+    assert records
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert any(r["message"].startswith("listening on") for r in records)

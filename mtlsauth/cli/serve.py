@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import logging
 import signal
-import sys
 from collections.abc import Callable
 
 from aiohttp import web
@@ -15,6 +14,7 @@ from aiohttp import web
 from mtlsauth.cli.common import CLIError, add_home, home_of
 from mtlsauth.config import ConfigError, Settings, load_settings
 from mtlsauth.keys import SigningKeyError
+from mtlsauth.logs import configure_logging
 from mtlsauth.server.app import create_app, create_tls
 from mtlsauth.store import StoreError
 
@@ -88,11 +88,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CLIError(f"configuration error: {exc}", code=2) from exc
     if args.port is not None:
         settings = dataclasses.replace(settings, port=args.port)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format)
     try:
         with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
             runner.run(serve(settings))
