@@ -60,13 +60,31 @@ def client_ssl_context(
     return ctx
 
 
+class _Closing:
+    """``async with`` closes the object."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
 @dataclass(frozen=True, slots=True)
 class _Cached:
     response: Mapping[str, Any]
     refresh_at: float
 
 
-class TokenClient:
+class TokenClient(_Closing):
     """Gets and caches tokens from one issuer with one identity (certificate and/or secret)."""
 
     def __init__(
@@ -95,17 +113,6 @@ class TokenClient:
 
     def __repr__(self) -> str:
         return f"TokenClient(issuer={self.issuer!r}, client_id={self.client_id!r})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -212,7 +219,7 @@ class TokenClient:
         return BearerSession(self, scope=scope, resources=resources)
 
 
-class BearerSession:
+class BearerSession(_Closing):
     """Requests with ``Authorization: Bearer`` and this client's TLS identity.
 
     A 401 ``invalid_token`` answer is retried once with a fresh token (the old one may have
@@ -226,17 +233,6 @@ class BearerSession:
         self._scope = scope
         self._resources = resources
         self._session = aiohttp.ClientSession()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         await self._session.close()

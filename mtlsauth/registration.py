@@ -76,8 +76,8 @@ def _load_pem_certs(paths: Sequence[Path]) -> list[bytes]:
     return ders
 
 
-def _load_jwks_certs(path: Path) -> list[bytes]:
-    """The first certificate of every key's ``x5c`` (RFC 7517 §4.7: base64, not base64url)."""
+def _read_jwks(path: Path) -> list[Any]:
+    """The ``keys`` of a JWK Set file (RFC 7517 §5); RegistrationError names what is wrong."""
     try:
         doc: Any = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -85,8 +85,13 @@ def _load_jwks_certs(path: Path) -> list[bytes]:
     keys = doc.get("keys") if isinstance(doc, dict) else None
     if not isinstance(keys, list) or not keys:
         raise RegistrationError(f"--jwks {path}: a JWK Set needs a non-empty 'keys' array")
+    return keys
+
+
+def _load_jwks_certs(path: Path) -> list[bytes]:
+    """The first certificate of every key's ``x5c`` (RFC 7517 §4.7: base64, not base64url)."""
     ders = []
-    for jwk in keys:
+    for jwk in _read_jwks(path):
         chain = jwk.get("x5c") if isinstance(jwk, dict) else None
         if not isinstance(chain, list) or not chain or not isinstance(chain[0], str):
             raise RegistrationError(f"--jwks {path}: every key needs an 'x5c' certificate chain")
@@ -101,13 +106,7 @@ def _load_jwks_certs(path: Path) -> list[bytes]:
 
 def _load_public_jwks(path: Path) -> dict[str, Any]:
     """A JWK Set of public signing keys for private_key_jwt (RFC 7517); no private members."""
-    try:
-        doc: Any = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RegistrationError(f"--jwks {path}: not a readable JSON file ({exc})") from exc
-    keys = doc.get("keys") if isinstance(doc, dict) else None
-    if not isinstance(keys, list) or not keys:
-        raise RegistrationError(f"--jwks {path}: a JWK Set needs a non-empty 'keys' array")
+    keys = _read_jwks(path)
     for jwk in keys:
         if not isinstance(jwk, dict) or jwk.get("kty") not in {"EC", "RSA", "OKP"}:
             raise RegistrationError(f"--jwks {path}: every key needs kty EC, RSA or OKP")

@@ -11,8 +11,13 @@ import dataclasses
 import datetime as dt
 import io
 import json
+import signal
 import ssl
-from collections.abc import AsyncIterator, Sequence
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -259,3 +264,52 @@ def trustme_cert(ca: trustme.CA, out: Path, *identities: str) -> ClientCert:
     chain.write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
     der = x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(serialization.Encoding.DER)
     return ClientCert(cert=cert, key=key, chain=chain, der=der)
+
+
+@dataclass
+class ServeProcess:
+    """A real ``mtlsauth serve`` process; ``stderr`` is filled in when it has stopped."""
+
+    proc: subprocess.Popen[str]
+    stderr: str = ""
+
+
+def _healthy(home: Home) -> bool:
+    ctx = ssl.create_default_context(cafile=str(home.ca_cert))
+    try:
+        url = f"https://127.0.0.1:{home.port}/health"
+        with urllib.request.urlopen(url, context=ctx, timeout=1) as resp:
+            return int(resp.status) == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def serve_process(home: Home, **env: str) -> Iterator[ServeProcess]:
+    """Start ``python -m mtlsauth serve`` on 127.0.0.1, wait until healthy; on exit send
+    SIGTERM (by PID), wait, and collect stderr. The test asserts on ``returncode``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mtlsauth", "serve", "--home", str(home.path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"MTLSAUTH_HOST": "127.0.0.1", "PATH": "/usr/bin:/bin", **env},
+    )
+    running = ServeProcess(proc)
+    try:
+        deadline = time.monotonic() + 15
+        while not _healthy(home):
+            if proc.poll() is not None:
+                raise AssertionError(f"the server exited: {proc.communicate()[1]}")
+            if time.monotonic() > deadline:
+                raise AssertionError("the server did not become healthy within 15 s")
+            time.sleep(0.1)
+        yield running
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            running.stderr = proc.communicate(timeout=15)[1]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            running.stderr = proc.communicate()[1]

@@ -7,11 +7,8 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
-import signal
 import socket
 import ssl
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from mtlsauth.revocation import RevocationState, renew_crl_if_due
 from mtlsauth.tls import ServerTLSConfig, build_server_context
 from pki import Authority
-from tests.conftest import ClientCert, Home, run_cli, running, self_signed
+from tests.conftest import ClientCert, Home, run_cli, running, self_signed, serve_process
 
 FORM = b"grant_type=client_credentials&client_id=svc"
 
@@ -265,32 +262,15 @@ def test_crl_from_another_ca_is_refused(home: Home, tmp_path: Path) -> None:
 
 def test_serve_process_refuses_revoked(home: Home, svc: ClientCert) -> None:
     """The real `mtlsauth serve` (uvloop when installed), revocation through the CLI."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mtlsauth", "serve", "--home", str(home.path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={"MTLSAUTH_HOST": "127.0.0.1", "PATH": "/usr/bin:/bin"},
-    )
-    try:
-        ctx = client_ctx(home, svc)
-        deadline = time.monotonic() + 15
-        while token_request(home.port, ctx)[0] != 200:
-            assert proc.poll() is None
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.1)
+    ctx = client_ctx(home, svc)
+    with serve_process(home) as server:
+        assert token_request(home.port, ctx)[0] == 200
         revoke(home, serial_of(svc))
         started = time.monotonic()
         while token_request(home.port, ctx)[0] is not None:
             assert time.monotonic() - started < 5, "still accepted 5 s after revocation"
             time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert "revoked (key_compromise)" in err
+    assert "revoked (key_compromise)" in server.stderr
 
 
 async def test_server_certificate_hot_reload(home: Home) -> None:
