@@ -64,7 +64,7 @@ class Settings:
     hosts: tuple[str, ...]
     port: int
     mtls_port: int | None
-    database_url: str
+    database_url: str = dataclasses.field(repr=False)  # may carry a password
     tls_cert: Path
     tls_key: Path
     client_ca: Path
@@ -237,10 +237,10 @@ def _as_log_level(name: str, value: Any) -> str:
 
 def _as_database_url(name: str, value: Any) -> str:
     text = _as_str(name, value)
-    if not text.startswith("sqlite:///"):
+    if not text.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError(
-            f"setting {name!r} must be a sqlite:///PATH URL (PostgreSQL is not supported yet), "
-            f"got {value!r}"
+            f"setting {name!r} must be sqlite:///PATH or postgresql://USER@HOST:PORT/DB, "
+            f"got {text.split('@')[-1]!r}"
         )
     return text
 
@@ -344,7 +344,9 @@ def load_settings(home: Path | str, environ: Mapping[str, str] | None = None) ->
     if values.get("mtls_port") == values["port"]:
         raise ConfigError("setting 'mtls_port' must differ from 'port'")
 
-    db_path = values["database_url"].removeprefix("sqlite:///")
+    database_url = values["database_url"]
+    if database_url.startswith("sqlite:///"):
+        database_url = f"sqlite:///{_resolve(home, database_url.removeprefix('sqlite:///'))}"
     key_path = _resolve(home, values.pop("secret_key_file"))
     try:
         secret_key = Secret(bytes.fromhex(key_path.read_text().strip()))
@@ -361,7 +363,7 @@ def load_settings(home: Path | str, environ: Mapping[str, str] | None = None) ->
         hosts=values["host"],
         port=values["port"],
         mtls_port=values.get("mtls_port"),
-        database_url=f"sqlite:///{_resolve(home, db_path)}",
+        database_url=database_url,
         tls_cert=_resolve(home, values["tls_cert"]),
         tls_key=_resolve(home, values["tls_key"]),
         client_ca=_resolve(home, values["client_ca"]),

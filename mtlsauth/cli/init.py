@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import secrets
 import time
 from urllib.parse import urlsplit
 
 from mtlsauth.cli.common import CLIError, add_home, emit, home_of
+from mtlsauth.cli.migrate import migrate_database, redact
 from mtlsauth.config import CONFIG_FILE, ConfigError, load_settings
 from mtlsauth.keys import KeyRing, generate_signing_key
-from mtlsauth.store import open_store
+from mtlsauth.store import StoreError
 from pki import write_private
 from pki.authority import Authority, resolve_passphrase
 from pki.ca import CAError
@@ -60,12 +60,10 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise CLIError(str(exc), code=2) from exc
 
-    async def create_db() -> None:
-        store = open_store(settings.database_url)
-        await store.open()
-        await store.close()
-
-    asyncio.run(create_db())
+    try:
+        migrate_database(settings.database_url)
+    except StoreError as exc:
+        raise CLIError(f"cannot create the database: {exc}") from exc
     emit(
         args,
         {
@@ -77,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
             "client_ca": str(settings.client_ca),
             "crl": str(authority.crl_path),
             "config": str(home / CONFIG_FILE),
-            "database": settings.database_url,
+            "database": redact(settings.database_url),
             "signing_kid": key.kid,
         },
     )

@@ -100,8 +100,8 @@ async def _refresh_forever(app: web.Application) -> None:
     loop = asyncio.get_running_loop()
     next_housekeeping = loop.time()
     while True:
-        await asyncio.sleep(settings.reload_interval)
         try:
+            await app[STORE].wait_for_change(settings.reload_interval)
             await registry.refresh()
             await app[GUARD].throttle.refresh()
         except StoreError as exc:

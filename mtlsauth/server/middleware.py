@@ -12,8 +12,9 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from mtlsauth.errors import OAuthError, ServerError
+from mtlsauth.errors import OAuthError, ServerError, TemporarilyUnavailable
 from mtlsauth.metrics import Metrics
+from mtlsauth.store import StoreError
 from mtlsauth.tls import connection_age
 
 __all__ = ["connection_lifetime", "error_middleware", "metrics_middleware"]
@@ -40,6 +41,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             request.remote,
         )
         return _render(exc)
+    except StoreError as exc:
+        log.warning("%s %s -> 503: the store is unavailable: %s", request.method, request.path, exc)
+        return _render(TemporarilyUnavailable(str(exc)))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

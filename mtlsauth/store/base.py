@@ -13,11 +13,15 @@ from typing import Protocol
 
 from mtlsauth.clients import Client, SecretEntry
 
-__all__ = ["ClientExistsError", "SchemaError", "Store", "StoreError"]
+__all__ = ["ClientExistsError", "SchemaError", "Store", "StoreError", "StoreUnavailable"]
 
 
 class StoreError(Exception):
     """The store failed (unreachable, corrupt, wrong schema)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached right now (it may come back by itself)."""
 
 
 class SchemaError(StoreError):
@@ -33,6 +37,13 @@ class Store(Protocol):
         """Connect and check (SQLite: create or migrate) the schema."""
 
     async def close(self) -> None: ...
+
+    async def migrate(self) -> tuple[int, int]:
+        """Bring the schema up to date; returns (version before, version after)."""
+
+    async def wait_for_change(self, within: float) -> None:
+        """Return early when another process announces a change (PostgreSQL NOTIFY), else
+        after ``within`` seconds."""
 
     # -- clients ----------------------------------------------------------------------------
 

@@ -166,6 +166,20 @@ class SQLiteStore:
 
         self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
 
+    async def migrate(self) -> tuple[int, int]:
+        """SQLite migrates itself in :meth:`open`; this reports the version."""
+
+        def read(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT version FROM schema_version").fetchone()[0])
+
+        if self._conn is None:
+            await self.open()
+        version = await self._run(read)
+        return version, version
+
+    async def wait_for_change(self, within: float) -> None:
+        await asyncio.sleep(within)
+
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
