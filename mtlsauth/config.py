@@ -314,11 +314,18 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
 
 
+#: MTLSAUTH_* variables that are not settings (the home, secrets for commands, worker marker).
+NOT_SETTINGS: Final = frozenset(
+    {"HOME", "WORKER", "CLIENT_SECRET", "CA_PASSPHRASE", "CA_PASSPHRASE_FILE", "P12_PASSWORD"}
+)
+
+
 def _env_values(environ: Mapping[str, str]) -> dict[str, str]:
     values = {}
     for key, value in environ.items():
-        if key.startswith(ENV_PREFIX) and key != f"{ENV_PREFIX}HOME":
-            values[key[len(ENV_PREFIX) :].lower()] = value
+        name = key[len(ENV_PREFIX) :]
+        if key.startswith(ENV_PREFIX) and name not in NOT_SETTINGS:
+            values[name.lower()] = value
     return values
 
 

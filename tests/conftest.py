@@ -285,11 +285,11 @@ def _healthy(home: Home) -> bool:
 
 
 @contextlib.contextmanager
-def serve_process(home: Home, **env: str) -> Iterator[ServeProcess]:
+def serve_process(home: Home, *args: str, **env: str) -> Iterator[ServeProcess]:
     """Start ``python -m mtlsauth serve`` on 127.0.0.1, wait until healthy; on exit send
     SIGTERM (by PID), wait, and collect stderr. The test asserts on ``returncode``."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mtlsauth", "serve", "--home", str(home.path)],
+        [sys.executable, "-m", "mtlsauth", "serve", "--home", str(home.path), *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

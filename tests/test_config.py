@@ -57,3 +57,15 @@ def test_settings_are_frozen(home: Home) -> None:
     settings = load_settings(home.path, environ={})
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.port = 1  # type: ignore[misc]
+
+
+def test_command_variables_are_not_settings(home: Home) -> None:
+    """Secrets for commands and the worker marker share the MTLSAUTH_ prefix, not the settings."""
+    env = {
+        "MTLSAUTH_CA_PASSPHRASE": "x",
+        "MTLSAUTH_CLIENT_SECRET": "y",
+        "MTLSAUTH_P12_PASSWORD": "z",
+        "MTLSAUTH_WORKER": "0",
+        "MTLSAUTH_HOME": "/elsewhere",
+    }
+    assert load_settings(home.path, environ=env).port == home.port

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ from mtlsauth.keys import SigningKeyError
 from mtlsauth.logs import configure_logging
 from mtlsauth.server.app import create_app, create_tls
 from mtlsauth.store import StoreError
+from mtlsauth.supervisor import WORKER_ENV, Supervisor, worker_command
 
 try:
     import uvloop
@@ -30,8 +32,13 @@ log = logging.getLogger("mtlsauth.server")
 SHUTDOWN_TIMEOUT = 10.0
 
 
-async def serve(settings: Settings, *, ready: Callable[[], None] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT; the optional listener, and the mTLS one when configured."""
+async def serve(
+    settings: Settings, *, ready: Callable[[], None] | None = None, reuse_port: bool = False
+) -> None:
+    """Serve until SIGTERM/SIGINT; the optional listener, and the mTLS one when configured.
+
+    ``reuse_port``: bind with SO_REUSEPORT, so several worker processes share the port.
+    """
     tls = create_tls(settings)
     app = create_app(settings, tls)
     runner = web.AppRunner(
@@ -49,7 +56,9 @@ async def serve(settings: Settings, *, ready: Callable[[], None] | None = None) 
         started = 0
         for port, context in listeners:
             for host in settings.hosts:
-                site = web.TCPSite(runner, host, port, ssl_context=context)
+                site = web.TCPSite(
+                    runner, host, port, ssl_context=context, reuse_port=reuse_port or None
+                )
                 try:
                     await site.start()
                 except OSError as exc:
@@ -88,10 +97,16 @@ def _run(args: argparse.Namespace) -> int:
         raise CLIError(f"configuration error: {exc}", code=2) from exc
     if args.port is not None:
         settings = dataclasses.replace(settings, port=args.port)
+    if not 1 <= args.workers <= 256:
+        raise CLIError(f"--workers must be from 1 to 256, got {args.workers}", code=2)
     configure_logging(settings.log_level, settings.log_format)
+    worker = os.environ.get(WORKER_ENV) is not None
+    if args.workers > 1 and not worker:
+        command = worker_command(str(settings.home), args.port)
+        return Supervisor(command, args.workers, drain_timeout=SHUTDOWN_TIMEOUT).run()
     try:
         with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
-            runner.run(serve(settings))
+            runner.run(serve(settings, reuse_port=worker))
     except (StoreError, SigningKeyError, OSError) as exc:
         raise CLIError(f"cannot start: {exc}") from exc
     return 0
@@ -105,4 +120,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     add_home(parser)
     parser.add_argument("--port", type=int, help="override the configured HTTPS port")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N worker processes on one port (SO_REUSEPORT), restarted if they die; "
+        "one per core is the usual choice (default 1)",
+    )
     parser.set_defaults(handler=_run)
