@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 SIGNING_ALG: Final = "ES256"
+_ES256: Final = ec.ECDSA(hashes.SHA256())
 _P256_BYTES: Final = 32
 
 
@@ -72,7 +73,7 @@ class SigningKey:
 
     def sign(self, signing_input: bytes) -> bytes:
         """The JWS ES256 signature of ``signing_input``: fixed-width r || s (RFC 7518 §3.4)."""
-        der = self.private_key.sign(signing_input, ec.ECDSA(hashes.SHA256()))
+        der = self.private_key.sign(signing_input, _ES256)
         r, s = decode_dss_signature(der)
         return r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
 

@@ -163,6 +163,8 @@ class ClientCA:
     def __init__(self, certs: Iterable[x509.Certificate]) -> None:
         self._by_subject: dict[bytes, list[x509.Certificate]] = {}
         self._answers: dict[bytes, bool] = {}
+        #: Bumped on every reload, so answers remembered elsewhere can tell they are stale.
+        self.generation = 0
         self.replace(certs)
 
     def replace(self, certs: Iterable[x509.Certificate]) -> None:
@@ -172,6 +174,7 @@ class ClientCA:
             by_subject.setdefault(cert.subject.public_bytes(), []).append(cert)
         self._by_subject = by_subject
         self._answers = {}
+        self.generation += 1
 
     @classmethod
     def from_file(cls, path: Path) -> ClientCA:

@@ -28,10 +28,20 @@ __all__ = [
 
 
 class PeerCertificate:
-    """The TLS client leaf certificate: DER, thumbprint and (lazily) the parsed certificate."""
+    """The TLS client leaf certificate: DER, thumbprint and (lazily) the parsed certificate.
+
+    One instance lives as long as its TLS connection (see ``server.credentials``), so what is
+    learned about the certificate — parsed form, revocation verdict, which client it
+    authenticated — is worked out once per connection, not once per request. Every remembered
+    verdict names what it depends on (the client object, the CA generation, the CRL state),
+    so a reload of any of them makes it be worked out again.
+    """
 
     def __init__(self, der: bytes) -> None:
         self.der = der
+        self.revocation_state: object = None
+        self.refusal: str | None = None
+        self.verified: tuple[object, int] | None = None
 
     @cached_property
     def thumbprint(self) -> str:

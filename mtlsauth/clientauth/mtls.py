@@ -28,6 +28,8 @@ def _peer(client: Client, request: AuthRequest) -> PeerCertificate:
 async def authenticate_pki(client: Client, request: AuthRequest, context: AuthContext) -> None:
     """RFC 8705 §2.1.2: the registered subject DN or SAN entry must match the certificate."""
     peer = _peer(client, request)
+    if peer.verified == (client, context.client_ca.generation):
+        return  # this connection already proved it, and neither client nor CA changed since
     if not context.client_ca.issued(peer.cert):
         raise InvalidClient(
             f"client {client.client_id!r}: certificate {peer.thumbprint} was not issued by the "
@@ -40,6 +42,7 @@ async def authenticate_pki(client: Client, request: AuthRequest, context: AuthCo
             f"registered {client.tls_name.kind if client.tls_name else 'name'}",
             reason="bad_certificate",
         )
+    peer.verified = (client, context.client_ca.generation)
 
 
 async def authenticate_self_signed(

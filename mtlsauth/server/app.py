@@ -46,7 +46,7 @@ from mtlsauth.server.keys import (
 )
 from mtlsauth.server.metadata import WELL_KNOWN, build_metadata, metadata
 from mtlsauth.server.metrics import metrics
-from mtlsauth.server.middleware import connection_lifetime, error_middleware, metrics_middleware
+from mtlsauth.server.middleware import service_middleware
 from mtlsauth.server.revoke import revoke
 from mtlsauth.server.signing import SigningKeys
 from mtlsauth.server.token import token
@@ -190,11 +190,7 @@ def create_app(settings: Settings, tls: TLSManager) -> web.Application:
     """The token service; serve it with ``tls.optional`` (and ``tls.required``) as ssl context."""
     app_metrics = Metrics()
     app = web.Application(
-        middlewares=[
-            metrics_middleware(app_metrics),
-            error_middleware,
-            connection_lifetime(settings.max_connection_age),
-        ],
+        middlewares=[service_middleware(app_metrics, settings.max_connection_age)],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

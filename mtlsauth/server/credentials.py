@@ -4,6 +4,7 @@ certificate (RFC 8705) or a trusted proxy's header."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 from aiohttp import hdrs, web
@@ -27,26 +28,46 @@ def source_of(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
+def _connection_peer(ssl_object: object) -> PeerCertificate | None:
+    """The peer of this TLS connection, made once per connection and kept on it."""
+    peer: PeerCertificate | None = getattr(ssl_object, "mtlsauth_peer", None)
+    if peer is None:
+        der = peer_certificate_der(ssl_object)  # type: ignore[arg-type]
+        if not der:
+            return None
+        peer = PeerCertificate(der)
+        with contextlib.suppress(AttributeError):
+            ssl_object.mtlsauth_peer = peer  # type: ignore[attr-defined]
+    return peer
+
+
 def peer_certificate(request: web.Request) -> PeerCertificate | None:
     """The client's leaf: from the TLS connection, or from a trusted proxy's header."""
     transport = request.transport
-    der = peer_certificate_der(transport.get_extra_info("ssl_object")) if transport else None
+    ssl_object = transport.get_extra_info("ssl_object") if transport else None
     proxy = request.app.get(PROXY)
-    if proxy is not None:
+    if proxy is None:
+        peer = _connection_peer(ssl_object) if ssl_object is not None else None
+    else:
+        # One proxy connection carries many clients: nothing is kept per connection.
         try:
-            der = proxy.peer_der(request.remote, der, request.headers)
+            der = proxy.peer_der(request.remote, peer_certificate_der(ssl_object), request.headers)
         except ProxyHeaderError as exc:
             raise InvalidRequest(
                 str(exc), description="The client certificate header is not accepted."
             ) from exc
-    if not der:
+        peer = PeerCertificate(der) if der else None
+    if peer is None:
         return None
     # The handshake already refused revoked certificates; a keep-alive connection that
-    # predates the revocation is caught here.
-    refusal = request.app[TLS].revocation.refusal(der)
-    if refusal is not None:
-        raise InvalidClient(refusal, reason="revoked_certificate")
-    return PeerCertificate(der)
+    # predates the revocation is caught here (the verdict is redone when the CRL changes).
+    state = request.app[TLS].revocation
+    if peer.revocation_state is not state:
+        peer.refusal = state.refusal(peer.der)
+        peer.revocation_state = state
+    if peer.refusal is not None:
+        raise InvalidClient(peer.refusal, reason="revoked_certificate")
+    return peer
 
 
 def client_credentials(request: web.Request, form: Mapping[str, tuple[str, ...]]) -> AuthRequest:

@@ -1,8 +1,15 @@
-"""The one place errors become responses.
+"""The one middleware around every request: errors become responses, requests are counted,
+and old keep-alive connections are closed.
 
-OAuthError subclasses render themselves (RFC 6749 §5.2); aiohttp's HTTP errors (404, 405, 413)
-become the same JSON shape; anything else is logged with its traceback and answered with a
-generic 500 ``server_error`` — never a stack trace on the wire.
+* OAuthError subclasses render themselves (RFC 6749 §5.2, RFC 6750 §3); a store that cannot
+  be reached becomes 503 ``temporarily_unavailable``; aiohttp's HTTP errors (404, 405, 413)
+  take the same JSON shape; anything else is logged with its traceback and answered with a
+  generic 500 ``server_error`` — never a stack trace on the wire.
+* Every response is counted by endpoint (route name) and status.
+* A connection older than ``max_connection_age`` is closed after its response, so certificate,
+  CRL and trust changes reach every client within that time.
+
+One middleware, not three: each layer costs the hot path a coroutine and a partial.
 """
 
 from __future__ import annotations
@@ -17,17 +24,16 @@ from mtlsauth.metrics import Metrics
 from mtlsauth.store import StoreError
 from mtlsauth.tls import connection_age
 
-__all__ = ["connection_lifetime", "error_middleware", "metrics_middleware"]
+__all__ = ["render", "service_middleware"]
 
 log = logging.getLogger("mtlsauth.server")
 
 
-def _render(error: OAuthError) -> web.Response:
+def render(error: OAuthError) -> web.Response:
     return web.Response(status=error.status, body=error.body_bytes(), headers=error.headers())
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except OAuthError as exc:
@@ -40,10 +46,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             exc.detail,
             request.remote,
         )
-        return _render(exc)
+        return render(exc)
     except StoreError as exc:
         log.warning("%s %s -> 503: the store is unavailable: %s", request.method, request.path, exc)
-        return _render(TemporarilyUnavailable(str(exc)))
+        return render(TemporarilyUnavailable(str(exc)))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -56,38 +62,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
-        return _render(ServerError("unhandled exception (see the traceback above)"))
+        return render(ServerError("unhandled exception (see the traceback above)"))
 
 
-def connection_lifetime(max_age: float) -> Middleware:
-    """Close keep-alive connections older than ``max_age`` after their current response, so
-    that certificate, CRL and trust changes reach every client within that time."""
-
+def service_middleware(metrics: Metrics, max_connection_age: float) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await handler(request)
-        transport = request.transport
-        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-        if connection_age(ssl_object) > max_age:
-            response.force_close()
-        return response
-
-    return middleware
-
-
-def metrics_middleware(metrics: Metrics) -> Middleware:
-    """Count every request by endpoint (route name) and final status."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        route = request.match_info.route
-        endpoint = route.name or "unmatched"
         try:
-            response = await handler(request)
+            response = await _respond(request, handler)
         except web.HTTPException as exc:
-            metrics.request(endpoint, exc.status)
+            metrics.request(request.match_info.route.name or "unmatched", exc.status)
             raise
-        metrics.request(endpoint, response.status)
+        metrics.request(request.match_info.route.name or "unmatched", response.status)
+        transport = request.transport
+        if transport is not None:
+            age = connection_age(transport.get_extra_info("ssl_object"))
+            if age > max_connection_age:
+                response.force_close()
         return response
 
     return middleware

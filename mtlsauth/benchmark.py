@@ -1,0 +1,440 @@
+"""``scripts/bench``: how fast mtlsauth issues and checks tokens, measured, never asserted.
+
+The service runs in its own process pinned to one core; the load comes from this process
+pinned to another, over N keep-alive TLS connections (or a new connection per request) for a
+fixed time. Reported per scenario: tokens/s, latency p50/p90/p99, errors, and the server's
+CPU time per token (from /proc). The resource-server checks are measured in-process on one
+core: first use (signature and claims) and repeated use (the verified-token cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import platform
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+import jwt
+
+from mtlsauth.config import load_settings
+from mtlsauth.keys import KeyRing
+from mtlsauth.resource import TokenVerifier, VerifierConfig
+from mtlsauth.thumbprint import x5t_s256
+from mtlsauth.tokens import TokenIssuer
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is optional
+    uvloop = None  # type: ignore[assignment]
+
+__all__ = ["main"]
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Result:
+    scenario: str
+    connections: int
+    seconds: float
+    requests: int
+    errors: int
+    tokens_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    server_cpu_s: float
+    cpu_us_per_token: float
+
+
+def _cpu_seconds(pids: Sequence[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICKS
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _percentile(values: list[float], share: float) -> float:
+    if not values:
+        return 0.0
+    return values[min(len(values) - 1, int(len(values) * share))] * 1000
+
+
+class _KeepAlive(asyncio.Protocol):
+    """One keep-alive connection sending the same request back to back."""
+
+    def __init__(self, request: bytes, deadline: float, sink: list[float], errors: list[int]):
+        self.request = request
+        self.deadline = deadline
+        self.sink = sink
+        self.errors = errors
+        self.buffer = b""
+        self.sent_at = 0.0
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
+        self._send()
+
+    def _send(self) -> None:
+        assert self.transport is not None
+        self.sent_at = time.perf_counter()
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            head_end = self.buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            head = self.buffer[:head_end]
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            end = head_end + 4 + length
+            if len(self.buffer) < end:
+                return
+            status = int(head[9:12])
+            self.buffer = self.buffer[end:]
+            now = time.perf_counter()
+            if status == 200:
+                self.sink.append(now - self.sent_at)
+            else:
+                self.errors.append(status)
+            if now >= self.deadline:
+                assert self.transport is not None
+                self.transport.close()
+                return
+            self._send()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def _request(path: str, body: str, headers: dict[str, str], *, close: bool = False) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: localhost",
+             "Content-Type: application/x-www-form-urlencoded", f"Content-Length: {len(body)}"]  # fmt: skip
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+async def _keep_alive_load(
+    port: int, ctx: ssl.SSLContext, request: bytes, connections: int, seconds: float
+) -> tuple[list[float], list[int]]:
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    errors: list[int] = []
+    deadline = time.perf_counter() + seconds
+    protocols = []
+    for _ in range(connections):
+        _, proto = await loop.create_connection(
+            lambda: _KeepAlive(request, deadline, latencies, errors),
+            "127.0.0.1",
+            port,
+            ssl=ctx,
+            server_hostname="localhost",
+        )
+        protocols.append(proto)
+    await asyncio.gather(*(p.done for p in protocols))
+    return latencies, errors
+
+
+async def _new_connection_load(
+    port: int, ctx: ssl.SSLContext, request: bytes, connections: int, seconds: float
+) -> tuple[list[float], list[int]]:
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    errors: list[int] = []
+    deadline = time.perf_counter() + seconds
+
+    async def one_client() -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            sink: list[float] = []
+            try:
+                _, proto = await loop.create_connection(
+                    lambda sink=sink: _KeepAlive(request, 0.0, sink, errors),  # type: ignore[misc]
+                    "127.0.0.1",
+                    port,
+                    ssl=ctx,
+                    server_hostname="localhost",
+                )
+                await proto.done
+            except OSError:
+                errors.append(0)
+                continue
+            if sink:
+                latencies.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(one_client() for _ in range(connections)))
+    return latencies, errors
+
+
+@contextlib.contextmanager
+def _server(home: Path, port: int, cores: set[int], workers: int) -> Iterator[list[int]]:
+    env = {**os.environ, "MTLSAUTH_HOST": "127.0.0.1", "MTLSAUTH_PORT": str(port),
+           "MTLSAUTH_LOG_LEVEL": "WARNING", "MTLSAUTH_AUDIT_LOG": "",
+           "MTLSAUTH_THROTTLE_LIMIT": "100000"}  # fmt: skip
+    command = [sys.executable, "-m", "mtlsauth", "serve", "--home", str(home)]
+    if workers > 1:
+        command += ["--workers", str(workers)]
+    proc = subprocess.Popen(command, env=env, preexec_fn=lambda: os.sched_setaffinity(0, cores))  # noqa: PLW1509
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.1)
+        time.sleep(1.0 if workers > 1 else 0.2)
+        pids = [proc.pid, *_children(proc.pid)] if workers > 1 else [proc.pid]
+        yield pids
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _run_cli(*args: str) -> Any:
+    out = subprocess.run([sys.executable, "-m", "mtlsauth", *args, "--json"], check=True,
+                         capture_output=True, text=True)  # fmt: skip
+    return json.loads(out.stdout)
+
+
+def _scenario(
+    name: str,
+    home: Path,
+    *,
+    ctx: ssl.SSLContext,
+    request: bytes,
+    connections: int,
+    seconds: float,
+    new_connections: bool = False,
+    workers: int = 1,
+    server_cores: set[int] | None = None,
+) -> Result:
+    port = _free_port()
+    with _server(home, port, server_cores or {0}, workers) as pids:
+        # Warm up (caches, JIT-free but import-heavy first requests), then measure.
+        load = _new_connection_load if new_connections else _keep_alive_load
+        asyncio.run(load(port, ctx, request, min(connections, 4), 1.0))
+        cpu_before = _cpu_seconds(pids)
+        started = time.perf_counter()
+        latencies, errors = asyncio.run(load(port, ctx, request, connections, seconds))
+        elapsed = time.perf_counter() - started
+        cpu = _cpu_seconds(pids) - cpu_before
+    latencies.sort()
+    count = len(latencies)
+    return Result(
+        scenario=name,
+        connections=connections,
+        seconds=round(elapsed, 2),
+        requests=count,
+        errors=len(errors),
+        tokens_per_s=round(count / elapsed, 1),
+        p50_ms=round(_percentile(latencies, 0.50), 2),
+        p90_ms=round(_percentile(latencies, 0.90), 2),
+        p99_ms=round(_percentile(latencies, 0.99), 2),
+        server_cpu_s=round(cpu, 2),
+        cpu_us_per_token=round(cpu / count * 1e6, 1) if count else 0.0,
+    )
+
+
+class _StaticKeys:
+    """One known key: the measurement is of verification, not of fetching JWKS."""
+
+    def __init__(self, key: jwt.PyJWK) -> None:
+        self._key = key
+
+    async def key(self, kid: str) -> jwt.PyJWK:
+        return self._key
+
+
+def _resource_checks(home: Path, seconds: float) -> list[dict[str, Any]]:
+    """In-process verifications per second on this (pinned) core."""
+    settings = load_settings(home)
+    ring = KeyRing.load(settings.signing_key.parent, settings.signing_key)
+    source = _StaticKeys(jwt.PyJWK(ring.active.public_jwk(), algorithm="ES256"))
+    issuer = TokenIssuer(issuer=settings.issuer, key=ring.active, ttl=600)
+    der = b"benchmark-peer-certificate"
+    count = 20000
+    tokens = [
+        issuer.issue(client_id="bench", audience=(settings.audience,), scope=("read",),
+                     x5t_s256=x5t_s256(der)).token
+        for _ in range(count)
+    ]  # fmt: skip
+    config = VerifierConfig(settings.issuer, settings.audience, cache_size=count + 1)
+
+    async def first_use() -> float:
+        verifier = TokenVerifier(config, source)
+        started = time.perf_counter()
+        done = 0
+        for token in tokens:
+            await verifier.verify(token, der)
+            done += 1
+            if time.perf_counter() - started > seconds:
+                break
+        return done / (time.perf_counter() - started)
+
+    async def repeated() -> float:
+        verifier = TokenVerifier(config, source)
+        token = tokens[0]
+        await verifier.verify(token, der)
+        started = time.perf_counter()
+        done = 0
+        while time.perf_counter() - started < seconds:
+            for _ in range(1000):
+                await verifier.verify(token, der)
+            done += 1000
+        return done / (time.perf_counter() - started)
+
+    return [
+        {"scenario": "resource check, first use", "per_s": round(asyncio.run(first_use()), 1)},
+        {"scenario": "resource check, repeated token", "per_s": round(asyncio.run(repeated()), 1)},
+    ]
+
+
+def _setup(workdir: Path) -> tuple[Path, dict[str, Any]]:
+    home = workdir / "home"
+    _run_cli("init", "--home", str(home))
+    cert_dir = workdir / "client"
+    _run_cli("pki", "issue", "--home", str(home), "--cn", "bench", "--san-dns", "bench",
+             "--out", str(cert_dir))  # fmt: skip
+    _run_cli("client", "add", "--home", str(home), "--auth-method", "tls_client_auth",
+             "--client-id", "mtls", "--san-dns", "bench", "--scope", "read")  # fmt: skip
+    secret = _run_cli("client", "add", "--home", str(home), "--auth-method",
+                      "client_secret_basic", "--client-id", "sec", "--scope", "read")  # fmt: skip
+    return home, {"cert_dir": cert_dir, "secret": secret["client_secret"]}
+
+
+def _machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    loop = "uvloop" if uvloop is not None else "asyncio"
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "event_loop": loop,
+        "openssl": ssl.OPENSSL_VERSION,
+    }
+
+
+def _table(results: list[Result], checks: list[dict[str, Any]]) -> str:
+    rows = ["| scenario | conns | tokens/s | p50 ms | p90 ms | p99 ms | errors | server CPU µs/token |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in results:
+        rows.append(
+            f"| {r.scenario} | {r.connections} | {r.tokens_per_s:,.0f} | {r.p50_ms} | {r.p90_ms} "
+            f"| {r.p99_ms} | {r.errors} | {r.cpu_us_per_token} |"
+        )
+    rows.append("")
+    rows.append("| resource-server check (one core, in-process) | per second |")
+    rows.append("|---|---:|")
+    rows += [f"| {c['scenario']} | {c['per_s']:,.0f} |" for c in checks]
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per scenario (default 10)")
+    parser.add_argument("--connections", type=int, default=64, help="keep-alive connections")
+    parser.add_argument("--new-connection-clients", type=int, default=8,
+                        help="concurrent clients in the new-connection scenario")  # fmt: skip
+    parser.add_argument("--workers", action="store_true",
+                        help="also measure 1 vs 2 workers sharing both cores with the load")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    if (os.cpu_count() or 1) < 2:
+        print("the benchmark needs two cores (server on one, load on the other)", file=sys.stderr)
+        return 2
+
+    with tempfile.TemporaryDirectory(prefix="mtlsauth-bench-") as tmp:
+        home, material = _setup(Path(tmp))
+        ca = str(home / "ca" / "ca.pem")
+        os.sched_setaffinity(0, {1})  # the load generator's core
+        if uvloop is not None:
+            uvloop.install()
+        plain = ssl.create_default_context(cafile=ca)
+        mtls = ssl.create_default_context(cafile=ca)
+        mtls.load_cert_chain(material["cert_dir"] / "chain.pem", material["cert_dir"] / "key.pem")
+        basic = base64.b64encode(f"sec:{quote_plus(material['secret'])}".encode()).decode()
+        secret_request = _request("/token", "grant_type=client_credentials",
+                                  {"Authorization": f"Basic {basic}"})  # fmt: skip
+        mtls_request = _request("/token", "grant_type=client_credentials&client_id=mtls", {})
+        mtls_close = _request("/token", "grant_type=client_credentials&client_id=mtls", {},
+                              close=True)  # fmt: skip
+        common: dict[str, Any] = {"seconds": args.seconds}
+        results = [
+            _scenario("client_secret_basic, keep-alive", home, ctx=plain, request=secret_request,
+                      connections=args.connections, **common),
+            _scenario("tls_client_auth, keep-alive", home, ctx=mtls, request=mtls_request,
+                      connections=args.connections, **common),
+            _scenario("tls_client_auth, new TLS connection per request", home, ctx=mtls,
+                      request=mtls_close, connections=args.new_connection_clients,
+                      new_connections=True, **common),
+        ]  # fmt: skip
+        if args.workers:
+            for workers in (1, 2):
+                results.append(
+                    _scenario(f"tls_client_auth, keep-alive, {workers} worker(s) on cores 0+1",
+                              home, ctx=mtls, request=mtls_request, connections=args.connections,
+                              workers=workers, server_cores={0, 1}, **common)
+                )  # fmt: skip
+        os.sched_setaffinity(0, {0})
+        checks = _resource_checks(home, min(args.seconds, 5.0))
+    machine = _machine()
+    report = {"machine": machine, "results": [asdict(r) for r in results], "checks": checks}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
+              f"{machine['event_loop']}, {machine['openssl']}")  # fmt: skip
+        print(_table(results, checks))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
