@@ -8,12 +8,21 @@ and counters are the database's own (primary keys, atomic updates), never read-t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Protocol
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
-from mtlsauth.clients import Client, SecretEntry
+from mtlsauth.clients import AUTH_METHODS, Client, RegisteredCert, SecretEntry
+from mtlsauth.dn import CertificateName
 
-__all__ = ["ClientExistsError", "SchemaError", "Store", "StoreError", "StoreUnavailable"]
+__all__ = [
+    "ClientExistsError",
+    "SchemaError",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "client_from_row",
+]
 
 
 class StoreError(Exception):
@@ -90,3 +99,28 @@ class Store(Protocol):
 
     async def purge(self, now: float) -> None:
         """Drop what can no longer matter: expired assertion ids, revocations, failures."""
+
+
+def client_from_row(
+    row: Mapping[str, Any],
+    secrets: Sequence[SecretEntry],
+    certificates: Sequence[RegisteredCert],
+) -> Client:
+    """A Client from the ``clients`` columns both stores share (JSON lists as text)."""
+    if row["auth_method"] not in AUTH_METHODS:
+        raise StoreError(f"client {row['client_id']!r} has an unknown auth method")
+    kind = row["name_kind"]
+    return Client(
+        client_id=row["client_id"],
+        auth_method=row["auth_method"],
+        bound_tokens=bool(row["bound_tokens"]),
+        scopes=tuple(json.loads(row["scopes"])),
+        audiences=tuple(json.loads(row["audiences"])),
+        grant_types=tuple(json.loads(row["grant_types"])),
+        tls_name=CertificateName.parse(kind, row["name_value"]) if kind else None,
+        certificates=tuple(certificates),
+        secrets=tuple(secrets),
+        created_at=row["created_at"],
+        jwks=json.loads(row["jwks"]) if row["jwks"] else None,
+        jwks_uri=row["jwks_uri"],
+    )

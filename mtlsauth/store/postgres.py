@@ -22,9 +22,14 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
-from mtlsauth.clients import AUTH_METHODS, Client, RegisteredCert, SecretEntry
-from mtlsauth.dn import CertificateName
-from mtlsauth.store.base import ClientExistsError, SchemaError, StoreError, StoreUnavailable
+from mtlsauth.clients import Client, RegisteredCert, SecretEntry
+from mtlsauth.store.base import (
+    ClientExistsError,
+    SchemaError,
+    StoreError,
+    StoreUnavailable,
+    client_from_row,
+)
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore"]
 
@@ -497,26 +502,7 @@ async def _load_clients(conn: asyncpg.Connection, client_id: str | None) -> list
     certs: dict[str, list[RegisteredCert]] = {}
     for r in cert_rows:
         certs.setdefault(r["client_id"], []).append(RegisteredCert.from_der(bytes(r["der"])))
-    clients = []
-    for r in rows:
-        if r["auth_method"] not in AUTH_METHODS:
-            raise StoreError(f"client {r['client_id']!r} has an unknown auth method")
-        clients.append(
-            Client(
-                client_id=r["client_id"],
-                auth_method=r["auth_method"],
-                bound_tokens=bool(r["bound_tokens"]),
-                scopes=tuple(json.loads(r["scopes"])),
-                audiences=tuple(json.loads(r["audiences"])),
-                grant_types=tuple(json.loads(r["grant_types"])),
-                tls_name=CertificateName.parse(r["name_kind"], r["name_value"])
-                if r["name_kind"]
-                else None,
-                certificates=tuple(certs.get(r["client_id"], ())),
-                secrets=tuple(secrets.get(r["client_id"], ())),
-                created_at=r["created_at"],
-                jwks=json.loads(r["jwks"]) if r["jwks"] else None,
-                jwks_uri=r["jwks_uri"],
-            )
-        )
-    return clients
+    return [
+        client_from_row(r, secrets.get(r["client_id"], []), certs.get(r["client_id"], []))
+        for r in rows
+    ]

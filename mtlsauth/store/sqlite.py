@@ -18,9 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, TypeVar
 
-from mtlsauth.clients import AUTH_METHODS, Client, RegisteredCert, SecretEntry
-from mtlsauth.dn import CertificateName
-from mtlsauth.store.base import ClientExistsError, SchemaError, StoreError
+from mtlsauth.clients import Client, RegisteredCert, SecretEntry
+from mtlsauth.store.base import ClientExistsError, SchemaError, StoreError, client_from_row
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -412,24 +411,11 @@ def _load_clients(conn: sqlite3.Connection) -> list[Client]:
         certs: dict[str, list[RegisteredCert]] = {}
         for cid, der in conn.execute("SELECT client_id, der FROM client_certificates"):
             certs.setdefault(cid, []).append(RegisteredCert.from_der(der))
-    clients = []
-    for cid, method, bound, scopes, audiences, grants, kind, value, created, jwks, uri in rows:
-        if method not in AUTH_METHODS:
-            raise StoreError(f"client {cid!r} has an unknown auth method {method!r}")
-        clients.append(
-            Client(
-                client_id=cid,
-                auth_method=method,
-                bound_tokens=bool(bound),
-                scopes=tuple(json.loads(scopes)),
-                audiences=tuple(json.loads(audiences)),
-                grant_types=tuple(json.loads(grants)),
-                tls_name=CertificateName.parse(kind, value) if kind else None,
-                certificates=tuple(certs.get(cid, ())),
-                secrets=tuple(secrets.get(cid, ())),
-                created_at=created,
-                jwks=json.loads(jwks) if jwks else None,
-                jwks_uri=uri,
-            )
+    columns = ("client_id", "auth_method", "bound_tokens", "scopes", "audiences", "grant_types",
+               "name_kind", "name_value", "created_at", "jwks", "jwks_uri")  # fmt: skip
+    return [
+        client_from_row(
+            dict(zip(columns, row, strict=True)), secrets.get(row[0], []), certs.get(row[0], [])
         )
-    return clients
+        for row in rows
+    ]
