@@ -9,6 +9,7 @@ and counters are the database's own (primary keys, atomic updates), never read-t
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -22,6 +23,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "client_from_row",
+    "client_row",
 ]
 
 
@@ -123,4 +125,22 @@ def client_from_row(
         created_at=row["created_at"],
         jwks=json.loads(row["jwks"]) if row["jwks"] else None,
         jwks_uri=row["jwks_uri"],
+    )
+
+
+def client_row(client: Client) -> tuple[Any, ...]:
+    """The ``clients`` columns of a client, in table order (the inverse of client_from_row)."""
+    name = client.tls_name
+    return (
+        client.client_id,
+        client.auth_method,
+        client.bound_tokens,
+        json.dumps(list(client.scopes)),
+        json.dumps(list(client.audiences)),
+        json.dumps(list(client.grant_types)),
+        name.kind if name else None,
+        name.value if name else None,
+        client.created_at or time.time(),
+        json.dumps(client.jwks) if client.jwks is not None else None,
+        client.jwks_uri,
     )

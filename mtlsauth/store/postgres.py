@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -29,6 +28,7 @@ from mtlsauth.store.base import (
     StoreError,
     StoreUnavailable,
     client_from_row,
+    client_row,
 )
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore"]
@@ -271,24 +271,13 @@ class PostgresStore:
 
     async def add_client(self, client: Client) -> None:
         async def insert(conn: asyncpg.Connection) -> None:
-            name = client.tls_name
             async with conn.transaction():
                 try:
                     await conn.execute(
                         "INSERT INTO clients (client_id, auth_method, bound_tokens, scopes,"
                         " audiences, grant_types, name_kind, name_value, created_at, jwks,"
                         " jwks_uri) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                        client.client_id,
-                        client.auth_method,
-                        client.bound_tokens,
-                        json.dumps(list(client.scopes)),
-                        json.dumps(list(client.audiences)),
-                        json.dumps(list(client.grant_types)),
-                        name.kind if name else None,
-                        name.value if name else None,
-                        client.created_at or time.time(),
-                        json.dumps(client.jwks) if client.jwks is not None else None,
-                        client.jwks_uri,
+                        *client_row(client),
                     )
                 except asyncpg.UniqueViolationError as exc:
                     raise ClientExistsError(f"client_id {client.client_id!r} is taken") from exc

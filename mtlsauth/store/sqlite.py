@@ -9,7 +9,6 @@ whoever made them.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
 import time
@@ -19,7 +18,13 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from mtlsauth.clients import Client, RegisteredCert, SecretEntry
-from mtlsauth.store.base import ClientExistsError, SchemaError, StoreError, client_from_row
+from mtlsauth.store.base import (
+    ClientExistsError,
+    SchemaError,
+    StoreError,
+    client_from_row,
+    client_row,
+)
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -189,7 +194,6 @@ class SQLiteStore:
 
     async def add_client(self, client: Client) -> None:
         def insert(conn: sqlite3.Connection) -> None:
-            name = client.tls_name
             try:
                 with conn:
                     conn.execute("BEGIN IMMEDIATE")
@@ -197,19 +201,7 @@ class SQLiteStore:
                         "INSERT INTO clients (client_id, auth_method, bound_tokens, scopes,"
                         " audiences, grant_types, name_kind, name_value, created_at, jwks,"
                         " jwks_uri) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            client.client_id,
-                            client.auth_method,
-                            int(client.bound_tokens),
-                            json.dumps(list(client.scopes)),
-                            json.dumps(list(client.audiences)),
-                            json.dumps(list(client.grant_types)),
-                            name.kind if name else None,
-                            name.value if name else None,
-                            client.created_at or time.time(),
-                            json.dumps(client.jwks) if client.jwks is not None else None,
-                            client.jwks_uri,
-                        ),
+                        client_row(client),
                     )
                     _insert_secrets(conn, client.client_id, client.secrets)
                     conn.executemany(
