@@ -35,6 +35,7 @@ from mtlsauth.config import load_settings
 from mtlsauth.keys import KeyRing
 from mtlsauth.resource import TokenVerifier, VerifierConfig
 from mtlsauth.thumbprint import x5t_s256
+from mtlsauth.tls import ServerTLSConfig, build_server_context
 from mtlsauth.tokens import TokenIssuer
 
 try:
@@ -204,12 +205,51 @@ async def _new_connection_load(
     return latencies, errors
 
 
+class _Bare(asyncio.Protocol):
+    """The reference: a TLS server that answers any request with a fixed 200 and closes."""
+
+    RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if b"\r\n\r\n" in data:
+            self.transport.write(self.RESPONSE)  # type: ignore[attr-defined]
+            self.transport.close()
+
+
+def _reference_server(home: Path, port: int) -> None:
+    """A bare mTLS handshake server with the service's own certificates and TLS settings."""
+    settings = load_settings(home)
+    ctx = build_server_context(
+        ServerTLSConfig(cert=settings.tls_cert, key=settings.tls_key, client_ca=settings.client_ca),
+        require_cert=False,
+    )
+    if uvloop is not None:
+        uvloop.install()
+
+    async def run() -> None:
+        server = await asyncio.get_running_loop().create_server(_Bare, "127.0.0.1", port, ssl=ctx)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        async with server:
+            await stop.wait()
+
+    asyncio.run(run())
+
+
 @contextlib.contextmanager
-def _server(home: Path, port: int, cores: set[int], workers: int) -> Iterator[list[int]]:
+def _server(
+    home: Path, port: int, cores: set[int], workers: int, *, reference: bool = False
+) -> Iterator[list[int]]:
     env = {**os.environ, "MTLSAUTH_HOST": "127.0.0.1", "MTLSAUTH_PORT": str(port),
            "MTLSAUTH_LOG_LEVEL": "WARNING", "MTLSAUTH_AUDIT_LOG": "",
            "MTLSAUTH_THROTTLE_LIMIT": "100000"}  # fmt: skip
     command = [sys.executable, "-m", "mtlsauth", "serve", "--home", str(home)]
+    if reference:
+        command = [sys.executable, "-m", "mtlsauth.benchmark", "--reference-server", str(port),
+                   "--home", str(home)]  # fmt: skip
     if workers > 1:
         command += ["--workers", str(workers)]
     proc = subprocess.Popen(command, env=env, preexec_fn=lambda: os.sched_setaffinity(0, cores))  # noqa: PLW1509
@@ -250,9 +290,10 @@ def _scenario(
     new_connections: bool = False,
     workers: int = 1,
     server_cores: set[int] | None = None,
+    reference: bool = False,
 ) -> Result:
     port = _free_port()
-    with _server(home, port, server_cores or {0}, workers) as pids:
+    with _server(home, port, server_cores or {0}, workers, reference=reference) as pids:
         # Warm up (caches, JIT-free but import-heavy first requests), then measure.
         load = _new_connection_load if new_connections else _keep_alive_load
         asyncio.run(load(port, ctx, request, min(connections, 4), 1.0))
@@ -386,7 +427,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", action="store_true",
                         help="also measure 1 vs 2 workers sharing both cores with the load")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--reference-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--home", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.reference_server:
+        _reference_server(Path(args.home), args.reference_server)
+        return 0
     if (os.cpu_count() or 1) < 2:
         print("the benchmark needs two cores (server on one, load on the other)", file=sys.stderr)
         return 2
@@ -415,6 +461,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _scenario("tls_client_auth, new TLS connection per request", home, ctx=mtls,
                       request=mtls_close, connections=args.new_connection_clients,
                       new_connections=True, **common),
+            _scenario("reference: bare mTLS handshake + fixed response", home, ctx=mtls,
+                      request=mtls_close, connections=args.new_connection_clients,
+                      new_connections=True, reference=True, **common),
         ]  # fmt: skip
         if args.workers:
             for workers in (1, 2):

@@ -352,3 +352,19 @@ async def test_required_listener_and_metadata_alias(mtls_home: Home) -> None:
             await service.post(data=form, base=service.mtls_url)
         status, _, body = await service.post(data=form, cert=cert, base=service.mtls_url)
         assert status == 200, body
+
+
+async def test_remembered_verdict_is_per_client(home: Home) -> None:
+    """The tls_client_auth verdict is remembered per certificate *and* client: a certificate
+    proved for one client does not pass for another, on the same keep-alive connection."""
+    await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "a", "--san-dns", "a")
+    await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "b", "--san-dns", "b")
+    cert = home.issue("a", dns=["a"])
+    async with running(home) as service, aiohttp.ClientSession() as session:
+        ctx = service.ssl_context(cert)
+        results = []
+        for client_id in ("a", "b", "a", "b"):
+            form = {"grant_type": "client_credentials", "client_id": client_id}
+            async with session.post(f"{service.url}/token", data=form, ssl=ctx) as resp:
+                results.append(resp.status)
+    assert results == [200, 401, 200, 401]
