@@ -37,11 +37,12 @@ class PeerCertificate:
     so a reload of any of them makes it be worked out again.
     """
 
+    __slots__ = ("__dict__", "der", "refusal", "revocation_state")
+
     def __init__(self, der: bytes) -> None:
         self.der = der
         self.revocation_state: object = None
         self.refusal: str | None = None
-        self.verified: tuple[object, int] | None = None
 
     @cached_property
     def thumbprint(self) -> str:
@@ -85,6 +86,9 @@ class AuthContext:
     assertions: AssertionPolicy = field(default_factory=lambda: AssertionPolicy(frozenset()))
     store: Store | None = None
     remote_jwks: RemoteJWKS | None = None
+    #: tls_client_auth verdicts by certificate thumbprint: (client object, CA generation).
+    #: A reconnecting client is not parsed and matched again; any reload invalidates it.
+    pki_verdicts: dict[str, tuple[Client, int]] = field(default_factory=dict)
 
 
 #: A method checks the request's credentials against the client and raises InvalidClient;

@@ -15,6 +15,8 @@ from mtlsauth.errors import InvalidClient
 
 __all__ = ["authenticate_pki", "authenticate_self_signed"]
 
+_MAX_VERDICTS = 16384
+
 
 def _peer(client: Client, request: AuthRequest) -> PeerCertificate:
     if request.peer is None:
@@ -28,8 +30,10 @@ def _peer(client: Client, request: AuthRequest) -> PeerCertificate:
 async def authenticate_pki(client: Client, request: AuthRequest, context: AuthContext) -> None:
     """RFC 8705 §2.1.2: the registered subject DN or SAN entry must match the certificate."""
     peer = _peer(client, request)
-    if peer.verified == (client, context.client_ca.generation):
-        return  # this connection already proved it, and neither client nor CA changed since
+    generation = context.client_ca.generation
+    known = context.pki_verdicts.get(peer.thumbprint)
+    if known is not None and known[0] is client and known[1] == generation:
+        return  # proved before, and neither the client nor the CA changed since
     if not context.client_ca.issued(peer.cert):
         raise InvalidClient(
             f"client {client.client_id!r}: certificate {peer.thumbprint} was not issued by the "
@@ -42,7 +46,9 @@ async def authenticate_pki(client: Client, request: AuthRequest, context: AuthCo
             f"registered {client.tls_name.kind if client.tls_name else 'name'}",
             reason="bad_certificate",
         )
-    peer.verified = (client, context.client_ca.generation)
+    if len(context.pki_verdicts) >= _MAX_VERDICTS:
+        context.pki_verdicts.clear()
+    context.pki_verdicts[peer.thumbprint] = (client, generation)
 
 
 async def authenticate_self_signed(
