@@ -7,7 +7,6 @@ returns the token response body or raises an OAuthError.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,8 +27,6 @@ from mtlsauth.registration import validate_scope_tokens
 from mtlsauth.tokens import TokenIssuer
 
 __all__ = ["GRANT_TYPE", "ClientCredentialsGrant", "TokenParams"]
-
-log = logging.getLogger(__name__)
 
 GRANT_TYPE: Final = "client_credentials"
 

@@ -23,11 +23,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from mtlsauth.revocation import CRLError, RevocationState
 
@@ -133,10 +132,6 @@ class SwappableContext(ssl.SSLContext):
         # SSLContext.__init__ takes no arguments; all state lives in the inner context.
         pass
 
-    @property
-    def current(self) -> ssl.SSLContext:
-        return self._current
-
     def swap(self, new: ssl.SSLContext) -> None:
         self._current = new
 
@@ -157,12 +152,8 @@ def peer_certificate_der(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> by
 class ClientCA:
     """The client-issuing CA certificates, to tell CA-issued leaves from self-signed anchors."""
 
-    #: Verified answers are remembered per leaf, so keep-alive requests skip the signature.
-    CACHE_SIZE: Final = 4096
-
     def __init__(self, certs: Iterable[x509.Certificate]) -> None:
         self._by_subject: dict[bytes, list[x509.Certificate]] = {}
-        self._answers: dict[bytes, bool] = {}
         #: Bumped on every reload, so answers remembered elsewhere can tell they are stale.
         self.generation = 0
         self.replace(certs)
@@ -173,29 +164,15 @@ class ClientCA:
         for cert in certs:
             by_subject.setdefault(cert.subject.public_bytes(), []).append(cert)
         self._by_subject = by_subject
-        self._answers = {}
         self.generation += 1
-
-    @classmethod
-    def from_file(cls, path: Path) -> ClientCA:
-        return cls(x509.load_pem_x509_certificates(path.read_bytes()))
 
     def issued(self, leaf: x509.Certificate) -> bool:
         """Whether a certificate of this bundle signed ``leaf`` (RFC 8705 §2.1 PKI method).
 
         The TLS layer has already validated the whole chain; this tells which trust anchor it
-        used, which Python's ssl does not say.
+        used, which Python's ssl does not say. (Callers remember the verdict per certificate:
+        see ``AuthContext.pki_verdicts``.)
         """
-        der = leaf.public_bytes(Encoding.DER)
-        answer = self._answers.get(der)
-        if answer is None:
-            answer = self._verify(leaf)
-            if len(self._answers) >= self.CACHE_SIZE:
-                self._answers.clear()
-            self._answers[der] = answer
-        return answer
-
-    def _verify(self, leaf: x509.Certificate) -> bool:
         for ca in self._by_subject.get(leaf.issuer.public_bytes(), ()):
             try:
                 leaf.verify_directly_issued_by(ca)

@@ -9,7 +9,7 @@ import datetime as dt
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -218,6 +218,3 @@ class Inventory:
                 continue
             records.append(record)
         return records
-
-    def serials(self) -> Sequence[str]:
-        return [r.serial for r in self.query()]
