@@ -194,14 +194,31 @@ class Authority:
     # -- issuance ---------------------------------------------------------------------------
 
     def _record(
-        self, issued: IssuedCert, *, profile: str, out: Path, renewed_from: str | None = None
+        self,
+        issued: IssuedCert,
+        *,
+        event: str,
+        profile: str,
+        out: Path,
+        renewed_from: str | None = None,
+        **details: object,
     ) -> Issued:
+        """Write the files, add the inventory record, and log the audit event."""
         paths = issued.write_to_dir(out)
         record = self.inventory.add(
             issued.cert,
             profile=profile,
             renewed_from=renewed_from,
             key_path=str(paths["key"]) if "key" in paths else None,
+        )
+        details |= {"renewed_from": renewed_from} if renewed_from else {"sans": record.sans}
+        self.audit.record(
+            event,
+            serial=record.serial,
+            subject=record.subject,
+            profile=profile,
+            not_after=record.not_after,
+            **details,
         )
         return Issued(cert=issued, record=record, paths=paths)
 
@@ -222,29 +239,16 @@ class Authority:
             key_type=key_type,
             csr=csr,
         )
-        result = self._record(issued, profile="client", out=out or self._default_out(issued))
-        self.audit.record(
-            "cert.sign_csr" if csr is not None else "cert.issue",
-            serial=result.record.serial,
-            subject=result.record.subject,
-            sans=result.record.sans,
+        return self._record(
+            issued,
+            event="cert.sign_csr" if csr is not None else "cert.issue",
             profile="client",
-            not_after=result.record.not_after,
+            out=out or self._default_out(issued),
         )
-        return result
 
     def issue_server(self, *, hostnames: Sequence[str], days: int = 365, out: Path) -> Issued:
         issued = self.issuing().issue_server(hostnames=hostnames, days=days)
-        result = self._record(issued, profile="server", out=out)
-        self.audit.record(
-            "cert.issue",
-            serial=result.record.serial,
-            subject=result.record.subject,
-            sans=result.record.sans,
-            profile="server",
-            not_after=result.record.not_after,
-        )
-        return result
+        return self._record(issued, event="cert.issue", profile="server", out=out)
 
     def _default_out(self, issued: IssuedCert) -> Path:
         return self.directory.parent / "certs" / issued.serial_hex
@@ -296,18 +300,18 @@ class Authority:
                 public_key=public_key,
             )
         target = out or self._default_out(issued)
-        result = self._record(issued, profile=record.profile, out=target, renewed_from=serial)
+        result = self._record(
+            issued,
+            event="cert.renew",
+            profile=record.profile,
+            out=target,
+            renewed_from=serial,
+            new_key=public_key is None,
+        )
         if public_key is not None and record.key_path and Path(record.key_path).exists():
             # Same key: keep a copy beside the new certificate so the directory is complete.
             write_private(target / "key.pem", Path(record.key_path).read_bytes())
             result.paths["key"] = target / "key.pem"
-        self.audit.record(
-            "cert.renew",
-            serial=result.record.serial,
-            renewed_from=serial,
-            new_key=public_key is None,
-            not_after=result.record.not_after,
-        )
         if revoke_old:
             self.revoke(serial, "superseded")
         return result

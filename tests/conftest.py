@@ -144,6 +144,14 @@ def other_ca() -> trustme.CA:
     return trustme.CA()
 
 
+def client_context(home: Home, cert: ClientCert | None = None) -> ssl.SSLContext:
+    """A verifying client context trusting the home's CA, presenting ``cert`` (with its chain)."""
+    ctx = ssl.create_default_context(cafile=str(home.ca_cert))
+    if cert is not None:
+        ctx.load_cert_chain(cert.chain, cert.key)
+    return ctx
+
+
 @dataclass
 class Service:
     home: Home
@@ -153,10 +161,7 @@ class Service:
     app: web.Application
 
     def ssl_context(self, cert: ClientCert | None = None) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.home.ca_cert))
-        if cert is not None:
-            ctx.load_cert_chain(cert.chain, cert.key)
-        return ctx
+        return client_context(self.home, cert)
 
     async def post(
         self,

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from mtlsauth.peer import ProxyConfig, ProxyHeaderError, cert_from_header, parse
 from mtlsauth.resource import JWKSCache, TokenVerifier, VerifierConfig
 from mtlsauth.resource.asgi import CLAIMS_STATE_KEY, BearerMiddleware
 from mtlsauth.thumbprint import x5t_s256
-from tests.conftest import ClientCert, Home, running, self_signed, trustme_cert
+from tests.conftest import ClientCert, Home, client_context, running, self_signed, trustme_cert
 from tests.proxies import CERT_HEADER, PROXY_ADDRESS, nginx
 
 FORM = {"grant_type": "client_credentials"}
@@ -47,13 +46,6 @@ def proxied_settings(home: Home, fmt: str = "nginx", header: str = CERT_HEADER) 
     )
 
 
-def client_ctx(home: Home, cert: ClientCert | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(home.ca_cert))
-    if cert is not None:
-        ctx.load_cert_chain(cert.chain, cert.key)
-    return ctx
-
-
 async def post_token(
     url: str,
     home: Home,
@@ -64,7 +56,7 @@ async def post_token(
     async with (
         aiohttp.ClientSession() as session,
         session.post(
-            f"{url}/token", data={**FORM, **form}, headers=headers, ssl=client_ctx(home, cert)
+            f"{url}/token", data={**FORM, **form}, headers=headers, ssl=client_context(home, cert)
         ) as resp,
     ):
         if resp.content_type != "application/json":
@@ -168,7 +160,7 @@ async def test_forwarded_certificate_formats(home: Home, fmt: str) -> None:
                 f"{service.url}/token",
                 data={**FORM, "client_id": "svc"},
                 headers={header: value},
-                ssl=client_ctx(home, None),
+                ssl=client_context(home, None),
             ) as resp,
         ):
             body = await resp.json()
@@ -245,7 +237,7 @@ async def _get(url: str, home: Home, cert: ClientCert | None, token: str | None,
     all_headers = dict(headers or {})
     if token:
         all_headers["Authorization"] = f"Bearer {token}"
-    ctx = client_ctx(home, cert) if url.startswith("https") else None
+    ctx = client_context(home, cert) if url.startswith("https") else None
     async with (
         aiohttp.ClientSession() as session,
         session.get(url, headers=all_headers, ssl=ctx if ctx else True) as resp,
@@ -262,7 +254,7 @@ def tls_client(home: Home) -> tuple[ClientCert, ClientCert]:
 
 async def _token(home: Home, cert: ClientCert) -> str:
     async with TokenClient(
-        issuer=home.settings.issuer, ssl_context=client_ctx(home, cert), client_id="svc"
+        issuer=home.settings.issuer, ssl_context=client_context(home, cert), client_id="svc"
     ) as client:
         return await client.token()
 
@@ -272,7 +264,7 @@ async def test_starlette_behind_nginx(
 ) -> None:
     right, other = tls_client
     settings = home.settings
-    keys = JWKSCache(issuer=settings.issuer, ssl_context=client_ctx(home, None))
+    keys = JWKSCache(issuer=settings.issuer, ssl_context=client_context(home, None))
     verifier = TokenVerifier(VerifierConfig(settings.issuer, settings.audience), keys)
     proxy = ProxyConfig(trusted=parse_networks([PROXY_ADDRESS]), header=CERT_HEADER, fmt="nginx")
 

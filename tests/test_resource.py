@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from mtlsauth.keys import SigningKey, generate_signing_key
 from mtlsauth.resource import JWKSCache, TokenVerifier, VerifierConfig
 from mtlsauth.thumbprint import b64url, x5t_s256
 from mtlsauth.tokens import TokenIssuer
-from tests.conftest import ClientCert, Home, make_home, run_cli, running
+from tests.conftest import ClientCert, Home, client_context, make_home, run_cli, running
 
 
 @contextlib.asynccontextmanager
@@ -54,13 +53,6 @@ async def demo_api(home: Home, audience: str | None = None) -> AsyncIterator[str
         await runner.cleanup()
 
 
-def ctx_for(home: Home, cert: ClientCert | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(home.ca_cert))
-    if cert is not None:
-        ctx.load_cert_chain(cert.chain, cert.key)
-    return ctx
-
-
 async def call(
     api: str, home: Home, token: str | None, cert: ClientCert | None, auth: str | None = None
 ) -> tuple[int, str, Any]:
@@ -71,7 +63,7 @@ async def call(
         headers["Authorization"] = f"Bearer {token}"
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"{api}/hello", headers=headers, ssl=ctx_for(home, cert)) as resp,
+        session.get(f"{api}/hello", headers=headers, ssl=client_context(home, cert)) as resp,
     ):
         return resp.status, resp.headers.get("WWW-Authenticate", ""), await resp.json()
 
@@ -88,7 +80,7 @@ def svc(home: Home) -> tuple[ClientCert, ClientCert]:
 
 async def get_token(home: Home, cert: ClientCert, client_id: str = "demo") -> str:
     async with TokenClient(
-        issuer=home.settings.issuer, ssl_context=ctx_for(home, cert), client_id=client_id
+        issuer=home.settings.issuer, ssl_context=client_context(home, cert), client_id=client_id
     ) as client:
         return await client.token()
 
@@ -260,7 +252,7 @@ async def test_cache_gives_the_same_decision(
         token = await get_token(home, right)
         results = []
         for _ in range(2):
-            keys = JWKSCache(issuer=settings.issuer, ssl_context=ctx_for(home, None))
+            keys = JWKSCache(issuer=settings.issuer, ssl_context=client_context(home, None))
             verifier = TokenVerifier(VerifierConfig(settings.issuer, settings.audience), keys)
             try:
                 fresh = await verifier.verify(token, right.der)
@@ -284,11 +276,11 @@ async def test_unbound_tokens_are_a_setting(home: Home) -> None:
     settings = home.settings
     async with running(home):
         async with TokenClient(
-            issuer=settings.issuer, ssl_context=ctx_for(home, None), client_id="s",
+            issuer=settings.issuer, ssl_context=client_context(home, None), client_id="s",
             client_secret=sec["client_secret"],
         ) as client:  # fmt: skip
             token = await client.token()
-        keys = JWKSCache(issuer=settings.issuer, ssl_context=ctx_for(home, None))
+        keys = JWKSCache(issuer=settings.issuer, ssl_context=client_context(home, None))
         try:
             strict = TokenVerifier(VerifierConfig(settings.issuer, settings.audience), keys)
             with pytest.raises(InvalidToken, match="not certificate-bound"):
@@ -309,7 +301,7 @@ async def test_token_client_cache_single_flight_refresh(
         running(home),
         demo_api(home) as api,
         TokenClient(
-            issuer=home.settings.issuer, ssl_context=ctx_for(home, right), client_id="demo"
+            issuer=home.settings.issuer, ssl_context=client_context(home, right), client_id="demo"
         ) as client,
     ):
         tokens = await asyncio.gather(*(client.token() for _ in range(20)))

@@ -20,7 +20,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from mtlsauth.revocation import RevocationState, renew_crl_if_due
 from mtlsauth.tls import ServerTLSConfig, build_server_context
 from pki import Authority
-from tests.conftest import ClientCert, Home, run_cli, running, self_signed, serve_process
+from tests.conftest import (
+    ClientCert,
+    Home,
+    client_context,
+    run_cli,
+    running,
+    self_signed,
+    serve_process,
+)
 
 FORM = b"grant_type=client_credentials&client_id=svc"
 
@@ -49,12 +57,6 @@ def token_request(
         return None, None, False
 
 
-def client_ctx(home: Home, cert: ClientCert) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(home.ca_cert))
-    ctx.load_cert_chain(cert.chain, cert.key)
-    return ctx
-
-
 def revoke(home: Home, serial: str) -> None:
     code, _, err = run_cli(["pki", "revoke", "--home", str(home.path), "--serial", serial,
                             "--reason", "key_compromise"])  # fmt: skip
@@ -72,7 +74,7 @@ def serial_of(cert: ClientCert) -> str:
 
 
 async def test_revoked_refused_fresh_and_resumed(home: Home, svc: ClientCert) -> None:
-    ctx = client_ctx(home, svc)
+    ctx = client_context(home, svc)
     async with running(home) as service:
         port = int(service.url.rsplit(":", 1)[1])
         status, session, _ = await asyncio.to_thread(token_request, port, ctx)
@@ -118,7 +120,7 @@ async def test_resumed_session_is_checked_too(
     # asyncio (like aiohttp) wraps connections with wrap_bio, so our SSLObject class runs.
     server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
     port = server.sockets[0].getsockname()[1]
-    ctx = client_ctx(home, svc)
+    ctx = client_context(home, svc)
     try:
         status, session, _ = await asyncio.to_thread(token_request, port, ctx)
         assert status == 200
@@ -156,7 +158,7 @@ async def test_keep_alive_connection_sees_the_revocation(home: Home, svc: Client
         running(home) as service,
         aiohttp.ClientSession(connector=connector, trace_configs=[trace]) as session,
     ):
-        ctx = client_ctx(home, svc)
+        ctx = client_context(home, svc)
         form = {"grant_type": "client_credentials", "client_id": "svc"}
         async with session.post(f"{service.url}/token", data=form, ssl=ctx) as resp:
             assert resp.status == 200
@@ -173,7 +175,7 @@ async def test_connection_lifetime_is_bounded(home: Home, svc: ClientCert) -> No
     settings = dataclasses.replace(home.settings, max_connection_age=0.3)
     async with running(home, settings) as service, aiohttp.ClientSession() as session:
         form = {"grant_type": "client_credentials", "client_id": "svc"}
-        ctx = client_ctx(home, svc)
+        ctx = client_context(home, svc)
         async with session.post(f"{service.url}/token", data=form, ssl=ctx) as resp:
             assert resp.status == 200
             assert resp.headers.get("Connection", "").lower() != "close"
@@ -211,7 +213,7 @@ async def test_expired_crl_fails_closed_and_is_loud(
     with caplog.at_level(logging.WARNING):
         async with running(home) as service:
             port = int(service.url.rsplit(":", 1)[1])
-            status, _, _ = await asyncio.to_thread(token_request, port, client_ctx(home, svc))
+            status, _, _ = await asyncio.to_thread(token_request, port, client_context(home, svc))
             assert status is None  # every certificate of the CA is refused
             status, body = await service.token(mine, client_id="ss")
             assert status == 200, body  # self-signed clients do not depend on the CRL
@@ -262,7 +264,7 @@ def test_crl_from_another_ca_is_refused(home: Home, tmp_path: Path) -> None:
 
 def test_serve_process_refuses_revoked(home: Home, svc: ClientCert) -> None:
     """The real `mtlsauth serve` (uvloop when installed), revocation through the CLI."""
-    ctx = client_ctx(home, svc)
+    ctx = client_context(home, svc)
     with serve_process(home) as server:
         assert token_request(home.port, ctx)[0] == 200
         revoke(home, serial_of(svc))

@@ -54,6 +54,20 @@ async def _authorize(
     )
 
 
+async def _guarded(
+    request: web.Request,
+    handler: Handler,
+    scopes: Iterable[str],
+    allow_unbound: bool | None,
+) -> web.StreamResponse:
+    """Run ``handler`` with the verified claims in ``request[CLAIMS]``, or answer the error."""
+    try:
+        request[CLAIMS] = await _authorize(request, scopes, allow_unbound)
+    except OAuthError as exc:
+        return error_response(exc)
+    return await handler(request)
+
+
 def require_token(
     *scopes: str, allow_unbound: bool | None = None
 ) -> Callable[[Handler], Callable[[web.Request], Awaitable[web.StreamResponse]]]:
@@ -62,11 +76,7 @@ def require_token(
     def decorate(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         @functools.wraps(handler)
         async def wrapper(request: web.Request) -> web.StreamResponse:
-            try:
-                request[CLAIMS] = await _authorize(request, scopes, allow_unbound)
-            except OAuthError as exc:
-                return error_response(exc)
-            return await handler(request)
+            return await _guarded(request, handler, scopes, allow_unbound)
 
         return wrapper
 
@@ -83,10 +93,6 @@ def token_middleware(
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in public:
             return await handler(request)
-        try:
-            request[CLAIMS] = await _authorize(request, scopes, allow_unbound)
-        except OAuthError as exc:
-            return error_response(exc)
-        return await handler(request)
+        return await _guarded(request, handler, scopes, allow_unbound)
 
     return middleware
