@@ -21,6 +21,7 @@ from mtlsauth.store import ClientExistsError, SchemaError, Store, open_store
 from mtlsauth.store.postgres import SCHEMA_VERSION, PostgresStore
 from mtlsauth.store.sqlite import SQLiteStore
 from tests.conftest import Home, cli_json, eventually, running
+from tests.pgcluster import PrivateCluster, private_cluster
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -356,3 +357,108 @@ async def test_database_outage_gives_503_and_recovers(home: Home, pg_url: str) -
         status, body = await service.token(cert, client_id="svc")
         assert status == 200
     await proxy.close()
+
+
+# --- a real database stopped and restarted -----------------------------------------------------
+
+
+@pytest.fixture
+def cluster() -> Iterator[PrivateCluster]:
+    with private_cluster() as c:
+        yield c
+
+
+async def test_listen_survives_a_database_restart(cluster: PrivateCluster) -> None:
+    """After PostgreSQL restarts, NOTIFY wakes the process again (not only the counter poll)."""
+    store = open_store(cluster.url)
+    await store.migrate()
+    await store.close()
+    watcher, writer = open_store(cluster.url), open_store(cluster.url)
+    await watcher.open()
+    try:
+        await asyncio.to_thread(cluster.stop, "fast")
+        await watcher.wait_for_change(0.2)  # notices the lost LISTEN; cannot reconnect yet
+        await asyncio.to_thread(cluster.start)
+        # Re-LISTEN happens within the retry interval; wait_for_change(5) then returns early
+        # only if a NOTIFY arrives — polling alone would take the whole five seconds.
+        started = time.monotonic()
+        while time.monotonic() - started < 10:
+            await watcher.wait_for_change(0.2)
+        await writer.open()
+        client, _ = a_client("after-restart")
+        notified_at = time.monotonic()
+        waiting = asyncio.create_task(watcher.wait_for_change(5.0))
+        await asyncio.sleep(0.1)
+        await writer.add_client(client)
+        await waiting
+        assert time.monotonic() - notified_at < 2.0
+    finally:
+        await watcher.close()
+        await writer.close()
+
+
+async def test_database_stopped_and_restarted_under_load(
+    home: Home, cluster: PrivateCluster
+) -> None:
+    """``pg_ctl stop -m fast`` under load: only 200/503 answers, none hangs, health turns red,
+    and service resumes by itself once the database is back."""
+    await asyncio.to_thread(use_postgres, home, cluster.url)
+    cert = home.issue("svc", dns=["svc"])
+    await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "svc",
+                           "--san-dns", "svc")  # fmt: skip
+    secret = (await home.aadd_client("--auth-method", "client_secret_post", "--client-id", "sp"))[
+        "client_secret"
+    ]
+    async with running(home) as service:
+        status, body = await service.token(cert, client_id="svc")
+        assert status == 200
+        token = body["access_token"]
+        statuses: list[tuple[str, int]] = []
+        slowest = 0.0
+        phase = "before"
+        stop = asyncio.Event()
+
+        async def worker(kind: str) -> None:
+            nonlocal slowest
+            while not stop.is_set():
+                started = time.monotonic()
+                if kind == "mtls":
+                    status, _ = await service.token(cert, client_id="svc")
+                elif kind == "secret":
+                    status, _ = await service.token(client_id="sp", client_secret=secret)
+                else:
+                    status, _, _ = await service.post(
+                        "/introspect", data={"token": token, "client_id": "svc"}, cert=cert
+                    )
+                slowest = max(slowest, time.monotonic() - started)
+                statuses.append((phase, status))
+
+        workers = [asyncio.create_task(worker(k)) for k in ("mtls", "secret", "introspect") * 2]
+        await asyncio.sleep(1.0)
+        phase = "outage"
+        await asyncio.to_thread(cluster.stop, "fast")
+        await asyncio.sleep(3.0)
+        status, body = await service.get("/health")
+        assert (status, body["status"]) == (503, "unavailable")
+        await asyncio.to_thread(cluster.start)
+        phase = "recovering"
+
+        async def healthy() -> bool:
+            return (await service.get("/health"))[0] == 200
+
+        await eventually(healthy, within=15.0)
+        phase = "after"
+        await asyncio.sleep(1.5)
+        stop.set()
+        await asyncio.gather(*workers)  # a worker that raised (no answer at all) fails here
+
+    by_phase: dict[str, set[int]] = {}
+    for name, status in statuses:
+        by_phase.setdefault(name, set()).add(status)
+    assert by_phase["before"] == {200}, by_phase
+    assert by_phase["outage"] <= {200, 503}, by_phase
+    assert 503 in by_phase["outage"], by_phase  # introspection needs the revocation list
+    assert 200 in by_phase["outage"], by_phase  # cached clients keep getting tokens
+    assert by_phase["after"] == {200}, by_phase
+    assert by_phase.get("recovering", set()) <= {200, 503}, by_phase
+    assert slowest < 12.0, f"a request took {slowest:.1f} s"

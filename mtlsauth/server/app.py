@@ -106,6 +106,10 @@ async def _refresh_forever(app: web.Application) -> None:
             await app[GUARD].throttle.refresh()
         except StoreError as exc:
             log.warning("store refresh failed; serving from the caches: %s", exc)
+        except Exception:
+            # This loop must outlive any one failure, or the caches would go stale for good.
+            log.exception("store refresh failed unexpectedly; serving from the caches")
+            await asyncio.sleep(settings.reload_interval)
         tls.reload_if_changed()
         app[SIGNING_KEYS].reload_if_changed(app[GRANT].issuer)
         if loop.time() >= next_housekeeping:

@@ -131,6 +131,10 @@ _UNAVAILABLE = (
 )
 
 
+# How often a lost LISTEN connection is retried (seconds).
+_RELISTEN_INTERVAL: Final = 2.0
+
+
 class PostgresStore:
     """Store protocol over PostgreSQL."""
 
@@ -140,6 +144,7 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self.changed = asyncio.Event()
+        self._relisten_at = 0.0
 
     # -- connection --------------------------------------------------------------------------
 
@@ -191,9 +196,9 @@ class PostgresStore:
         try:
             self._listener = await asyncpg.connect(self.dsn, timeout=self._timeout)
             await self._listener.add_listener(CHANNEL, self._notified)
-        except _UNAVAILABLE as exc:
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
             # Polling the change counter still works; LISTEN only makes it faster.
-            log.warning("cannot LISTEN for changes (polling only): %s", exc)
+            log.warning("cannot LISTEN for changes (polling until it can): %s", exc)
             self._listener = None
 
     def _notified(self, *_: Any) -> None:
@@ -256,10 +261,17 @@ class PostgresStore:
             raise StoreError(f"PostgreSQL: {exc}") from exc
 
     async def wait_for_change(self, within: float) -> None:
-        """Return when another process changed clients (NOTIFY), or after ``within`` seconds."""
-        if self._listener is None or self._listener.is_closed():
-            if self._listener is not None:
-                self._listener = None
+        """Return when another process changed clients (NOTIFY), or after ``within`` seconds.
+
+        A LISTEN connection lost to a database restart is re-established (at most every
+        ``_RELISTEN_INTERVAL``); until then the caller's change-counter poll covers for it.
+        """
+        listener = self._listener
+        if listener is None or listener.is_closed():
+            self._listener = None
+            now = asyncio.get_running_loop().time()
+            if now >= self._relisten_at:
+                self._relisten_at = now + _RELISTEN_INTERVAL
                 await self._listen()
             await asyncio.sleep(within)
             return
