@@ -164,6 +164,17 @@ async def test_bad_tokens(home: Home, svc: tuple[ClientCert, ClientCert]) -> Non
             key.sign,
         ),
         "not a jwt": "abc.def",
+        "header not base64url": f"ab+/{head}.{payload}.{sig}",
+        "header not JSON": f"{b64url(b'alg ES256')}.{payload}.{sig}",
+        "header a JSON array": f"{b64url(b'[1]')}.{payload}.{sig}",
+        "header without kid": hand_made({"alg": "ES256", "typ": "at+jwt"}, claims, key.sign),
+        "header with a numeric kid": hand_made(
+            {"alg": "ES256", "typ": "at+jwt", "kid": 7}, claims, key.sign
+        ),
+        "another header, same signature": (
+            f"{b64url(json.dumps({'alg': 'ES256', 'typ': 'at+jwt', 'kid': key.kid, 'x': 1}).encode())}"
+            f".{payload}.{sig}"
+        ),
     }
     async with running(home), demo_api(home) as api:
         # Control: the hand-made path produces a valid token when nothing is wrong.

@@ -11,8 +11,11 @@ costs a dictionary lookup after the first; the binding is still checked on every
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 import hmac
+import json
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -33,6 +36,7 @@ _TYPES: Final = frozenset({"at+jwt", "application/at+jwt"})
 _MAX_TOKEN: Final = 8192
 # RFC 6750 §2.1 b64token; a JWS compact serialisation is a subset of it.
 _B64TOKEN: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*\Z")
+_B64URL_SEGMENT: Final = re.compile(r"[A-Za-z0-9_-]+={0,2}\Z")
 
 
 class KeySource(Protocol):
@@ -103,18 +107,7 @@ class TokenVerifier:
     async def _verify_jwt(self, token: str) -> _Verified:
         if len(token) > _MAX_TOKEN or not _B64TOKEN.match(token):
             raise InvalidToken("the token is not a well-formed JWS")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise InvalidToken(f"malformed token header: {exc}") from exc
-        # The header only selects the key; everything in it is re-checked by the verification.
-        alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
-        if alg not in ALGORITHMS:
-            raise InvalidToken(f"algorithm {str(alg)[:20]!r} is not allowed")
-        if not isinstance(typ, str) or typ.lower() not in _TYPES:
-            raise InvalidToken(f"typ {str(typ)[:30]!r} is not at+jwt (RFC 9068 §4)")
-        if not isinstance(kid, str):
-            raise InvalidToken("the token header has no kid")
+        kid = _key_id(token.partition(".")[0])
         key = await self._keys.key(kid)
         try:
             claims: Claims = jwt.decode(
@@ -135,6 +128,32 @@ class TokenVerifier:
                 raise InvalidToken("the token's cnf is not an x5t#S256 certificate binding")
             bound_to = cnf["x5t#S256"]
         return _Verified(claims=claims, exp=float(claims["exp"]), bound_to=bound_to)
+
+
+@functools.lru_cache(maxsize=64)
+def _key_id(segment: str) -> str:
+    """The ``kid`` of a JWS header segment whose ``alg`` and ``typ`` are acceptable.
+
+    The header only selects the key; pyjwt decodes and checks the whole token again. Every
+    token of one signing key carries the same header, so the answer is cached per segment
+    (errors are not cached).
+    """
+    if not _B64URL_SEGMENT.match(segment):
+        raise InvalidToken("malformed token header: not base64url")
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except ValueError as exc:  # binascii.Error and JSONDecodeError are ValueErrors
+        raise InvalidToken(f"malformed token header: {exc}") from exc
+    if not isinstance(header, dict):
+        raise InvalidToken("malformed token header: not a JSON object")
+    alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
+    if alg not in ALGORITHMS:
+        raise InvalidToken(f"algorithm {str(alg)[:20]!r} is not allowed")
+    if not isinstance(typ, str) or typ.lower() not in _TYPES:
+        raise InvalidToken(f"typ {str(typ)[:30]!r} is not at+jwt (RFC 9068 §4)")
+    if not isinstance(kid, str):
+        raise InvalidToken("the token header has no kid")
+    return kid
 
 
 def require_scopes(claims: Claims, scopes: Iterable[str]) -> None:
