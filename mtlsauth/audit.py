@@ -29,6 +29,11 @@ class Audit:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             self._file = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
 
+    @property
+    def enabled(self) -> bool:
+        """False when no audit log is configured (callers may skip building the record)."""
+        return self._file is not None
+
     def event(self, name: str, **fields: Any) -> None:
         if self._file is None:
             return

@@ -80,26 +80,26 @@ class ClientCredentialsGrant:
         token = self.issuer.issue(
             client_id=client.client_id, audience=audience, scope=scope, x5t_s256=thumbprint
         )
-        self._guard.audit.event(
-            "token.issued",
-            client_id=client.client_id,
-            jti=token.claims["jti"],
-            method=client.auth_method,
-            thumbprint=thumbprint,
-            scope=" ".join(scope),
-            aud=list(audience),
-        )
+        audit = self._guard.audit
+        if audit.enabled:
+            audit.event(
+                "token.issued",
+                client_id=client.client_id,
+                jti=token.claims["jti"],
+                method=client.auth_method,
+                thumbprint=thumbprint,
+                scope=" ".join(scope),
+                aud=list(audience),
+            )
         metrics = self._guard.metrics
         metrics.token_issued(client.auth_method, bound=thumbprint is not None)
         metrics.token_latency(client.auth_method, time.perf_counter() - started)
-        body: dict[str, object] = {
-            "access_token": token.token,
-            "token_type": "Bearer",
-            "expires_in": token.expires_in,
-        }
-        if scope:
-            body["scope"] = " ".join(scope)
-        return json.dumps(body, separators=(",", ":")).encode()
+        # The token is base64url and dots, so it needs no JSON escaping; scope does.
+        scope_member = f',"scope":{json.dumps(" ".join(scope))}' if scope else ""
+        return (
+            f'{{"access_token":"{token.token}","token_type":"Bearer",'
+            f'"expires_in":{token.expires_in}{scope_member}}}'
+        ).encode()
 
 
 def _granted_scope(client: Client, requested: str | None) -> tuple[str, ...]:

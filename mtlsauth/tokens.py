@@ -18,6 +18,9 @@ from mtlsauth.thumbprint import b64url
 
 __all__ = ["AccessToken", "TokenIssuer"]
 
+# json.dumps with separators builds a new encoder on every call; this one is built once.
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+
 
 @dataclass(frozen=True, slots=True)
 class AccessToken:
@@ -37,7 +40,7 @@ class TokenIssuer:
     def use_key(self, key: SigningKey) -> None:
         """Sign from now on with ``key`` (signing key rotation)."""
         header = {"alg": SIGNING_ALG, "kid": key.kid, "typ": "at+jwt"}
-        self._header_b64 = b64url(json.dumps(header, separators=(",", ":")).encode()) + "."
+        self._header_b64 = b64url(_compact(header).encode()) + "."
         self.key = key
 
     def issue(
@@ -63,8 +66,6 @@ class TokenIssuer:
             claims["scope"] = " ".join(scope)
         if x5t_s256 is not None:
             claims["cnf"] = {"x5t#S256": x5t_s256}
-        signing_input = self._header_b64 + b64url(
-            json.dumps(claims, separators=(",", ":")).encode()
-        )
+        signing_input = self._header_b64 + b64url(_compact(claims).encode())
         signature = b64url(self.key.sign(signing_input.encode("ascii")))
         return AccessToken(token=f"{signing_input}.{signature}", expires_in=self.ttl, claims=claims)

@@ -41,11 +41,14 @@ def parse_form(
         raise InvalidRequest(f"{len(pairs)} form fields")
     for pair in pairs:
         raw_name, _, raw_value = pair.partition("=")
-        try:
-            name = unquote_plus(raw_name, encoding="utf-8", errors="strict")
-            value = unquote_plus(raw_value, encoding="utf-8", errors="strict")
-        except UnicodeDecodeError as exc:
-            raise InvalidRequest("a form field is not valid UTF-8 after decoding") from exc
+        if "%" in pair or "+" in pair:
+            try:
+                name = unquote_plus(raw_name, encoding="utf-8", errors="strict")
+                value = unquote_plus(raw_value, encoding="utf-8", errors="strict")
+            except UnicodeDecodeError as exc:
+                raise InvalidRequest("a form field is not valid UTF-8 after decoding") from exc
+        else:  # nothing to decode: the common case for token requests
+            name, value = raw_name, raw_value
         seen = values.setdefault(name, [])
         if seen and name not in _REPEATABLE:
             raise InvalidRequest(
