@@ -23,13 +23,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
 import jwt
+from aiohttp import web
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from mtlsauth.config import load_settings
 from mtlsauth.keys import KeyRing
@@ -104,6 +108,11 @@ class _KeepAlive(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
+        if self.deadline == 0.0:  # new connection per request: send at once
+            self._send()
+
+    def start(self, deadline: float) -> None:
+        self.deadline = deadline
         self._send()
 
     def _send(self) -> None:
@@ -154,22 +163,33 @@ def _request(path: str, body: str, headers: dict[str, str], *, close: bool = Fal
 
 
 async def _keep_alive_load(
-    port: int, ctx: ssl.SSLContext, request: bytes, connections: int, seconds: float
+    port: int,
+    ctx: ssl.SSLContext,
+    request: bytes,
+    connections: int,
+    seconds: float,
+    *,
+    on_start: Callable[[], None] = lambda: None,
 ) -> tuple[list[float], list[int]]:
+    """Open every connection first (handshakes are not part of the keep-alive figure), then
+    call ``on_start`` and send back to back for ``seconds``."""
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     errors: list[int] = []
-    deadline = time.perf_counter() + seconds
     protocols = []
     for _ in range(connections):
         _, proto = await loop.create_connection(
-            lambda: _KeepAlive(request, deadline, latencies, errors),
+            lambda: _KeepAlive(request, -1.0, latencies, errors),
             "127.0.0.1",
             port,
             ssl=ctx,
             server_hostname="localhost",
         )
         protocols.append(proto)
+    on_start()
+    deadline = time.perf_counter() + seconds
+    for proto in protocols:
+        proto.start(deadline)
     await asyncio.gather(*(p.done for p in protocols))
     return latencies, errors
 
@@ -205,6 +225,10 @@ async def _new_connection_load(
     return latencies, errors
 
 
+_FIXED_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store",
+                  "Pragma": "no-cache"}  # fmt: skip
+
+
 class _Bare(asyncio.Protocol):
     """The reference: a TLS server that answers any request with a fixed 200 and closes."""
 
@@ -219,8 +243,15 @@ class _Bare(asyncio.Protocol):
             self.transport.close()
 
 
-def _reference_server(home: Path, port: int) -> None:
-    """A bare mTLS handshake server with the service's own certificates and TLS settings."""
+# A body the size of a bound token response, so the framework reference writes what we write.
+_FIXED_BODY = b'{"access_token":"' + b"x" * 640 + b'","token_type":"Bearer","expires_in":300}'
+
+
+def _reference_server(home: Path, port: int, kind: str) -> None:
+    """A reference server with the service's own certificates and TLS settings: ``bare`` is a
+    TLS server answering a fixed 200 and closing (the handshake alone); ``aiohttp`` is an
+    aiohttp application whose POST /token reads the body and returns a fixed token-sized
+    response (the framework alone)."""
     settings = load_settings(home)
     ctx = build_server_context(
         ServerTLSConfig(cert=settings.tls_cert, key=settings.tls_key, client_ca=settings.client_ca),
@@ -229,19 +260,33 @@ def _reference_server(home: Path, port: int) -> None:
     if uvloop is not None:
         uvloop.install()
 
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=_FIXED_BODY, headers=_FIXED_HEADERS)
+
     async def run() -> None:
-        server = await asyncio.get_running_loop().create_server(_Bare, "127.0.0.1", port, ssl=ctx)
+        loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        async with server:
-            await stop.wait()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        if kind == "bare":
+            server = await loop.create_server(_Bare, "127.0.0.1", port, ssl=ctx)
+            async with server:
+                await stop.wait()
+            return
+        app = web.Application()
+        app.router.add_post("/token", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+        await stop.wait()
+        await runner.cleanup()
 
     asyncio.run(run())
 
 
 @contextlib.contextmanager
 def _server(
-    home: Path, port: int, cores: set[int], workers: int, *, reference: bool = False
+    home: Path, port: int, cores: set[int], workers: int, *, reference: str | None = None
 ) -> Iterator[list[int]]:
     env = {**os.environ, "MTLSAUTH_HOST": "127.0.0.1", "MTLSAUTH_PORT": str(port),
            "MTLSAUTH_LOG_LEVEL": "WARNING", "MTLSAUTH_AUDIT_LOG": "",
@@ -249,7 +294,7 @@ def _server(
     command = [sys.executable, "-m", "mtlsauth", "serve", "--home", str(home)]
     if reference:
         command = [sys.executable, "-m", "mtlsauth.benchmark", "--reference-server", str(port),
-                   "--home", str(home)]  # fmt: skip
+                   "--reference-kind", reference, "--home", str(home)]  # fmt: skip
     if workers > 1:
         command += ["--workers", str(workers)]
     proc = subprocess.Popen(command, env=env, preexec_fn=lambda: os.sched_setaffinity(0, cores))  # noqa: PLW1509
@@ -290,18 +335,27 @@ def _scenario(
     new_connections: bool = False,
     workers: int = 1,
     server_cores: set[int] | None = None,
-    reference: bool = False,
+    reference: str | None = None,
 ) -> Result:
     port = _free_port()
     with _server(home, port, server_cores or {0}, workers, reference=reference) as pids:
         # Warm up (caches, JIT-free but import-heavy first requests), then measure.
         load = _new_connection_load if new_connections else _keep_alive_load
         asyncio.run(load(port, ctx, request, min(connections, 4), 1.0))
-        cpu_before = _cpu_seconds(pids)
-        started = time.perf_counter()
-        latencies, errors = asyncio.run(load(port, ctx, request, connections, seconds))
-        elapsed = time.perf_counter() - started
-        cpu = _cpu_seconds(pids) - cpu_before
+        marks: dict[str, float] = {}
+
+        def mark() -> None:
+            marks.update(cpu=_cpu_seconds(pids), time=time.perf_counter())
+
+        if new_connections:
+            mark()
+            latencies, errors = asyncio.run(load(port, ctx, request, connections, seconds))
+        else:
+            latencies, errors = asyncio.run(
+                _keep_alive_load(port, ctx, request, connections, seconds, on_start=mark)
+            )
+        elapsed = time.perf_counter() - marks["time"]
+        cpu = _cpu_seconds(pids) - marks["cpu"]
     latencies.sort()
     count = len(latencies)
     return Result(
@@ -367,10 +421,34 @@ def _resource_checks(home: Path, seconds: float) -> list[dict[str, Any]]:
             done += 1000
         return done / (time.perf_counter() - started)
 
+    def primitive(operation: Callable[[], object]) -> float:
+        started = time.perf_counter()
+        done = 0
+        while time.perf_counter() - started < min(seconds, 2.0):
+            for _ in range(100):
+                operation()
+            done += 100
+        return done / (time.perf_counter() - started)
+
+    # The floors: what cryptography's P-256 costs on this core, with nothing around it.
+    public = ring.active.private_key.public_key()
+    signing_input, _, signature = tokens[0].rpartition(".")
+    raw = base64.urlsafe_b64decode(signature + "==")
+    der_signature = encode_dss_signature(int.from_bytes(raw[:32]), int.from_bytes(raw[32:]))
+    data = signing_input.encode()
+    ecdsa = ec.ECDSA(hashes.SHA256())
+
+    def rate(value: float) -> float:
+        return round(value, 1)
+
     return [
-        {"scenario": "resource check, first use", "per_s": round(asyncio.run(first_use()), 1)},
-        {"scenario": "resource check, repeated token", "per_s": round(asyncio.run(repeated()), 1)},
-    ]
+        {"scenario": "resource check, first use", "per_s": rate(asyncio.run(first_use()))},
+        {"scenario": "resource check, repeated token", "per_s": rate(asyncio.run(repeated()))},
+        {"scenario": "reference: P-256 signature verification alone",
+         "per_s": rate(primitive(lambda: public.verify(der_signature, data, ecdsa)))},
+        {"scenario": "reference: ES256 signature alone",
+         "per_s": rate(primitive(lambda: ring.active.sign(data)))},
+    ]  # fmt: skip
 
 
 def _setup(workdir: Path) -> tuple[Path, dict[str, Any]]:
@@ -412,7 +490,7 @@ def _table(results: list[Result], checks: list[dict[str, Any]]) -> str:
             f"| {r.p99_ms} | {r.errors} | {r.cpu_us_per_token} |"
         )
     rows.append("")
-    rows.append("| resource-server check (one core, in-process) | per second |")
+    rows.append("| in-process on one core | per second |")
     rows.append("|---|---:|")
     rows += [f"| {c['scenario']} | {c['per_s']:,.0f} |" for c in checks]
     return "\n".join(rows)
@@ -428,10 +506,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also measure 1 vs 2 workers sharing both cores with the load")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--reference-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--reference-kind", choices=["bare", "aiohttp"], default="bare",
+                        help=argparse.SUPPRESS)  # fmt: skip
     parser.add_argument("--home", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.reference_server:
-        _reference_server(Path(args.home), args.reference_server)
+        _reference_server(Path(args.home), args.reference_server, args.reference_kind)
         return 0
     if (os.cpu_count() or 1) < 2:
         print("the benchmark needs two cores (server on one, load on the other)", file=sys.stderr)
@@ -458,12 +538,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                       connections=args.connections, **common),
             _scenario("tls_client_auth, keep-alive", home, ctx=mtls, request=mtls_request,
                       connections=args.connections, **common),
+            _scenario("reference: aiohttp handler with a fixed response, keep-alive", home,
+                      ctx=mtls, request=mtls_request, connections=args.connections,
+                      reference="aiohttp", **common),
             _scenario("tls_client_auth, new TLS connection per request", home, ctx=mtls,
                       request=mtls_close, connections=args.new_connection_clients,
                       new_connections=True, **common),
             _scenario("reference: bare mTLS handshake + fixed response", home, ctx=mtls,
                       request=mtls_close, connections=args.new_connection_clients,
-                      new_connections=True, reference=True, **common),
+                      new_connections=True, reference="bare", **common),
         ]  # fmt: skip
         if args.workers:
             for workers in (1, 2):

@@ -56,7 +56,9 @@ class RevocationState:
     """The verified CRLs by issuer name, and a per-leaf cache of the answers."""
 
     by_issuer: dict[bytes, _IssuerCRL] = field(default_factory=dict)
-    _parsed: dict[bytes, x509.Certificate] = field(default_factory=dict)
+    # DER → (issuer DER, issuer for messages, serial): encoding the issuer name is not free,
+    # and every handshake asks.
+    _parsed: dict[bytes, tuple[bytes, x509.Name, int]] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> RevocationState:
@@ -100,24 +102,29 @@ class RevocationState:
     def refusal(self, der: bytes, now: dt.datetime | None = None) -> str | None:
         """Why this certificate must be refused, or None. Certificates of CAs without a CRL
         here (self-signed ones) are not judged."""
-        cert = self._parsed.get(der)
-        if cert is None:
+        known = self._parsed.get(der)
+        if known is None:
             try:
                 cert = x509.load_der_x509_certificate(der)
             except ValueError:
                 return "the client certificate does not parse"
             if len(self._parsed) >= _CACHE_SIZE:
                 self._parsed.clear()
-            self._parsed[der] = cert
-        entry = self.by_issuer.get(cert.issuer.public_bytes())
+            known = self._parsed[der] = (
+                cert.issuer.public_bytes(),
+                cert.issuer,
+                cert.serial_number,
+            )
+        issuer_der, issuer, serial = known
+        entry = self.by_issuer.get(issuer_der)
         if entry is None:
             return None
         now = now or dt.datetime.now(dt.UTC)
         if entry.next_update is not None and now > entry.next_update:
-            return f"the CRL of {cert.issuer.rfc4514_string()} expired at {entry.next_update}"
-        reason = entry.revoked.get(cert.serial_number)
+            return f"the CRL of {issuer.rfc4514_string()} expired at {entry.next_update}"
+        reason = entry.revoked.get(serial)
         if reason is not None:
-            return f"certificate {cert.serial_number:x} is revoked ({reason})"
+            return f"certificate {serial:x} is revoked ({reason})"
         return None
 
     def freshness(self, now: dt.datetime | None = None) -> list[tuple[str, dt.timedelta]]:

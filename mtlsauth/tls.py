@@ -55,6 +55,8 @@ class CheckingSSLObject(ssl.SSLObject):
 
     revocation: ClassVar[RevocationState] = RevocationState.empty()
     established_at: float
+    #: The client leaf's DER as the handshake saw it (asked once per connection).
+    peer_der: bytes | None = None
 
     def do_handshake(self) -> None:
         try:
@@ -65,7 +67,7 @@ class CheckingSSLObject(ssl.SSLObject):
             reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
             log.warning("TLS handshake refused: %s", reason)
             raise
-        der = self.getpeercert(binary_form=True)
+        der = self.peer_der = self.getpeercert(binary_form=True)
         refusal = self.revocation.refusal(der) if der else None
         if refusal is not None:
             log.warning(
@@ -102,6 +104,10 @@ def build_server_context(
     those ``revocation`` says are revoked."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # A TLS 1.2 renegotiation could change the client certificate mid-connection, unseen by
+    # the handshake hook below and by everything remembered per connection. OpenSSL 3 already
+    # refuses client-initiated ones by default; this says so for every build.
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
     ctx.load_cert_chain(config.cert, config.key)
     ctx.verify_mode = ssl.CERT_REQUIRED if require_cert else ssl.CERT_OPTIONAL
     ctx.load_verify_locations(cafile=str(config.client_ca))
@@ -146,7 +152,8 @@ def peer_certificate_der(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> by
     """The DER of the verified client leaf certificate, or None (also on resumed sessions)."""
     if ssl_object is None:
         return None
-    return ssl_object.getpeercert(binary_form=True)
+    known = getattr(ssl_object, "peer_der", None)
+    return known if known is not None else ssl_object.getpeercert(binary_form=True)
 
 
 class ClientCA:

@@ -302,3 +302,30 @@ async def test_server_certificate_hot_reload(home: Home) -> None:
                 break
             await asyncio.sleep(0.1)
         assert await asyncio.to_thread(served_serial, port) == renewed.cert.cert.serial_number
+
+
+async def test_renegotiation_is_refused(home: Home, svc: ClientCert) -> None:
+    """A TLS 1.2 renegotiation could swap the client certificate mid-connection, behind the
+    handshake hook and the per-connection caches: the server refuses it (openssl s_client's
+    ``R`` command asks for one). OpenSSL 3 refuses by default and the server context also sets
+    OP_NO_RENEGOTIATION, so this guards the property against either changing."""
+    async with running(home) as service:
+        port = service.url.rsplit(":", 1)[1]
+        proc = await asyncio.create_subprocess_exec(
+            "openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_2",
+            "-cert", str(svc.cert), "-key", str(svc.key), "-CAfile", str(home.ca_cert),
+            "-servername", "localhost",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        assert proc.stdin is not None
+        await asyncio.sleep(1.0)  # the handshake
+        proc.stdin.write(b"R\n")
+        await proc.stdin.drain()
+        await asyncio.sleep(1.0)
+        proc.stdin.close()
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    text = out.decode(errors="replace")
+    assert "Verify return code: 0 (ok)" in text  # the first handshake succeeded
+    assert "RENEGOTIATING" in text
+    assert "no renegotiation" in text
