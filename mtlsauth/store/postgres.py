@@ -128,6 +128,9 @@ _UNAVAILABLE = (
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.PostgresConnectionError,
+    # A connection the server ended while idle in the pool can fail its next query with
+    # "cannot switch to state ...; another operation is in progress" (seen with pg_ctl stop).
+    asyncpg.exceptions.InternalClientError,
 )
 
 
