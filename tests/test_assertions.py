@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -197,6 +198,10 @@ def _forged(header: dict[str, Any], claims: dict[str, Any], sign: Any = None) ->
     return f"{signing_input}.{signature}"
 
 
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
 async def test_bad_assertions(home: Home, pkjwt: str, ec_key: ec.EllipticCurvePrivateKey) -> None:
     now = int(time.time())
     issuer = home.settings.issuer
@@ -221,12 +226,17 @@ async def test_bad_assertions(home: Home, pkjwt: str, ec_key: ec.EllipticCurvePr
         "iss differs": jwt.encode(claims | {"iss": "someone"}, ec_key, "ES256", {"kid": "k1"}),
         "unknown kid": assertion(home, pkjwt, ec_key, "ES256", kid="k2"),
         "garbage": "not.a.jwt",
+        "header nested too deeply": f"{_b64(b'[' * 5000)}.{_b64(json.dumps(claims).encode())}.c2ln",
     }
     lenient = dataclasses.replace(home.settings, throttle_limit=1000)  # many failures on purpose
     async with running(home, lenient) as service:
         for label, value in cases.items():
             status, body = await token_with(service, value, client_id=pkjwt)
             assert (status, body["error"]) == (401, "invalid_client"), label
+        # Without client_id the payload's iss is read (unverified) to find the client.
+        deep_payload = f"{_b64(b'{}')}.{_b64(b'[' * 5000)}.c2ln"
+        status, body = await token_with(service, deep_payload)
+        assert (status, body["error"]) == (401, "invalid_client")
         status, body = await service.token(client_assertion=assertion(home, pkjwt, ec_key, "ES256"))
         assert (status, body["error"]) == (400, "invalid_request")  # no assertion type
         status, body = await service.token(

@@ -102,7 +102,8 @@ async def test_introspection(home: Home, parties: dict[str, Any], tmp_path: Path
             .issue(client_id="svc", audience=(settings.issuer,), scope=("read",), x5t_s256=None)
             .token
         )
-        for token in (expired, foreign, other_issuer, "garbage", bound[:-5] + "AAAAA"):
+        deep = base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=") + ".e30.c2ln"
+        for token in (expired, foreign, other_issuer, "garbage", bound[:-5] + "AAAAA", deep):
             status, info = await introspect(service, token, parties["rs"])
             assert (status, info) == (200, {"active": False}), token[:20]
 

@@ -167,6 +167,7 @@ async def test_bad_tokens(home: Home, svc: tuple[ClientCert, ClientCert]) -> Non
         "header not base64url": f"ab+/{head}.{payload}.{sig}",
         "header not JSON": f"{b64url(b'alg ES256')}.{payload}.{sig}",
         "header a JSON array": f"{b64url(b'[1]')}.{payload}.{sig}",
+        "header nested too deeply": f"{b64url(b'[' * 5000)}.{payload}.{sig}",
         "header without kid": hand_made({"alg": "ES256", "typ": "at+jwt"}, claims, key.sign),
         "header with a numeric kid": hand_made(
             {"alg": "ES256", "typ": "at+jwt", "kid": 7}, claims, key.sign

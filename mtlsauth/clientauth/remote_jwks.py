@@ -62,7 +62,10 @@ class RemoteJWKS:
             body = await resp.content.read(_MAX_BYTES + 1)
             if len(body) > _MAX_BYTES:
                 raise ValueError(f"{uri} sent more than {_MAX_BYTES} bytes")
-        doc = json.loads(body)
+        try:
+            doc = json.loads(body)
+        except RecursionError as exc:
+            raise ValueError(f"{uri} sent JSON nested too deeply") from exc
         keys = doc.get("keys") if isinstance(doc, dict) else None
         if not isinstance(keys, list):
             raise ValueError(f"{uri} is not a JWK Set")

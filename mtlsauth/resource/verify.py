@@ -142,8 +142,8 @@ def _key_id(segment: str) -> str:
         raise InvalidToken("malformed token header: not base64url")
     try:
         header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except ValueError as exc:  # binascii.Error and JSONDecodeError are ValueErrors
-        raise InvalidToken(f"malformed token header: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # binascii, JSON, nesting too deep
+        raise InvalidToken(f"malformed token header: {type(exc).__name__}") from exc
     if not isinstance(header, dict):
         raise InvalidToken("malformed token header: not a JSON object")
     alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
