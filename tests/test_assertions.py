@@ -254,13 +254,17 @@ async def test_secret_client_refuses_asymmetric_algorithms(home: Home) -> None:
 
 
 @contextlib.asynccontextmanager
-async def jwks_server(home: Home, documents: list[dict[str, Any]]) -> AsyncIterator[str]:
-    """An https JWKS endpoint serving ``documents[-1]`` (so the test can rotate keys)."""
+async def jwks_server(home: Home, documents: list[Any]) -> AsyncIterator[str]:
+    """An https JWKS endpoint serving ``documents[-1]`` (so the test can rotate keys); a
+    ``bytes`` document is sent as it is."""
     hits: list[int] = []
 
     async def serve(request: web.Request) -> web.Response:
         hits.append(1)
-        return web.json_response(documents[-1])
+        document = documents[-1]
+        if isinstance(document, bytes):
+            return web.Response(body=document, content_type="application/json")
+        return web.json_response(document)
 
     app = web.Application()
     app.router.add_get("/jwks", serve)
@@ -276,6 +280,17 @@ async def jwks_server(home: Home, documents: list[dict[str, Any]]) -> AsyncItera
         yield f"https://127.0.0.1:{port}/jwks"
     finally:
         await runner.cleanup()
+
+
+async def test_jwks_uri_nested_too_deeply(home: Home, ec_key: ec.EllipticCurvePrivateKey) -> None:
+    """A hostile jwks_uri document is a failed fetch (401), not a server error."""
+    settings = dataclasses.replace(home.settings, jwks_uri_cafile=home.ca_cert)
+    async with jwks_server(home, [b'{"keys":' + b"[" * 5000]) as uri:
+        await home.aadd_client("--auth-method", "private_key_jwt", "--client-id", "deep",
+                               "--jwks-uri", uri)  # fmt: skip
+        async with running(home, settings) as service:
+            status, body = await token_with(service, assertion(home, "deep", ec_key, "ES256"))
+    assert (status, body["error"]) == (401, "invalid_client")
 
 
 async def test_jwks_uri_with_caching_and_rotation(home: Home) -> None:
