@@ -20,8 +20,6 @@ __all__ = ["AccessToken", "TokenIssuer"]
 
 # A JSON string literal (json.dumps of a str takes the encoder's C fast path).
 _quote = json.dumps
-# json.dumps with separators builds a new encoder on every call; this one is built once.
-_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +41,7 @@ class TokenIssuer:
     def use_key(self, key: SigningKey) -> None:
         """Sign from now on with ``key`` (signing key rotation)."""
         header = {"alg": SIGNING_ALG, "kid": key.kid, "typ": "at+jwt"}
-        self._header_b64 = b64url(_compact(header).encode()) + "."
+        self._header_b64 = b64url(json.dumps(header, separators=(",", ":")).encode()) + "."
         self.key = key
 
     def issue(
