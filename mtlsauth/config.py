@@ -78,6 +78,7 @@ class Settings:
     max_body_bytes: int = 16384
     log_level: str = "INFO"
     max_connection_age: float = 60.0
+    tls_session_tickets: int = 1
     crl_warn_hours: float = 48.0
     audit_log: Path | None = None
     strict_assertion_audience: bool = False
@@ -281,6 +282,7 @@ _VALIDATORS: Final[Mapping[str, Callable[[str, Any], Any]]] = {
     "throttle_block": _as_number(float, 1.0, 86400.0),
     "log_format": _as_log_format,
     "max_connection_age": _as_number(float, 1.0, 86400.0),
+    "tls_session_tickets": _as_number(int, 0, 8),
     "crl_warn_hours": _as_number(float, 0.0, 8760.0),
     "trusted_proxies": _as_networks,
     "client_cert_header": _as_header_name,
@@ -384,6 +386,7 @@ def load_settings(home: Path | str, environ: Mapping[str, str] | None = None) ->
         log_level=values.get("log_level", "INFO"),
         crl=_resolve(home, values["crl"]) if values.get("crl") else None,
         max_connection_age=values.get("max_connection_age", 60.0),
+        tls_session_tickets=values.get("tls_session_tickets", 1),
         crl_warn_hours=values.get("crl_warn_hours", 48.0),
         audit_log=_resolve(home, values["audit_log"]) if values.get("audit_log") else None,
         strict_assertion_audience=values.get("strict_assertion_audience", False),

@@ -21,6 +21,10 @@ from tests.conftest import Home
         ({"MTLSAUTH_TLS_CERT": "/nonexistent.pem"}, "'tls_cert' names a file that does not exist"),
         ({"MTLSAUTH_COLOUR": "blue"}, "unknown setting(s) 'colour'"),
         ({"MTLSAUTH_DEFAULT_AUDIENCE": "relative"}, "'default_audience'"),
+        (
+            {"MTLSAUTH_TLS_SESSION_TICKETS": "9"},
+            "'tls_session_tickets' must be an integer from 0 to 8",
+        ),
     ],
 )
 def test_bad_settings_are_named(home: Home, env: dict[str, str], message: str) -> None:
@@ -35,6 +39,9 @@ def test_environment_overrides_file(home: Home) -> None:
     )
     assert settings.token_ttl == 120
     assert settings.hosts == ("::1",)
+    assert load_settings(home.path, environ={}).tls_session_tickets == 1
+    tickets = load_settings(home.path, environ={"MTLSAUTH_TLS_SESSION_TICKETS": "0"})
+    assert tickets.tls_session_tickets == 0
 
 
 def test_missing_home(tmp_path: object) -> None:

@@ -140,6 +140,34 @@ async def test_resumed_session_is_checked_too(
     assert "resumed session: True" in caplog.text
 
 
+@pytest.mark.parametrize("tickets", [0, 1, 3])
+async def test_session_tickets_follow_the_setting(
+    home: Home, svc: ClientCert, tickets: int
+) -> None:
+    """``tls_session_tickets``: exactly that many TLS 1.3 tickets after a full handshake, and
+    no resumption at all with 0 (every connection then verifies the whole chain)."""
+    received: list[int] = []
+
+    def watch(_conn: object, direction: str, _version: object, content_type: object,
+              msg_type: object, _data: bytes) -> None:  # fmt: skip
+        # Python's debugging hook for TLS messages; handshake type 4 is NewSessionTicket.
+        if direction == "read" and content_type == 22 and msg_type == 4:
+            received.append(4)
+
+    ctx = client_context(home, svc)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx._msg_callback = watch  # type: ignore[attr-defined]
+    settings = dataclasses.replace(home.settings, tls_session_tickets=tickets)
+    async with running(home, settings) as service:
+        port = int(service.url.rsplit(":", 1)[1])
+        status, session, _ = await asyncio.to_thread(token_request, port, ctx)
+        assert status == 200
+        assert len(received) == tickets
+        status, _, resumed = await asyncio.to_thread(token_request, port, ctx, session)
+    assert status == 200
+    assert resumed is (tickets > 0)
+
+
 async def test_keep_alive_connection_sees_the_revocation(home: Home, svc: ClientCert) -> None:
     created: list[object] = []
     reused: list[object] = []

@@ -68,7 +68,11 @@ KEY_RETIRE_MARGIN = 60.0
 def create_tls(settings: Settings) -> TLSManager:
     """The listeners' TLS contexts for ``settings`` (before the app starts)."""
     config = ServerTLSConfig(
-        cert=settings.tls_cert, key=settings.tls_key, client_ca=settings.client_ca, crl=settings.crl
+        cert=settings.tls_cert,
+        key=settings.tls_key,
+        client_ca=settings.client_ca,
+        crl=settings.crl,
+        session_tickets=settings.tls_session_tickets,
     )
     return TLSManager(config, with_required_listener=settings.mtls_port is not None)
 
