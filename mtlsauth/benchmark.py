@@ -3,7 +3,9 @@
 The service runs in its own process pinned to one core; the load comes from this process
 pinned to another, over N keep-alive TLS connections (or a new connection per request) for a
 fixed time. Reported per scenario: tokens/s, latency p50/p90/p99, errors, and the server's
-CPU time per token (from /proc). The resource-server checks are measured in-process on one
+CPU time per token (from /proc). Each scenario's time is split into rounds taken in turn
+across all scenarios, so that the machine's drift hits every row alike; the ratios the
+targets are stated in are shown over all rounds and round by round. The resource-server checks are measured in-process on one
 core: first use (signature and claims) and repeated use (the verified-token cache).
 
 Floors measured in the same run (rows marked "reference:"): an aiohttp handler returning a
@@ -329,46 +331,67 @@ def _run_cli(*args: str) -> Any:
     return json.loads(out.stdout)
 
 
-def _scenario(
-    name: str,
-    home: Path,
-    *,
-    ctx: ssl.SSLContext,
-    request: bytes,
-    connections: int,
-    seconds: float,
-    new_connections: bool = False,
-    workers: int = 1,
-    server_cores: set[int] | None = None,
-    reference: str | None = None,
-) -> Result:
+@dataclass(frozen=True)
+class _Scenario:
+    """One row of the table: what is served, and how the load reaches it."""
+
+    name: str
+    ctx: ssl.SSLContext
+    request: bytes
+    connections: int
+    new_connections: bool = False
+    workers: int = 1
+    server_cores: frozenset[int] = frozenset({0})
+    reference: str | None = None
+
+
+@dataclass
+class _Round:
+    latencies: list[float]
+    errors: int
+    elapsed: float
+    cpu: float
+
+
+def _measure(scenario: _Scenario, home: Path, seconds: float) -> _Round:
+    """One round: start the server, warm it up, measure for ``seconds``, stop it."""
     port = _free_port()
-    with _server(home, port, server_cores or {0}, workers, reference=reference) as pids:
+    with _server(home, port, set(scenario.server_cores), scenario.workers,
+                 reference=scenario.reference) as pids:  # fmt: skip
         # Warm up (caches, JIT-free but import-heavy first requests), then measure.
-        load = _new_connection_load if new_connections else _keep_alive_load
-        asyncio.run(load(port, ctx, request, min(connections, 4), 1.0))
+        load = _new_connection_load if scenario.new_connections else _keep_alive_load
+        asyncio.run(load(port, scenario.ctx, scenario.request, min(scenario.connections, 4), 1.0))
         marks: dict[str, float] = {}
 
         def mark() -> None:
             marks.update(cpu=_cpu_seconds(pids), time=time.perf_counter())
 
-        if new_connections:
+        if scenario.new_connections:
             mark()
-            latencies, errors = asyncio.run(load(port, ctx, request, connections, seconds))
+            latencies, errors = asyncio.run(
+                load(port, scenario.ctx, scenario.request, scenario.connections, seconds)
+            )
         else:
             latencies, errors = asyncio.run(
-                _keep_alive_load(port, ctx, request, connections, seconds, on_start=mark)
-            )
+                _keep_alive_load(port, scenario.ctx, scenario.request, scenario.connections,
+                                 seconds, on_start=mark)
+            )  # fmt: skip
         elapsed = time.perf_counter() - marks["time"]
         cpu = _cpu_seconds(pids) - marks["cpu"]
-    latencies.sort()
+    return _Round(latencies, len(errors), elapsed, cpu)
+
+
+def _result(scenario: _Scenario, rounds: list[_Round]) -> Result:
+    latencies = sorted(value for r in rounds for value in r.latencies)
     count = len(latencies)
+    elapsed = sum(r.elapsed for r in rounds)
+    cpu = sum(r.cpu for r in rounds)
     return Result(
-        scenario=name,
-        connections=connections,
+        scenario=scenario.name,
+        connections=scenario.connections,
         seconds=round(elapsed, 2),
         requests=count,
-        errors=len(errors),
+        errors=sum(r.errors for r in rounds),
         tokens_per_s=round(count / elapsed, 1),
         p50_ms=round(_percentile(latencies, 0.50), 2),
         p90_ms=round(_percentile(latencies, 0.90), 2),
@@ -376,6 +399,45 @@ def _scenario(
         server_cpu_s=round(cpu, 2),
         cpu_us_per_token=round(cpu / count * 1e6, 1) if count else 0.0,
     )
+
+
+def _run_interleaved(
+    scenarios: list[_Scenario], home: Path, seconds: float, rounds: int
+) -> dict[str, list[_Round]]:
+    """Every scenario gets ``seconds`` in all, split into ``rounds`` rounds taken in turn, so
+    that a drift of the machine's speed (large on shared VMs) hits every row alike and the
+    ratios between rows stay meaningful."""
+    done: dict[str, list[_Round]] = {s.name: [] for s in scenarios}
+    for _ in range(rounds):
+        for scenario in scenarios:
+            done[scenario.name].append(_measure(scenario, home, seconds / rounds))
+    return done
+
+
+def _cpu_per_request(parts: list[_Round]) -> float:
+    count = sum(len(r.latencies) for r in parts)
+    return sum(r.cpu for r in parts) / count if count else 0.0
+
+
+def _per_second(parts: list[_Round]) -> float:
+    elapsed = sum(r.elapsed for r in parts)
+    return sum(len(r.latencies) for r in parts) / elapsed if elapsed else 0.0
+
+
+def _ratio(
+    name: str, target: str, a: list[_Round], b: list[_Round], value: Callable[[list[_Round]], float]
+) -> dict[str, Any]:
+    """a / b over all rounds, and round by round (the spread shows the machine's noise)."""
+
+    def divide(x: float, y: float) -> float:
+        return round(x / y, 2) if y else 0.0
+
+    return {
+        "ratio": name,
+        "target": target,
+        "all_rounds": divide(value(a), value(b)),
+        "per_round": [divide(value([x]), value([y])) for x, y in zip(a, b, strict=True)],
+    }
 
 
 class _StaticKeys:
@@ -486,7 +548,9 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def _table(results: list[Result], checks: list[dict[str, Any]]) -> str:
+def _table(
+    results: list[Result], ratios: list[dict[str, Any]], checks: list[dict[str, Any]]
+) -> str:
     rows = ["| scenario | conns | tokens/s | p50 ms | p90 ms | p99 ms | errors | server CPU µs/token |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in results:
@@ -495,15 +559,24 @@ def _table(results: list[Result], checks: list[dict[str, Any]]) -> str:
             f"| {r.p99_ms} | {r.errors} | {r.cpu_us_per_token} |"
         )
     rows.append("")
+    rows.append("| ratio | all rounds | round by round | target |")
+    rows.append("|---|---:|---|---|")
+    for q in ratios:
+        spread = ", ".join(str(v) for v in q["per_round"])
+        rows.append(f"| {q['ratio']} | {q['all_rounds']} | {spread} | {q['target']} |")
+    rows.append("")
     rows.append("| in-process on one core | per second |")
     rows.append("|---|---:|")
     rows += [f"| {c['scenario']} | {c['per_s']:,.0f} |" for c in checks]
     return "\n".join(rows)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=10.0, help="per scenario (default 10)")
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="per scenario, all rounds together (default 10)")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds per scenario, taken in turn across scenarios (default 3)")  # fmt: skip
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections")
     parser.add_argument("--new-connection-clients", type=int, default=8,
                         help="concurrent clients in the new-connection scenario")  # fmt: skip
@@ -514,7 +587,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reference-kind", choices=["bare", "aiohttp"], default="bare",
                         help=argparse.SUPPRESS)  # fmt: skip
     parser.add_argument("--home", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.seconds <= 0:
+        parser.error("--rounds must be at least 1 and --seconds more than 0")
     if args.reference_server:
         _reference_server(Path(args.home), args.reference_server, args.reference_kind)
         return 0
@@ -537,39 +617,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         mtls_request = _request("/token", "grant_type=client_credentials&client_id=mtls", {})
         mtls_close = _request("/token", "grant_type=client_credentials&client_id=mtls", {},
                               close=True)  # fmt: skip
-        common: dict[str, Any] = {"seconds": args.seconds}
-        results = [
-            _scenario("client_secret_basic, keep-alive", home, ctx=plain, request=secret_request,
-                      connections=args.connections, **common),
-            _scenario("tls_client_auth, keep-alive", home, ctx=mtls, request=mtls_request,
-                      connections=args.connections, **common),
-            _scenario("reference: aiohttp handler with a fixed response, keep-alive", home,
-                      ctx=mtls, request=mtls_request, connections=args.connections,
-                      reference="aiohttp", **common),
-            _scenario("tls_client_auth, new TLS connection per request", home, ctx=mtls,
-                      request=mtls_close, connections=args.new_connection_clients,
-                      new_connections=True, **common),
-            _scenario("reference: bare mTLS handshake + fixed response", home, ctx=mtls,
-                      request=mtls_close, connections=args.new_connection_clients,
-                      new_connections=True, reference="bare", **common),
+        keep_alive = _Scenario("tls_client_auth, keep-alive", mtls, mtls_request,
+                               args.connections)  # fmt: skip
+        framework = _Scenario("reference: aiohttp handler with a fixed response, keep-alive",
+                              mtls, mtls_request, args.connections, reference="aiohttp")  # fmt: skip
+        new_connection = _Scenario("tls_client_auth, new TLS connection per request", mtls,
+                                   mtls_close, args.new_connection_clients,
+                                   new_connections=True)  # fmt: skip
+        handshake = _Scenario("reference: bare mTLS handshake + fixed response", mtls,
+                              mtls_close, args.new_connection_clients, new_connections=True,
+                              reference="bare")  # fmt: skip
+        scenarios = [
+            _Scenario("client_secret_basic, keep-alive", plain, secret_request, args.connections),
+            keep_alive, framework, new_connection, handshake,
         ]  # fmt: skip
-        if args.workers:
-            for workers in (1, 2):
-                results.append(
-                    _scenario(f"tls_client_auth, keep-alive, {workers} worker(s) on cores 0+1",
-                              home, ctx=mtls, request=mtls_request, connections=args.connections,
-                              workers=workers, server_cores={0, 1}, **common)
-                )  # fmt: skip
+        workers = [
+            _Scenario(f"tls_client_auth, keep-alive, {n} worker(s) on cores 0+1", mtls,
+                      mtls_request, args.connections, workers=n, server_cores=frozenset({0, 1}))
+            for n in ((1, 2) if args.workers else ())
+        ]  # fmt: skip
+        scenarios += workers
+        rounds = _run_interleaved(scenarios, home, args.seconds, args.rounds)
+        results = [_result(s, rounds[s.name]) for s in scenarios]
+        ratios = [
+            _ratio("server CPU per token: new connection / bare handshake", "≤ 1.10",
+                   rounds[new_connection.name], rounds[handshake.name], _cpu_per_request),
+            _ratio("server CPU per token: keep-alive / aiohttp fixed response", "(the framework)",
+                   rounds[keep_alive.name], rounds[framework.name], _cpu_per_request),
+        ]  # fmt: skip
+        if workers:
+            ratios.append(_ratio("tokens/s: 2 workers / 1 worker", "≥ 1.8",
+                                 rounds[workers[1].name], rounds[workers[0].name], _per_second))  # fmt: skip
         os.sched_setaffinity(0, {0})
         checks = _resource_checks(home, min(args.seconds, 5.0))
     machine = _machine()
-    report = {"machine": machine, "results": [asdict(r) for r in results], "checks": checks}
+    report = {"machine": machine, "rounds": args.rounds, "results": [asdict(r) for r in results],
+              "ratios": ratios, "checks": checks}  # fmt: skip
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(f"machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
               f"{machine['event_loop']}, {machine['openssl']}")  # fmt: skip
-        print(_table(results, checks))
+        print(_table(results, ratios, checks))
     return 0
 
 

@@ -1,0 +1,38 @@
+"""scripts/bench runs end to end (a smoke run: tiny durations, numbers not judged)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def test_bench_reports_every_scenario_without_errors() -> None:
+    # A subprocess: the benchmark pins its own process to cores and installs uvloop.
+    out = subprocess.run(
+        [sys.executable, "-m", "mtlsauth.benchmark", "--seconds", "0.6", "--rounds", "2",
+         "--connections", "4", "--new-connection-clients", "2", "--workers", "--json"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["rounds"] == 2
+    names = [r["scenario"] for r in report["results"]]
+    assert len(names) == 7
+    for row in report["results"]:
+        assert row["requests"] > 0, row
+        assert row["errors"] == 0, row
+        assert row["cpu_us_per_token"] > 0, row
+    assert [len(q["per_round"]) for q in report["ratios"]] == [2, 2, 2]
+    assert all(q["all_rounds"] > 0 for q in report["ratios"])
+    assert all(c["per_s"] > 0 for c in report["checks"])
+
+
+def test_bench_refuses_zero_rounds() -> None:
+    from mtlsauth.benchmark import main
+
+    with pytest.raises(SystemExit) as excinfo:
+        main(["--rounds", "0"])
+    assert excinfo.value.code == 2
