@@ -20,12 +20,12 @@ def test_bench_reports_every_scenario_without_errors() -> None:
     report = json.loads(out.stdout)
     assert report["rounds"] == 2
     names = [r["scenario"] for r in report["results"]]
-    assert len(names) == 7
+    assert len(names) == 8
     for row in report["results"]:
         assert row["requests"] > 0, row
         assert row["errors"] == 0, row
         assert row["cpu_us_per_token"] > 0, row
-    assert [len(q["per_round"]) for q in report["ratios"]] == [2, 2, 2]
+    assert [len(q["per_round"]) for q in report["ratios"]] == [2, 2, 2, 2]
     assert all(q["all_rounds"] > 0 for q in report["ratios"])
     assert all(c["per_s"] > 0 for c in report["checks"])
 
