@@ -636,7 +636,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             keep_alive, framework, new_connection, handshake, framework_connection,
         ]  # fmt: skip
         workers = [
-            _Scenario(f"tls_client_auth, keep-alive, {n} worker(s) on cores 0+1", mtls,
+            _Scenario(f"tls_client_auth, keep-alive, {n} {'workers' if n > 1 else 'worker'} on "
+                      "cores 0+1", mtls,
                       mtls_request, args.connections, workers=n, server_cores=frozenset({0, 1}))
             for n in ((1, 2) if args.workers else ())
         ]  # fmt: skip
