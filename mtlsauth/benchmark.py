@@ -1,16 +1,18 @@
 """``scripts/bench``: how fast mtlsauth issues and checks tokens, measured, never asserted.
 
-The service runs in its own process pinned to one core; the load comes from this process
-pinned to another, over N keep-alive TLS connections (or a new connection per request) for a
-fixed time. Reported per scenario: tokens/s, latency p50/p90/p99, errors, and the server's
-CPU time per token (from /proc). Each scenario's time is split into rounds taken in turn
-across all scenarios, so that the machine's drift hits every row alike; the ratios the
-targets are stated in are shown over all rounds and round by round. The resource-server checks are measured in-process on one
-core: first use (signature and claims) and repeated use (the verified-token cache).
+The service runs in its own process pinned to one core; the load comes from this process pinned
+to another, over N keep-alive TLS connections (or a new connection per request) for a fixed
+time. Reported per scenario: tokens/s, latency p50/p90/p99, errors, and the server's CPU time
+per token (from /proc). Each scenario's time is split into rounds taken in turn across all
+scenarios, so that the machine's drift hits every row alike; the ratios the targets are stated
+in are shown over all rounds and round by round. The resource-server checks are measured
+in-process on one core: first use (signature and claims) and repeated use (the verified-token
+cache).
 
 Floors measured in the same run (rows marked "reference:"): an aiohttp handler returning a
-fixed token-sized response (the framework alone, over keep-alive and over new connections),
-a bare TLS server answering a fixed 200 (the mTLS handshake alone), and P-256 verification and ES256 signing through cryptography.
+fixed token-sized response (the framework alone, over keep-alive and over new connections), a
+bare TLS server answering a fixed 200 (the mTLS handshake alone), and P-256 verification and
+ES256 signing through cryptography.
 """
 
 from __future__ import annotations
