@@ -383,23 +383,30 @@ def _measure(scenario: _Scenario, home: Path, seconds: float) -> _Round:
     return _Round(latencies, len(errors), elapsed, cpu)
 
 
+def _cpu_per_request(parts: list[_Round]) -> float:
+    count = sum(len(r.latencies) for r in parts)
+    return sum(r.cpu for r in parts) / count if count else 0.0
+
+
+def _per_second(parts: list[_Round]) -> float:
+    elapsed = sum(r.elapsed for r in parts)
+    return sum(len(r.latencies) for r in parts) / elapsed if elapsed else 0.0
+
+
 def _result(scenario: _Scenario, rounds: list[_Round]) -> Result:
     latencies = sorted(value for r in rounds for value in r.latencies)
-    count = len(latencies)
-    elapsed = sum(r.elapsed for r in rounds)
-    cpu = sum(r.cpu for r in rounds)
     return Result(
         scenario=scenario.name,
         connections=scenario.connections,
-        seconds=round(elapsed, 2),
-        requests=count,
+        seconds=round(sum(r.elapsed for r in rounds), 2),
+        requests=len(latencies),
         errors=sum(r.errors for r in rounds),
-        tokens_per_s=round(count / elapsed, 1),
+        tokens_per_s=round(_per_second(rounds), 1),
         p50_ms=round(_percentile(latencies, 0.50), 2),
         p90_ms=round(_percentile(latencies, 0.90), 2),
         p99_ms=round(_percentile(latencies, 0.99), 2),
-        server_cpu_s=round(cpu, 2),
-        cpu_us_per_token=round(cpu / count * 1e6, 1) if count else 0.0,
+        server_cpu_s=round(sum(r.cpu for r in rounds), 2),
+        cpu_us_per_token=round(_cpu_per_request(rounds) * 1e6, 1),
     )
 
 
@@ -414,16 +421,6 @@ def _run_interleaved(
         for scenario in scenarios:
             done[scenario.name].append(_measure(scenario, home, seconds / rounds))
     return done
-
-
-def _cpu_per_request(parts: list[_Round]) -> float:
-    count = sum(len(r.latencies) for r in parts)
-    return sum(r.cpu for r in parts) / count if count else 0.0
-
-
-def _per_second(parts: list[_Round]) -> float:
-    elapsed = sum(r.elapsed for r in parts)
-    return sum(len(r.latencies) for r in parts) / elapsed if elapsed else 0.0
 
 
 def _ratio(
