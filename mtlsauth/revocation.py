@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -42,6 +42,15 @@ class _IssuerCRL:
     this_update: dt.datetime
     next_update: dt.datetime | None
     number: int | None
+    #: The issuer's name for messages (RFC 4514).
+    issuer: str = ""
+
+
+def _older(new: _IssuerCRL, current: _IssuerCRL) -> bool:
+    """Whether ``new`` was issued before ``current`` (RFC 5280 §5.2.3, §5.1.2.4)."""
+    if new.number is not None and current.number is not None and new.number != current.number:
+        return new.number < current.number
+    return new.this_update < current.this_update
 
 
 def _reason(entry: x509.RevokedCertificate) -> str:
@@ -96,8 +105,39 @@ class RevocationState:
                 this_update=crl.last_update_utc,
                 next_update=crl.next_update_utc,
                 number=number,
+                issuer=crl.issuer.rfc4514_string(),
             )
         return state
+
+    def keep_newest(
+        self, loaded: RevocationState, trusted: Container[bytes]
+    ) -> tuple[RevocationState, list[str]]:
+        """``loaded``, except where it would go back: per issuer, a CRL older than the one in
+        force is refused and the current one kept, so a stale CRL written back over the file
+        cannot un-revoke a certificate. Older means a lower CRL number (RFC 5280 §5.2.3: the
+        numbers increase monotonically), or the same number (or none) with an earlier
+        thisUpdate. A CA that is still in ``trusted`` (issuer names, DER) but whose CRL
+        vanished from the file keeps its current CRL too. Returns the state and the reasons
+        for every CRL refused."""
+        merged = dict(loaded.by_issuer)
+        refused: list[str] = []
+        for issuer, current in self.by_issuer.items():
+            new = loaded.by_issuer.get(issuer)
+            if new is None:
+                if issuer in trusted:
+                    merged[issuer] = current
+                    refused.append(f"the new CRL file has no CRL of {current.issuer}")
+            elif _older(new, current):
+                merged[issuer] = current
+                refused.append(
+                    f"the new CRL of {current.issuer} (number {new.number}, thisUpdate "
+                    f"{new.this_update:%Y-%m-%dT%H:%M:%SZ}) is older than the one in force "
+                    f"(number {current.number}, thisUpdate "
+                    f"{current.this_update:%Y-%m-%dT%H:%M:%SZ})"
+                )
+        if not refused:
+            return loaded, []
+        return RevocationState(by_issuer=merged), refused
 
     def refusal(self, der: bytes, now: dt.datetime | None = None) -> str | None:
         """Why this certificate must be refused, or None. Certificates of CAs without a CRL

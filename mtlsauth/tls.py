@@ -233,7 +233,12 @@ class TLSManager:
 
     def _rebuild(self, config: ServerTLSConfig) -> None:
         ca_certs = x509.load_pem_x509_certificates(config.client_ca.read_bytes())
-        revocation = self._load_revocation(config, ca_certs)
+        revocation, refused = self.revocation.keep_newest(
+            self._load_revocation(config, ca_certs),
+            trusted={c.subject.public_bytes() for c in ca_certs},
+        )
+        for reason in refused:
+            log.error("CRL refused on reload, the one in force is kept: %s", reason)
         optional = build_server_context(config, require_cert=False, revocation=revocation)
         required = (
             build_server_context(config, require_cert=True, revocation=revocation)

@@ -1,0 +1,114 @@
+"""Operator tooling, attacked: CRL rollback, CLI input that must be refused before anything is
+written, DN collisions, key file permissions, and secrets kept off the process list."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from mtlsauth.revocation import RevocationState
+from pki import Authority
+from tests.conftest import ClientCert, Home, client_context, running
+from tests.test_revocation import revoke, serial_of, token_request
+
+# --- item 2: a CRL never goes back -----------------------------------------------------------
+
+
+def _crl(
+    authority: Authority, *, number: int, this_update: dt.datetime, revoked: list[int]
+) -> bytes:
+    ca = authority.issuing()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(this_update)
+        .next_update(this_update + dt.timedelta(days=7))
+        .add_extension(x509.CRLNumber(number), critical=False)
+    )
+    for serial in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(this_update)
+            .build()
+        )
+    return builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.fixture
+def svc(home: Home) -> ClientCert:
+    home.add_client("--auth-method", "tls_client_auth", "--client-id", "svc", "--san-dns", "svc")
+    return home.issue("svc", dns=["svc"])
+
+
+async def _refused_within(port: int, ctx: object, seconds: float) -> None:
+    started = time.monotonic()
+    while (await asyncio.to_thread(token_request, port, ctx))[0] is not None:  # type: ignore[arg-type]
+        assert time.monotonic() - started < seconds, "the revoked certificate is still accepted"
+        await asyncio.sleep(0.1)
+
+
+async def test_older_crl_written_back_does_not_unrevoke(
+    home: Home, svc: ClientCert, caplog: pytest.LogCaptureFixture
+) -> None:
+    crl_path = home.authority.crl_path
+    before_revocation = crl_path.read_bytes()  # CRL #1, signed by init: svc is not on it
+    ctx = client_context(home, svc)
+    async with running(home) as service:
+        port = int(service.url.rsplit(":", 1)[1])
+        assert (await asyncio.to_thread(token_request, port, ctx))[0] == 200
+        await asyncio.to_thread(revoke, home, serial_of(svc))
+        await _refused_within(port, ctx, 5)
+
+        # The attack: the older, genuinely signed CRL written back over the file.
+        with caplog.at_level(logging.ERROR, logger="mtlsauth.tls"):
+            crl_path.write_bytes(before_revocation)
+            await asyncio.sleep(1.0)  # reload interval 0.1 s
+            for _ in range(3):
+                assert (await asyncio.to_thread(token_request, port, ctx))[0] is None
+    assert "CRL refused on reload" in caplog.text
+
+
+async def test_same_number_with_earlier_this_update_is_refused(home: Home, svc: ClientCert) -> None:
+    authority = home.authority
+    serial = int(serial_of(svc), 16)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    authority.crl_path.write_bytes(
+        _crl(authority, number=50, this_update=now - dt.timedelta(minutes=1), revoked=[serial])
+    )
+    ctx = client_context(home, svc)
+    async with running(home) as service:
+        port = int(service.url.rsplit(":", 1)[1])
+        assert (await asyncio.to_thread(token_request, port, ctx))[0] is None
+        authority.crl_path.write_bytes(
+            _crl(authority, number=50, this_update=now - dt.timedelta(hours=1), revoked=[])
+        )
+        await asyncio.sleep(1.0)
+        assert (await asyncio.to_thread(token_request, port, ctx))[0] is None
+        # Going forward still works: a newer CRL that no longer lists it is taken.
+        authority.crl_path.write_bytes(_crl(authority, number=51, this_update=now, revoked=[]))
+        started = time.monotonic()
+        while (await asyncio.to_thread(token_request, port, ctx))[0] != 200:
+            assert time.monotonic() - started < 5, "a newer CRL was not loaded"
+            await asyncio.sleep(0.1)
+
+
+def test_crl_of_a_still_trusted_ca_cannot_vanish(home: Home, svc: ClientCert) -> None:
+    authority = home.authority
+    issuing = authority.issuing_cert()
+    revoke(home, serial_of(svc))
+    current = RevocationState.load(authority.crl_path, [issuing])
+    assert current.refusal(svc.der) is not None
+    kept, refused = current.keep_newest(RevocationState.empty(), {issuing.subject.public_bytes()})
+    assert kept.refusal(svc.der) is not None
+    assert len(refused) == 1
+    # A CA no longer trusted takes its CRL with it.
+    gone, refused = current.keep_newest(RevocationState.empty(), set())
+    assert gone.by_issuer == {}
+    assert refused == []
