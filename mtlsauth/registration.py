@@ -11,6 +11,7 @@ import base64
 import binascii
 import datetime as dt
 import json
+import math
 import re
 import secrets
 import time
@@ -35,12 +36,23 @@ from mtlsauth.clients import (
 from mtlsauth.credentials import generate_secret, hash_secret, seal_secret
 from mtlsauth.dn import CertificateName, DNError
 
-__all__ = ["NewClient", "RegistrationError", "new_secret", "register", "validate_scope_tokens"]
+__all__ = [
+    "MAX_SECRET_GRACE",
+    "NewClient",
+    "RegistrationError",
+    "new_secret",
+    "register",
+    "validate_grace",
+    "validate_scope_tokens",
+]
 
 # RFC 6749 Appendix A.1: client-id = *VSCHAR (%x20-7E); no edge spaces, at most 200.
 _CLIENT_ID: Final = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,198}[\x21-\x7e])?\Z")
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+\Z")
+#: The longest the old secrets may keep working after a rotation (30 days, in seconds): long
+#: enough to roll a fleet over, short enough that a forgotten rotation still ends.
+MAX_SECRET_GRACE: Final = 30 * 86400
 
 
 class RegistrationError(ValueError):
@@ -178,6 +190,16 @@ def _certificates(
                 f"(valid {cert.not_before:%Y-%m-%d} to {cert.not_after:%Y-%m-%d})"
             )
     return certificates
+
+
+def validate_grace(seconds: float) -> float:
+    """The grace period of a secret rotation: a finite number of seconds, 0 to 30 days."""
+    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_SECRET_GRACE):
+        raise RegistrationError(
+            f"--grace must be a number of seconds from 0 to {MAX_SECRET_GRACE} (30 days), "
+            f"got {seconds!r}"
+        )
+    return seconds
 
 
 def new_secret(auth_method: str, secret_key: bytes, client_id: str) -> tuple[str, SecretEntry]:

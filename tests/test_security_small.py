@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from mtlsauth.revocation import RevocationState
 from pki import Authority
-from tests.conftest import ClientCert, Home, client_context, running
+from tests.conftest import ClientCert, Home, cli_json, client_context, run_cli, running
 from tests.test_revocation import revoke, serial_of, token_request
 
 # --- item 2: a CRL never goes back -----------------------------------------------------------
@@ -112,3 +112,32 @@ def test_crl_of_a_still_trusted_ca_cannot_vanish(home: Home, svc: ClientCert) ->
     gone, refused = current.keep_newest(RevocationState.empty(), set())
     assert gone.by_issuer == {}
     assert refused == []
+
+
+# --- item 3: rotate-secret validates --grace before it writes --------------------------------
+
+
+@pytest.mark.parametrize("grace", ["inf", "-inf", "nan", "-1", "1e12", "2592001"])
+def test_rotate_secret_refuses_a_bad_grace_and_writes_nothing(home: Home, grace: str) -> None:
+    added = home.add_client("--auth-method", "client_secret_basic", "--client-id", "s")
+    show = ["client", "show", "s", "--home", str(home.path)]
+    before = cli_json(show)
+    code, out, err = run_cli(["client", "rotate-secret", "s", "--home", str(home.path),
+                              f"--grace={grace}", "--json"])  # fmt: skip
+    assert code == 2
+    assert out == ""
+    assert "--grace" in err
+    assert "Traceback" not in err
+    assert cli_json(show) == before  # no new secret, the old one keeps no expiry
+    assert added["client_secret"]
+
+
+@pytest.mark.parametrize("grace", ["0", "2592000"])
+def test_rotate_secret_accepts_the_documented_range(home: Home, grace: str) -> None:
+    home.add_client("--auth-method", "client_secret_basic", "--client-id", "s")
+    rotated = cli_json(["client", "rotate-secret", "s", "--home", str(home.path),
+                        f"--grace={grace}"])  # fmt: skip
+    assert rotated["client_secret"]
+    assert rotated["previous_secrets_expire_at"]
+    shown = cli_json(["client", "show", "s", "--home", str(home.path)])
+    assert len(shown["secrets"]) == 2

@@ -16,7 +16,13 @@ from typing import Any, TypeVar
 from mtlsauth.cli.common import CLIError, add_home, emit, home_of
 from mtlsauth.clients import AUTH_METHODS, SECRET_METHODS, Client
 from mtlsauth.config import ConfigError, Settings, load_settings
-from mtlsauth.registration import RegistrationError, new_secret, register
+from mtlsauth.registration import (
+    MAX_SECRET_GRACE,
+    RegistrationError,
+    new_secret,
+    register,
+    validate_grace,
+)
 from mtlsauth.store import ClientExistsError, Store, StoreError, open_store
 
 __all__ = ["add_parser", "describe"]
@@ -89,6 +95,12 @@ def _iso(ts: float | None) -> str | None:
 
 
 def _rotate_secret(args: argparse.Namespace) -> int:
+    # Before anything is written: an infinite grace would never expire the old secrets, and
+    # one past what a timestamp can hold would crash after the store already changed.
+    try:
+        grace = validate_grace(args.grace)
+    except RegistrationError as exc:
+        raise CLIError(str(exc), code=2) from exc
     settings = _settings(args)
     client = _with_store(settings, lambda store: store.get_client(args.client_id))
     if client is None:
@@ -96,13 +108,13 @@ def _rotate_secret(args: argparse.Namespace) -> int:
     if client.auth_method not in SECRET_METHODS | {"client_secret_jwt"}:
         raise CLIError(f"client {args.client_id!r} uses {client.auth_method}: it has no secret")
     secret, entry = new_secret(client.auth_method, settings.secret_key.get(), client.client_id)
-    _with_store(settings, lambda store: store.rotate_secret(client.client_id, entry, args.grace))
+    _with_store(settings, lambda store: store.rotate_secret(client.client_id, entry, grace))
     emit(
         args,
         {
             "client_id": client.client_id,
             "client_secret": secret,
-            "previous_secrets_expire_at": _iso(time.time() + args.grace),
+            "previous_secrets_expire_at": _iso(time.time() + grace),
         },
     )
     return 0
@@ -230,7 +242,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_home(rotate)
     rotate.add_argument("client_id", metavar="ID")
     rotate.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
-                        help="seconds the old secrets stay valid (default 3600)")  # fmt: skip
+                        help="seconds the old secrets stay valid, 0 to "
+                             f"{MAX_SECRET_GRACE} (30 days; default 3600)")  # fmt: skip
     rotate.add_argument("--json", action="store_true")
     rotate.set_defaults(handler=_rotate_secret)
 
