@@ -174,8 +174,20 @@ def _parse_value(text: str, start: int) -> tuple[str, int]:
         raise DNError("escaped bytes in a DN value are not valid UTF-8") from exc
 
 
+def _require_unicode(text: str) -> None:
+    """A DN or SAN is UTF-8 text (RFC 4514 §2.4); a lone surrogate (what Python makes of
+    undecodable command-line bytes) cannot be encoded, so it is refused as a bad name."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DNError(
+            f"the name holds a character that is not valid Unicode (position {exc.start})"
+        ) from exc
+
+
 def parse_dn(text: str) -> CanonicalDN:
     """Parse an RFC 4514 DN string into canonical X.500 order (the string lists it reversed)."""
+    _require_unicode(text)
     if not text.strip():
         raise DNError("the DN is empty")
     rdns: list[CanonicalRDN] = []
@@ -276,6 +288,7 @@ class CertificateName:
     @classmethod
     def parse(cls, kind: str, value: str) -> CertificateName:
         """Validate and canonicalise a registered name; raises DNError with the reason."""
+        _require_unicode(value)
         if kind == "subject_dn":
             dn = parse_dn(value)
             return cls("subject_dn", format_dn(dn), dn)

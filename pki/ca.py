@@ -151,13 +151,21 @@ class SubjectAltNames:
     email: Sequence[str] = ()
 
     def general_names(self) -> list[x509.GeneralName]:
-        names: list[x509.GeneralName] = [x509.DNSName(v) for v in self.dns]
-        names += [x509.UniformResourceIdentifier(v) for v in self.uri]
+        # cryptography says ValueError (UnicodeEncodeError included) for a name it cannot
+        # encode, e.g. a non-ASCII DNS name or a lone surrogate from the command line.
+        try:
+            names: list[x509.GeneralName] = [x509.DNSName(v) for v in self.dns]
+            names += [x509.UniformResourceIdentifier(v) for v in self.uri]
+        except ValueError as exc:
+            raise CAError(f"invalid subject alternative name: {exc}") from exc
         try:
             names += [x509.IPAddress(ipaddress.ip_address(v)) for v in self.ip]
         except ValueError as exc:
             raise CAError(f"not an IP address: {exc}") from exc
-        names += [x509.RFC822Name(v) for v in self.email]
+        try:
+            names += [x509.RFC822Name(v) for v in self.email]
+        except ValueError as exc:
+            raise CAError(f"invalid subject alternative name: {exc}") from exc
         return names
 
 

@@ -7,11 +7,13 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from mtlsauth.dn import DNError, parse_dn
 from mtlsauth.revocation import RevocationState
 from pki import Authority
 from tests.conftest import ClientCert, Home, cli_json, client_context, run_cli, running
@@ -141,3 +143,36 @@ def test_rotate_secret_accepts_the_documented_range(home: Home, grace: str) -> N
     assert rotated["previous_secrets_expire_at"]
     shown = cli_json(["client", "show", "s", "--home", str(home.path)])
     assert len(shown["secrets"]) == 2
+
+
+# --- item 5: a lone surrogate is a bad name, not a traceback ---------------------------------
+
+
+@pytest.mark.parametrize("text", ["CN=svc\udc80", "\udcff=x", "CN=a,O=\ud800"])
+def test_parse_dn_refuses_a_lone_surrogate(text: str) -> None:
+    with pytest.raises(DNError, match="not valid Unicode"):
+        parse_dn(text)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--subject-dn", "CN=svc\udc80"), ("--san-uri", "spiffe://td/\udc80"),
+     ("--san-email", "a\udc80@example.org")],
+)  # fmt: skip
+def test_client_add_with_a_surrogate_exits_2(home: Home, flag: str, value: str) -> None:
+    code, out, err = run_cli(["client", "add", "--home", str(home.path), "--auth-method",
+                              "tls_client_auth", flag, value])  # fmt: skip
+    assert (code, out) == (2, "")
+    assert err.startswith(f"error: {flag}:")
+    assert cli_json(["client", "list", "--home", str(home.path)]) == []
+
+
+@pytest.mark.parametrize("flag", ["--san-dns", "--san-uri", "--san-email"])
+def test_pki_issue_with_an_unencodable_san_is_refused(
+    home: Home, tmp_path: Path, flag: str
+) -> None:
+    code, out, err = run_cli(["pki", "issue", "--home", str(home.path), "--cn", "x", flag,
+                              "\udc80@x", "--out", str(tmp_path / "o")])  # fmt: skip
+    assert (code, out) == (1, "")
+    assert err.startswith("error: invalid subject alternative name")
+    assert not (tmp_path / "o").exists()
