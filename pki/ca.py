@@ -39,6 +39,7 @@ __all__ = [
     "SubjectAltNames",
     "generate_key",
     "load_private_key",
+    "make_private_dir",
     "write_private",
 ]
 
@@ -105,13 +106,33 @@ def _key_usage(
     )
 
 
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` and its missing parents owner-only (0700), whatever the umask.
+
+    Directories that already exist are left as they are: one may be shared (``--out /tmp``),
+    and the key files inside are 0600 regardless.
+    """
+    missing: list[Path] = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: not ours to change
+        # mkdir's mode is masked by the umask; chmod is not.
+        os.chmod(directory, 0o700)
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` readable by the owner only (0600), never world-readable."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Before the first byte: a file that already existed keeps its old mode through O_TRUNC.
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
-    os.chmod(path, 0o600)
 
 
 def _key_pem(key: PrivateKey, passphrase: bytes | None = None) -> bytes:
@@ -214,14 +235,18 @@ class IssuedCert:
         )
 
     def write_to_dir(self, out: Path) -> dict[str, Path]:
-        """Write cert.pem, chain.pem and (when known) key.pem (0600) into ``out``."""
-        out.mkdir(parents=True, exist_ok=True)
+        """Write cert.pem, chain.pem and (when known) key.pem (0600) into ``out``; the
+        directories made for them are 0700."""
         paths = {"cert": out / "cert.pem", "chain": out / "chain.pem"}
-        paths["cert"].write_bytes(self.cert_pem())
-        paths["chain"].write_bytes(self.chain_pem())
-        if self.key is not None:
-            paths["key"] = out / "key.pem"
-            write_private(paths["key"], self.key_pem())
+        try:
+            make_private_dir(out)
+            paths["cert"].write_bytes(self.cert_pem())
+            paths["chain"].write_bytes(self.chain_pem())
+            if self.key is not None:
+                paths["key"] = out / "key.pem"
+                write_private(paths["key"], self.key_pem())
+        except OSError as exc:
+            raise CAError(f"cannot write the certificate files to {out}: {exc}") from exc
         return paths
 
 

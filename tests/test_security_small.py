@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
+import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -176,3 +179,39 @@ def test_pki_issue_with_an_unencodable_san_is_refused(
     assert (code, out) == (1, "")
     assert err.startswith("error: invalid subject alternative name")
     assert not (tmp_path / "o").exists()
+
+
+# --- item 6: key files 0600 in 0700 directories, whatever the umask --------------------------
+
+
+@pytest.fixture
+def permissive_umask() -> Iterator[None]:
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_pki_issue_writes_private_files_whatever_the_umask(home: Home, tmp_path: Path) -> None:
+    out = tmp_path / "deep" / "svc"
+    issued = cli_json(["pki", "issue", "--home", str(home.path), "--cn", "svc",
+                       "--out", str(out)])  # fmt: skip
+    assert Path(issued["key"]).parent == out
+    assert _mode(Path(issued["key"])) == 0o600
+    assert _mode(out) == 0o700
+    assert _mode(tmp_path / "deep") == 0o700
+    # The default place, <home>/certs/<serial>, too; and a renewal's copy of the key.
+    issued = cli_json(["pki", "issue", "--home", str(home.path), "--cn", "other"])
+    assert _mode(Path(issued["key"])) == 0o600
+    assert _mode(Path(issued["key"]).parent) == 0o700
+    assert _mode(home.path / "certs") == 0o700
+    renewed = cli_json(["pki", "renew", "--home", str(home.path), "--serial", issued["serial"],
+                        "--out", str(tmp_path / "renewed")])  # fmt: skip
+    assert _mode(Path(renewed["key"])) == 0o600
+    assert _mode(tmp_path / "renewed") == 0o700
