@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import os
 import stat
@@ -16,6 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from mtlsauth.cli import main
 from mtlsauth.dn import DNError, parse_dn
 from mtlsauth.revocation import RevocationState
 from pki import Authority
@@ -215,3 +217,61 @@ def test_pki_issue_writes_private_files_whatever_the_umask(home: Home, tmp_path:
                         "--out", str(tmp_path / "renewed")])  # fmt: skip
     assert _mode(Path(renewed["key"])) == 0o600
     assert _mode(tmp_path / "renewed") == 0o700
+
+
+# --- item 7: the token command takes its secret from a file or the environment ---------------
+
+
+async def test_token_secret_from_file_or_environment(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sec = await home.aadd_client("--auth-method", "client_secret_post", "--client-id", "p")
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(sec["client_secret"] + "\n")
+    wrong_file = tmp_path / "wrong"
+    wrong_file.write_text("not-the-secret\n")
+    base = ["token", "--issuer", f"https://localhost:{home.port}", "--cacert",
+            str(home.ca_cert), "--client-id", "p", "--secret-method", "client_secret_post"]  # fmt: skip
+    async with running(home):
+        code, out, err = await asyncio.to_thread(
+            run_cli, [*base, "--client-secret-file", str(secret_file)]
+        )
+        assert code == 0, err
+        assert json.loads(out)["token_type"] == "Bearer"
+
+        code, _, err = await asyncio.to_thread(
+            run_cli, [*base, "--client-secret-file", str(wrong_file)]
+        )
+        assert code == 1
+        assert json.loads(err.removeprefix("error: "))["error"] == "invalid_client"
+
+        monkeypatch.setenv("MTLSAUTH_CLIENT_SECRET", sec["client_secret"])
+        code, out, err = await asyncio.to_thread(run_cli, base)
+        assert code == 0, err
+        # The file, when given, wins over the environment.
+        code, _, err = await asyncio.to_thread(
+            run_cli, [*base, "--client-secret-file", str(wrong_file)]
+        )
+        assert code == 1
+
+
+@pytest.mark.parametrize("content", [None, "", "\n", "two\nlines\n"])
+def test_token_bad_secret_file_exits_2(home: Home, tmp_path: Path, content: str | None) -> None:
+    path = tmp_path / "secret"
+    if content is not None:
+        path.write_text(content)
+    code, out, err = run_cli(["token", "--issuer", f"https://localhost:{home.port}", "--cacert",
+                              str(home.ca_cert), "--client-id", "p",
+                              "--client-secret-file", str(path)])  # fmt: skip
+    assert (code, out) == (2, "")
+    assert err.startswith("error:")
+    assert "--client-secret-file" in err
+
+
+def test_token_help_says_the_flag_is_visible(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["token", "--help"])
+    assert exit_info.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--client-secret-file" in help_text
+    assert "VISIBLE to other users" in help_text

@@ -16,10 +16,29 @@ from mtlsauth.client import TokenClient, TokenError, client_ssl_context
 __all__ = ["add_parser"]
 
 
+SECRET_ENV = "MTLSAUTH_CLIENT_SECRET"  # noqa: S105 - a variable name
+
+
+def _secret(args: argparse.Namespace) -> str | None:
+    """The client secret: --client-secret, else --client-secret-file, else the environment."""
+    if args.client_secret is not None:
+        return str(args.client_secret)
+    if args.client_secret_file is not None:
+        try:
+            # One line; the newline an editor or `echo` leaves is not part of the secret.
+            secret = Path(args.client_secret_file).read_text().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CLIError(f"cannot read --client-secret-file: {exc}", code=2) from exc
+        if not secret or "\n" in secret or "\r" in secret:
+            raise CLIError("--client-secret-file must hold the secret on one line", code=2)
+        return secret
+    return os.environ.get(SECRET_ENV) or None
+
+
 def _run(args: argparse.Namespace) -> int:
     if bool(args.cert) != bool(args.key):
         raise CLIError("--cert and --key go together", code=2)
-    secret = args.client_secret or os.environ.get("MTLSAUTH_CLIENT_SECRET")
+    secret = _secret(args)
     try:
         ctx = client_ssl_context(
             Path(args.cacert),
@@ -53,15 +72,27 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser = sub.add_parser(
         "token",
         help="get an access token (client credentials grant)",
-        description="Discover the issuer's token endpoint and request a token. The secret can "
-        "come from MTLSAUTH_CLIENT_SECRET instead of --client-secret (which ps can see).",
+        description="Discover the issuer's token endpoint and request a token. Give the "
+        f"secret with --client-secret-file or ${SECRET_ENV}: --client-secret puts it on the "
+        "command line, where other users of this machine can read it (ps, /proc).",
     )
     parser.add_argument("--issuer", required=True, help="issuer URL")
     parser.add_argument("--cacert", required=True, help="CA bundle that verifies the server")
     parser.add_argument("--cert", help="client certificate (PEM, may include the chain)")
     parser.add_argument("--key", help="client private key (PEM)")
     parser.add_argument("--client-id")
-    parser.add_argument("--client-secret")
+    secret = parser.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--client-secret",
+        metavar="S",
+        help="the client secret; VISIBLE to other users of this machine (ps, /proc): prefer "
+        f"--client-secret-file or ${SECRET_ENV}",
+    )
+    secret.add_argument(
+        "--client-secret-file",
+        metavar="F",
+        help=f"read the client secret (one line) from this file; else ${SECRET_ENV} is used",
+    )
     parser.add_argument(
         "--secret-method",
         choices=("client_secret_basic", "client_secret_post"),
