@@ -15,7 +15,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -40,6 +40,7 @@ __all__ = [
     "MAX_SECRET_GRACE",
     "NewClient",
     "RegistrationError",
+    "name_taken_by",
     "new_secret",
     "register",
     "validate_grace",
@@ -190,6 +191,27 @@ def _certificates(
                 f"(valid {cert.not_before:%Y-%m-%d} to {cert.not_after:%Y-%m-%d})"
             )
     return certificates
+
+
+def name_taken_by(name: CertificateName, clients: Iterable[Client]) -> Client | None:
+    """The tls_client_auth client already registered with a name that matches ``name``.
+
+    Matching is the server's own (RFC 4517 distinguishedNameMatch with RFC 4518 folding for
+    subject DNs, decision D1; the canonical forms for SANs): two clients whose names match
+    would both accept every certificate that matches either, so the second is refused.
+    """
+    for client in clients:
+        other = client.tls_name
+        if client.auth_method != "tls_client_auth" or other is None or other.kind != name.kind:
+            continue
+        try:
+            # Canonicalised again: a row stored before a change of folding still compares.
+            other = CertificateName.parse(other.kind, other.value)
+        except DNError:
+            continue
+        if (other.dn == name.dn) if name.kind == "subject_dn" else other.value == name.value:
+            return client
+    return None
 
 
 def validate_grace(seconds: float) -> float:

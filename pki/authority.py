@@ -27,6 +27,8 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+# The server's own subject matching (D1): a collision is judged exactly as a handshake would be.
+from mtlsauth.dn import dn_of_certificate
 from pki.audit import AuditLog
 from pki.ca import (
     CA,
@@ -239,12 +241,38 @@ class Authority:
             key_type=key_type,
             csr=csr,
         )
+        # Checked before anything is written or recorded: the signed certificate is dropped.
+        clash = self.subject_collision(issued.cert.subject)
+        if clash is not None:
+            raise CAError(
+                f"the subject {issued.cert.subject.rfc4514_string()!r} matches the subject "
+                f"{clash.subject!r} of valid certificate {clash.serial} under subject-DN "
+                "matching (case and Unicode folding): a client registered with either DN would "
+                "accept both; revoke that one first, or pick a distinct name"
+            )
         return self._record(
             issued,
             event="cert.sign_csr" if csr is not None else "cert.issue",
             profile="client",
             out=out or self._default_out(issued),
         )
+
+    def subject_collision(self, subject: x509.Name) -> Record | None:
+        """A valid (unrevoked, unexpired) client certificate whose subject differs from
+        ``subject`` but matches it under RFC 4517 distinguishedNameMatch with RFC 4518 folding
+        (decision D1), e.g. ``CN=svc`` and ``CN=SVC`` or its full-width form.
+
+        The same subject, attribute for attribute, is no collision: that is the same identity
+        issued again (a rotation, a renewal).
+        """
+        wanted = dn_of_certificate(subject)
+        for record in self.inventory.query(status="valid", profile="client"):
+            cert = self.inventory.certificate(record.serial)
+            if cert is None or cert.subject == subject:
+                continue
+            if dn_of_certificate(cert.subject) == wanted:
+                return record
+        return None
 
     def issue_server(self, *, hostnames: Sequence[str], days: int = 365, out: Path) -> Issued:
         issued = self.issuing().issue_server(hostnames=hostnames, days=days)

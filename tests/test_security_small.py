@@ -275,3 +275,71 @@ def test_token_help_says_the_flag_is_visible(capsys: pytest.CaptureFixture[str])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--client-secret-file" in help_text
     assert "VISIBLE to other users" in help_text
+
+
+# --- item 4: names that match each other under D1 are refused --------------------------------
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "CN=SVC,O=Org",
+        "CN=\uff53\uff56\uff43,O=\uff2f\uff32\uff27",  # full-width
+        "CN=svc\x1f,O=Org",
+        "CN=svc, O=org ",
+        "O=Org+CN=x,CN=svc,O=Org",
+    ],
+)
+def test_client_add_refuses_a_subject_dn_matching_another(home: Home, variant: str) -> None:
+    home.add_client("--auth-method", "tls_client_auth", "--client-id", "first",
+                    "--subject-dn", "CN=svc,O=Org")  # fmt: skip
+    code, out, err = run_cli(["client", "add", "--home", str(home.path), "--auth-method",
+                              "tls_client_auth", "--client-id", "second",
+                              "--subject-dn", variant])  # fmt: skip
+    if variant.startswith("O=Org+CN=x"):
+        # Control: a different DN (an extra RDN) is no collision.
+        assert code == 0, err
+        return
+    assert (code, out) == (1, "")
+    assert "'first'" in err
+    clients = cli_json(["client", "list", "--home", str(home.path)])
+    assert [c["client_id"] for c in clients] == ["first"]
+
+
+def test_client_add_refuses_a_matching_san(home: Home) -> None:
+    home.add_client("--auth-method", "tls_client_auth", "--client-id", "first",
+                    "--san-dns", "svc.example")  # fmt: skip
+    code, _, err = run_cli(["client", "add", "--home", str(home.path), "--auth-method",
+                            "tls_client_auth", "--san-dns", "SVC.example."])  # fmt: skip
+    assert code == 1
+    assert "'first'" in err
+    # Another kind of name with the same text is a different name.
+    home.add_client("--auth-method", "tls_client_auth", "--subject-dn", "CN=svc.example")
+
+
+def _issue(home: Home, cn: str) -> tuple[int, str, str]:
+    return run_cli(["pki", "issue", "--home", str(home.path), "--cn", cn, "--json"])
+
+
+def test_pki_issue_refuses_a_subject_matching_a_valid_certificate(home: Home) -> None:
+    code, out, err = _issue(home, "svc")
+    assert code == 0, err
+    first = json.loads(out)["serial"]
+    for variant in ("SVC", "\uff53\uff56\uff43", "svc\x1f", " svc"):
+        code, out, err = _issue(home, variant)
+        assert (code, out) == (1, ""), variant
+        assert first in err
+    records = home.authority.inventory.query(profile="client")
+    assert [r.serial for r in records] == [first]
+    # The same subject again (a rotation) and a renewal are the same identity: fine.
+    code, out, err = _issue(home, "svc")
+    assert code == 0, err
+    second = json.loads(out)["serial"]
+    code, _, err = run_cli(["pki", "renew", "--home", str(home.path), "--serial", first])
+    assert code == 0, err
+    # Once every certificate of that subject is revoked, the name is free again.
+    for record in home.authority.inventory.query(status="valid", profile="client"):
+        revoke(home, record.serial)
+    assert second in {r.serial for r in home.authority.inventory.query(status="revoked")}
+    code, _, err = _issue(home, "SVC")
+    assert code == 0, err

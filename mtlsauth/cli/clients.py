@@ -19,6 +19,7 @@ from mtlsauth.config import ConfigError, Settings, load_settings
 from mtlsauth.registration import (
     MAX_SECRET_GRACE,
     RegistrationError,
+    name_taken_by,
     new_secret,
     register,
     validate_grace,
@@ -138,12 +139,26 @@ def _add(args: argparse.Namespace) -> int:
         )
     except RegistrationError as exc:
         raise CLIError(str(exc), code=2) from exc
-    _with_store(settings, lambda store: store.add_client(new.client))
+    _with_store(settings, lambda store: _add_unique(store, new.client))
     data = describe(new.client)
     if new.client_secret is not None:
         data["client_secret"] = new.client_secret
     emit(args, data)
     return 0
+
+
+async def _add_unique(store: Store, client: Client) -> None:
+    """Store ``client`` unless its certificate name matches another client's (refused, 1)."""
+    if client.tls_name is not None:
+        other = name_taken_by(client.tls_name, await store.list_clients())
+        if other is not None and other.tls_name is not None:
+            flag = "--" + client.tls_name.kind.replace("_", "-")
+            raise CLIError(
+                f"{flag} matches the name client {other.client_id!r} is registered with "
+                f"({other.tls_name.value!r}) under certificate-name matching (case, spaces and "
+                "Unicode folded): a certificate would authenticate as both; pick a distinct name"
+            )
+    await store.add_client(client)
 
 
 def _list(args: argparse.Namespace) -> int:
