@@ -72,7 +72,7 @@ class RemoteJWKS:
         self,
         ssl_context: ssl.SSLContext,
         *,
-        policy: AddressPolicy | None = None,
+        policy: AddressPolicy = AddressPolicy(),  # noqa: B008 (frozen, so safe to share)
         max_age: float = 300.0,
         min_refetch: float = 10.0,
         max_backoff: float = 300.0,
@@ -80,7 +80,7 @@ class RemoteJWKS:
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self._ssl = ssl_context
-        self._policy = policy or AddressPolicy()
+        self._policy = policy
         self._max_age = max_age
         self.min_refetch = min_refetch
         self._max_backoff = max_backoff
@@ -92,8 +92,10 @@ class RemoteJWKS:
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
-        for task in list(self._in_flight.values()):
+        tasks = list(self._in_flight.values())
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -106,7 +108,10 @@ class RemoteJWKS:
             return False
         if entry is not None and now - entry.attempted_at < self.min_refetch:
             return False
-        return len(self._in_flight) < MAX_IN_FLIGHT
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            log.warning("%d jwks_uri fetches in flight; not fetching %s now", MAX_IN_FLIGHT, uri)
+            return False
+        return True
 
     async def _fetch(self, uri: str) -> None:
         """Fetch ``uri`` and record the outcome; never raises (its waiters read the cache)."""
