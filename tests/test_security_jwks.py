@@ -62,7 +62,7 @@ async def https_server(
     port = unused_port()
     await web.TCPSite(runner, host, port, ssl_context=demo_api_ssl_context(home.settings)).start()
     try:
-        yield f"https://{host}:{port}", hits
+        yield f"https://{f'[{host}]' if ':' in host else host}:{port}", hits
     finally:
         await runner.cleanup()
 
@@ -205,14 +205,17 @@ async def test_ipv6_loopback_refused_unless_allowed(
     home: Home, ec_key: ec.EllipticCurvePrivateKey
 ) -> None:
     jwks = {"keys": [public_jwk(ec_key, "k1")]}
-    async with https_server(home, {"/jwks": serve_json(jwks)}, host="::1") as (_, hits):
-        port = int(_.rsplit(":", 1)[1])
-        await add_remote_client(home, "v6", f"https://[::1]:{port}/jwks")
+    async with https_server(home, {"/jwks": serve_json(jwks)}, host="::1") as (base, hits):
+        await add_remote_client(home, "v6", f"{base}/jwks")
         only_v4 = settings_for(home, jwks_uri_allow_private=("127.0.0.0/8",))
         async with running(home, only_v4) as service:
             status, body = await token_with(service, assertion(home, "v6", ec_key, "ES256"))
         assert (status, body["error"]) == (401, "invalid_client")
         assert hits == []
+        async with running(home, settings_for(home)) as service:
+            status, body = await token_with(service, assertion(home, "v6", ec_key, "ES256"))
+        assert status == 200, body
+        assert hits == ["/jwks"]
 
 
 @pytest.mark.parametrize(
@@ -368,6 +371,27 @@ async def test_remembered_uris_are_capped(monkeypatch: pytest.MonkeyPatch) -> No
         assert list(remote._failures) == [f"https://10.0.0.{n}/jwks" for n in (7, 8, 9)]
     finally:
         await remote.close()
+
+
+async def test_fetches_in_flight_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the cap of concurrent fetches is reached, another URI fails at once, unfetched."""
+    monkeypatch.setattr(remote_jwks, "MAX_IN_FLIGHT", 1)
+    allow = AddressPolicy(allowed=(ipaddress.ip_network("127.0.0.0/8"),))
+    async with silent_server() as (uri, connections), silent_server() as (other, others):
+        remote = RemoteJWKS(ssl.create_default_context(), policy=allow, timeout=2.0)
+        try:
+            first = asyncio.create_task(remote.keys(uri, kid=None))
+            await asyncio.sleep(0.2)
+            assert len(connections) == 1
+            started = time.monotonic()
+            with pytest.raises(InvalidClient):
+                await remote.keys(other, kid=None)
+            assert time.monotonic() - started < 0.5
+            assert others == []
+            with pytest.raises(InvalidClient):
+                await first
+        finally:
+            await remote.close()
 
 
 # --- 4. the body --------------------------------------------------------------------------
