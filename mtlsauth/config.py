@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from mtlsauth.fetch import AddressPolicy
 from mtlsauth.peer import HEADER_FORMATS, HeaderFormat, ProxyConfig, parse_networks
 
 __all__ = ["CONFIG_FILE", "ConfigError", "Secret", "Settings", "load_settings"]
@@ -91,6 +92,8 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     client_cert_header: str = "Client-Cert"
     client_cert_format: HeaderFormat = "rfc9440"
+    jwks_uri_allow_private: tuple[str, ...] = ()
+    jwks_uri_timeout: float = 3.0
 
     @property
     def proxy(self) -> ProxyConfig | None:
@@ -102,6 +105,12 @@ class Settings:
             header=self.client_cert_header,
             fmt=self.client_cert_format,
         )
+
+    @property
+    def jwks_uri_policy(self) -> AddressPolicy:
+        """Where clients' ``jwks_uri`` fetches may connect: global unicast addresses, plus the
+        non-global networks ``jwks_uri_allow_private`` lists."""
+        return AddressPolicy(allowed=parse_networks(self.jwks_uri_allow_private))
 
     @property
     def mtls_base_url(self) -> str | None:
@@ -287,6 +296,8 @@ _VALIDATORS: Final[Mapping[str, Callable[[str, Any], Any]]] = {
     "trusted_proxies": _as_networks,
     "client_cert_header": _as_header_name,
     "client_cert_format": _as_header_format,
+    "jwks_uri_allow_private": _as_networks,
+    "jwks_uri_timeout": _as_number(float, 0.5, 30.0),
 }
 
 _DEFAULTS: Final[Mapping[str, Any]] = {
@@ -401,6 +412,8 @@ def load_settings(home: Path | str, environ: Mapping[str, str] | None = None) ->
         trusted_proxies=values.get("trusted_proxies", ()),
         client_cert_header=values.get("client_cert_header", "Client-Cert"),
         client_cert_format=values.get("client_cert_format", "rfc9440"),
+        jwks_uri_allow_private=values.get("jwks_uri_allow_private", ()),
+        jwks_uri_timeout=values.get("jwks_uri_timeout", 3.0),
     )
     for name in ("tls_cert", "tls_key", "client_ca", "signing_key"):
         path = getattr(settings, name)

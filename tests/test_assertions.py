@@ -284,7 +284,9 @@ async def jwks_server(home: Home, documents: list[Any]) -> AsyncIterator[str]:
 
 async def test_jwks_uri_nested_too_deeply(home: Home, ec_key: ec.EllipticCurvePrivateKey) -> None:
     """A hostile jwks_uri document is a failed fetch (401), not a server error."""
-    settings = dataclasses.replace(home.settings, jwks_uri_cafile=home.ca_cert)
+    settings = dataclasses.replace(
+        home.settings, jwks_uri_cafile=home.ca_cert, jwks_uri_allow_private=("127.0.0.0/8",)
+    )
     async with jwks_server(home, [b'{"keys":' + b"[" * 5000]) as uri:
         await home.aadd_client("--auth-method", "private_key_jwt", "--client-id", "deep",
                                "--jwks-uri", uri)  # fmt: skip
@@ -296,7 +298,9 @@ async def test_jwks_uri_nested_too_deeply(home: Home, ec_key: ec.EllipticCurvePr
 async def test_jwks_uri_with_caching_and_rotation(home: Home) -> None:
     first, second = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     documents = [{"keys": [public_jwk(first, "one")]}]
-    settings = dataclasses.replace(home.settings, jwks_uri_cafile=home.ca_cert)
+    settings = dataclasses.replace(
+        home.settings, jwks_uri_cafile=home.ca_cert, jwks_uri_allow_private=("127.0.0.0/8",)
+    )
     async with jwks_server(home, documents) as uri:
         await home.aadd_client("--auth-method", "private_key_jwt", "--client-id", "remote",
                                "--jwks-uri", uri)  # fmt: skip

@@ -6,6 +6,8 @@
   ``min_refetch_interval``, shared by every request waiting for it (single flight).
 * Outages: keys older than ``max_age`` are refreshed, but when the issuer cannot be reached the
   cached keys keep serving.
+* Fetches are https only, never follow a redirect and read at most ``max_bytes`` per document
+  (:mod:`mtlsauth.fetch`); the issuer is the operator's choice, so its address is not filtered.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import aiohttp
 import jwt
 
 from mtlsauth.errors import InvalidToken, TemporarilyUnavailable
+from mtlsauth.fetch import DEFAULT_MAX_BYTES, FetchError, fetch_json, fetch_session
 
 __all__ = ["JWKSCache", "JWKSFetchError"]
 
@@ -57,12 +60,14 @@ class JWKSCache:
         min_refetch_interval: float = 10.0,
         max_age: float = 300.0,
         timeout: float = 5.0,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.issuer = issuer.rstrip("/")
         self._ssl = ssl_context
         self._min_refetch = min_refetch_interval
         self._max_age = max_age
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
+        self._max_bytes = max_bytes
         self._keys: dict[str, jwt.PyJWK] = {}
         self._jwks_uri: str | None = None
         self._fetched_at = float("-inf")
@@ -78,11 +83,10 @@ class JWKSCache:
 
     async def _get_json(self, url: str) -> Any:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        async with self._session.get(url, ssl=self._ssl) as resp:
-            if resp.status != 200:
-                raise JWKSFetchError(f"{url} answered {resp.status}")
-            return await resp.json(content_type=None)
+            self._session = fetch_session(self._timeout)
+        return await fetch_json(
+            self._session, url, ssl_context=self._ssl, max_bytes=self._max_bytes
+        )
 
     async def _fetch(self) -> None:
         self.fetches += 1
@@ -96,7 +100,7 @@ class JWKSCache:
                     raise JWKSFetchError("the metadata has no https jwks_uri")
                 self._jwks_uri = uri
             jwks = await self._get_json(self._jwks_uri)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except FetchError as exc:
             raise JWKSFetchError(f"cannot fetch the issuer's keys: {exc}") from exc
         keys = jwks.get("keys") if isinstance(jwks, dict) else None
         if not isinstance(keys, list):

@@ -136,7 +136,11 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     store: Store = open_store(settings.database_url)
     await store.open()
     audit = Audit(settings.audit_log)
-    remote_jwks = RemoteJWKS(_jwks_uri_context(settings))
+    remote_jwks = RemoteJWKS(
+        _jwks_uri_context(settings),
+        policy=settings.jwks_uri_policy,
+        timeout=settings.jwks_uri_timeout,
+    )
     try:
         registry = ClientRegistry(store)
         registry.on_change(lambda clients: tls.set_trust_anchors(_self_signed_anchors(clients)))
