@@ -203,7 +203,7 @@ async def test_token_command(home: Home) -> None:
         code, out, err = await asyncio.to_thread(
             run_cli,
             ["token", "--issuer", issuer, "--cacert", str(home.ca_cert), "--client-id", "p",
-             "--client-secret", sec["client_secret"], "--secret-method", "client_secret_post"],
+             f"--client-secret={sec['client_secret']}", "--secret-method", "client_secret_post"],
         )  # fmt: skip
         assert code == 0, err
 
