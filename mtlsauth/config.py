@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from mtlsauth.peer import HEADER_FORMATS, HeaderFormat, ProxyConfig, parse_networks
+from mtlsauth.peer import (
+    HEADER_FORMATS,
+    XFCC_MODES,
+    HeaderFormat,
+    ProxyConfig,
+    XfccMode,
+    parse_networks,
+)
 
 __all__ = ["CONFIG_FILE", "ConfigError", "Secret", "Settings", "load_settings"]
 
@@ -91,6 +98,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     client_cert_header: str = "Client-Cert"
     client_cert_format: HeaderFormat = "rfc9440"
+    client_cert_xfcc_mode: XfccMode = "sanitize_set"
 
     @property
     def proxy(self) -> ProxyConfig | None:
@@ -101,6 +109,7 @@ class Settings:
             trusted=parse_networks(self.trusted_proxies),
             header=self.client_cert_header,
             fmt=self.client_cert_format,
+            xfcc_mode=self.client_cert_xfcc_mode,
         )
 
     @property
@@ -210,6 +219,30 @@ def _as_header_format(name: str, value: Any) -> str:
     return str(value)
 
 
+#: Envoy ``forward_client_cert_details`` modes whose header cannot be believed, and why.
+_UNSAFE_XFCC_MODES: Final[Mapping[str, str]] = {
+    "forward_only": "Envoy forwards a client-supplied header unchanged, so any client names any "
+    "certificate",
+    "always_forward_only": "Envoy forwards a client-supplied header unchanged, so any client "
+    "names any certificate",
+    "sanitize": "Envoy removes the header and forwards no certificate",
+}
+
+
+def _as_xfcc_mode(name: str, value: Any) -> str:
+    """Envoy's mode in lower case: SANITIZE_SET (one element) or APPEND_FORWARD (the last)."""
+    text = str(value).strip().lower()
+    allowed = ", ".join(XFCC_MODES)
+    if text in _UNSAFE_XFCC_MODES:
+        raise ConfigError(
+            f"setting {name!r}: {value!r} is unsafe ({_UNSAFE_XFCC_MODES[text]}); "
+            f"configure Envoy with one of {allowed} and set it here"
+        )
+    if text not in XFCC_MODES:
+        raise ConfigError(f"setting {name!r} must be one of {allowed}, got {value!r}")
+    return text
+
+
 def _as_header_name(name: str, value: Any) -> str:
     text = _as_str(name, value)
     if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", text):
@@ -287,6 +320,7 @@ _VALIDATORS: Final[Mapping[str, Callable[[str, Any], Any]]] = {
     "trusted_proxies": _as_networks,
     "client_cert_header": _as_header_name,
     "client_cert_format": _as_header_format,
+    "client_cert_xfcc_mode": _as_xfcc_mode,
 }
 
 _DEFAULTS: Final[Mapping[str, Any]] = {
@@ -401,6 +435,7 @@ def load_settings(home: Path | str, environ: Mapping[str, str] | None = None) ->
         trusted_proxies=values.get("trusted_proxies", ()),
         client_cert_header=values.get("client_cert_header", "Client-Cert"),
         client_cert_format=values.get("client_cert_format", "rfc9440"),
+        client_cert_xfcc_mode=values.get("client_cert_xfcc_mode", "sanitize_set"),
     )
     for name in ("tls_cert", "tls_key", "client_ca", "signing_key"):
         path = getattr(settings, name)

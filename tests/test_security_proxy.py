@@ -1,0 +1,221 @@
+"""Proxy mode under attack: forged XFCC elements, repeated certificate headers, expired or
+wrong-purpose forwarded certificates, and encoded paths around the resource middleware's
+exemptions. Real TLS, real servers, real certificates from the home's CA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import jwt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from mtlsauth.config import Settings
+from mtlsauth.peer import ProxyHeaderError, cert_from_header
+from mtlsauth.thumbprint import x5t_s256
+from pki import SubjectAltNames
+from tests.conftest import ClientCert, Home, client_context, running
+from tests.proxies import PROXY_ADDRESS
+
+XFCC = "X-Forwarded-Client-Cert"
+FORM = {"grant_type": "client_credentials"}
+
+
+def envoy_element(cert: ClientCert, *, by: str = "spiffe://cluster.local/ns/edge/sa/envoy") -> str:
+    """The element Envoy writes for a client (By, Hash, Cert, Subject, URI, DNS): Cert is the
+    URL-encoded PEM in quotes, Subject the RFC 2253 name (OpenSSL escapes ``"``, ``,``, ``;``
+    and ``\\`` with a backslash) in quotes."""
+    parsed = x509.load_der_x509_certificate(cert.der)
+    pem = parsed.public_bytes(Encoding.PEM).decode()
+    subject = parsed.subject.rfc4514_string()
+    parts = [
+        f"By={by}",
+        f"Hash={parsed.fingerprint(hashes.SHA256()).hex()}",
+        f'Cert="{quote(pem, safe="")}"',
+        f'Subject="{subject}"',
+    ]
+    try:
+        sans = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        sans = x509.SubjectAlternativeName([])
+    uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
+    parts += [f"URI={uri}" for uri in uris] or ["URI="]
+    parts += [f"DNS={dns}" for dns in sans.get_values_for_type(x509.DNSName)]
+    return ";".join(parts)
+
+
+def xfcc_settings(home: Home, mode: str = "sanitize_set") -> Settings:
+    return dataclasses.replace(
+        home.settings,
+        trusted_proxies=(f"{PROXY_ADDRESS}/32",),
+        client_cert_header=XFCC,
+        client_cert_format="xfcc",
+        client_cert_xfcc_mode=mode,  # type: ignore[arg-type]
+    )
+
+
+async def post_from_proxy(
+    url: str, home: Home, headers: list[tuple[str, str]], **form: str
+) -> tuple[int, Any]:
+    """POST /token over TLS from the trusted proxy's address with exactly these headers."""
+    connector = aiohttp.TCPConnector(local_addr=(PROXY_ADDRESS, 0))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post(
+            f"{url}/token",
+            data={**FORM, **form},
+            headers=headers,  # a list keeps repeated headers apart
+            ssl=client_context(home, None),
+        ) as resp,
+    ):
+        return resp.status, await resp.json(content_type=None)
+
+
+def bound_to(body: Any) -> str:
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    return str(claims["cnf"]["x5t#S256"])
+
+
+# --- item 1: XFCC parsed exactly as Envoy writes it ---------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["append_forward", "sanitize_set"])
+async def test_xfcc_open_quote_prefix_cannot_pick_the_victims_certificate(
+    home: Home, mode: str
+) -> None:
+    """The attack: the client sends its own XFCC ending in an open quote and holds a certificate
+    from the same CA with a ``"`` in its subject. Envoy (APPEND_FORWARD) appends its element;
+    the old splitter shifted and took the victim's certificate from the client's prefix."""
+    await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "victim",
+                           "--san-dns", "victim")  # fmt: skip
+    victim = home.issue("victim", dns=["victim"])
+    attacker = home.issue('mallory"x', dns=["mallory"])
+    client_prefix = f'Cert="{_pem_q(victim.der)}";Subject="'
+    header = f"{client_prefix},{envoy_element(attacker)}"
+    async with running(home, xfcc_settings(home, mode)) as service:
+        status, body = await post_from_proxy(
+            service.url, home, [(XFCC, header)], client_id="victim"
+        )
+    assert (status, body.get("error")) == (400, "invalid_request"), body
+
+
+async def test_xfcc_san_cannot_forge_an_element(home: Home) -> None:
+    """Envoy writes URI SANs unquoted: a same-CA certificate whose URI SAN carries
+    ``,Hash=..;Cert=<victim>`` would make Envoy's own element end in a forged one."""
+    await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "victim",
+                           "--san-dns", "victim")  # fmt: skip
+    victim = home.issue("victim", dns=["victim"])
+    forged = f"Hash={hashlib.sha256(victim.der).hexdigest()};Cert={_pem_q(victim.der)}"
+    attacker = home.issue("mallory", uri=[f"spiffe://evil/a,{forged}"])
+    in_element = home.issue("mallory2", uri=[f"spiffe://evil/a;{forged}"])
+    for mode, cert in [
+        ("append_forward", attacker),
+        ("sanitize_set", attacker),
+        ("sanitize_set", in_element),
+        ("append_forward", in_element),
+    ]:
+        async with running(home, xfcc_settings(home, mode)) as service:
+            status, body = await post_from_proxy(
+                service.url, home, [(XFCC, envoy_element(cert))], client_id="victim"
+            )
+        assert (status, body.get("error")) == (400, "invalid_request"), (mode, body)
+
+
+async def test_xfcc_envoy_header_round_trip(home: Home) -> None:
+    """An Envoy-written element with an escaped quote and commas in Subject, URI, Hash and Cert
+    yields the certificate in Cert: a token bound to it."""
+    await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "svc",
+                           "--san-uri", "spiffe://example.org/svc")  # fmt: skip
+    issued = home.authority.issue_client(
+        common_name='svc "blue", eu;1',
+        sans=SubjectAltNames(uri=["spiffe://example.org/svc"]),
+        out=home.path.parent / "certs" / "svc",
+    )
+    cert = ClientCert(
+        cert=issued.paths["cert"], key=issued.paths["key"], chain=issued.paths["chain"],
+        der=issued.cert.cert_der(),
+    )  # fmt: skip
+    element = envoy_element(cert)
+    assert '\\"blue\\"' in element
+    assert "URI=spiffe://example.org/svc" in element
+    assert cert_from_header(element, "xfcc") == cert.der
+    for mode in ("sanitize_set", "append_forward"):
+        async with running(home, xfcc_settings(home, mode)) as service:
+            status, body = await post_from_proxy(
+                service.url, home, [(XFCC, element)], client_id="svc"
+            )
+        assert status == 200, body
+        assert bound_to(body) == x5t_s256(cert.der)
+
+
+async def test_xfcc_append_forward_takes_the_last_element(home: Home) -> None:
+    await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "svc",
+                           "--san-dns", "svc")  # fmt: skip
+    right = home.issue("svc", dns=["svc"])
+    other = home.issue("other", dns=["other"])
+    header = f"{envoy_element(other, by='spiffe://client-made')},{envoy_element(right)}"
+    async with running(home, xfcc_settings(home, "append_forward")) as service:
+        status, body = await post_from_proxy(service.url, home, [(XFCC, header)], client_id="svc")
+        assert status == 200, body
+        assert bound_to(body) == x5t_s256(right.der)
+    async with running(home, xfcc_settings(home, "sanitize_set")) as service:
+        # Envoy's SANITIZE_SET writes exactly one element: two mean something else wrote one.
+        status, body = await post_from_proxy(service.url, home, [(XFCC, header)], client_id="svc")
+        assert (status, body.get("error")) == (400, "invalid_request"), body
+
+
+def _pem_q(der: bytes) -> str:
+    pem = x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode()
+    return quote(pem, safe="")
+
+
+def test_xfcc_malformed_headers_refused() -> None:
+    from pki import CA
+
+    ca = CA.create()
+    der = ca.issue_client(common_name="x").cert_der()
+    cert = _pem_q(der)
+    digest = hashlib.sha256(der).hexdigest()
+    good = f'Hash={digest};Cert="{cert}";Subject="CN=x";URI=;DNS=a;DNS=b'
+    assert cert_from_header(good, "xfcc") == der
+    assert cert_from_header(f"cert={cert}", "xfcc") == der  # keys are case-insensitive
+    assert cert_from_header("Hash=ab;Subject=x", "xfcc") is None
+    bad = [
+        'Cert="unterminated',
+        f'Cert="{cert}"x',  # text after the closing quote
+        f'Cert=a"b;Cert="{cert}"',  # a quote inside an unquoted value
+        f'Cert="{cert}";Cert="{cert}"',  # Cert twice in one element
+        f'Hash=1;Hash=2;Cert="{cert}"',
+        f'Foo=1;Cert="{cert}"',  # not a key Envoy writes
+        f'Cert"="{cert}"',
+        f"Cert{cert}",  # no '='
+        f'Cert="{cert}";',  # an empty pair
+        f'Cert="{cert}",',  # an empty element
+        f',Cert="{cert}"',
+        f'Cert="{cert}";Subject="a\\',  # a dangling escape
+        f'Hash={"0" * 64};Cert="{cert}"',  # Envoy's Hash is of the Cert beside it
+    ]
+    for value in bad:
+        with pytest.raises(ProxyHeaderError):
+            cert_from_header(value, "xfcc")
+
+
+def test_xfcc_mode_is_a_validated_setting(home: Home) -> None:
+    from mtlsauth.config import ConfigError, load_settings
+
+    settings = load_settings(home.path, environ={})
+    assert settings.client_cert_xfcc_mode == "sanitize_set"
+    env = {"MTLSAUTH_CLIENT_CERT_XFCC_MODE": "APPEND_FORWARD"}
+    assert load_settings(home.path, environ=env).client_cert_xfcc_mode == "append_forward"
+    for unsafe in ("forward_only", "ALWAYS_FORWARD_ONLY", "sanitize", "whatever"):
+        with pytest.raises(ConfigError) as info:
+            load_settings(home.path, environ={"MTLSAUTH_CLIENT_CERT_XFCC_MODE": unsafe})
+        assert "client_cert_xfcc_mode" in str(info.value)
+        assert "sanitize_set" in str(info.value)
