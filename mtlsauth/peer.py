@@ -21,13 +21,14 @@ import base64
 import binascii
 import hashlib
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from multidict import MultiMapping
 
 from mtlsauth.xfcc import XfccElement, XfccError, parse_xfcc
 
@@ -168,15 +169,28 @@ class ProxyConfig:
             return False
         return any(address in network for network in self.trusted)
 
+    def _values(self, headers: Mapping[str, str]) -> Sequence[str]:
+        if isinstance(headers, MultiMapping):
+            return headers.getall(self.header, [])
+        value = headers.get(self.header)
+        return [] if value is None else [value]
+
     def peer_der(
         self, remote: str | None, tls_der: bytes | None, headers: Mapping[str, str]
     ) -> bytes | None:
         """The client's certificate: from the header when sent by a trusted proxy.
 
+        ``headers`` is best a multidict (aiohttp's, or ``CIMultiDict``) so that every copy of
+        the header is seen: a proxy sends one, so a second copy was not (all) written by it,
+        and which copy counts is ambiguous (ProxyHeaderError).
+
         From a trusted proxy the connection's own certificate (the proxy's) is ignored. From
         anyone else the header must be absent (ProxyHeaderError) and the TLS certificate counts.
         """
-        value = headers.get(self.header)
+        values = self._values(headers)
+        if len(values) > 1:
+            raise ProxyHeaderError(f"{self.header} header repeated ({len(values)} copies)")
+        value = values[0] if values else None
         if self.is_trusted(remote):
             if value is None:
                 return None

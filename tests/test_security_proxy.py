@@ -5,24 +5,40 @@ exemptions. Real TLS, real servers, real certificates from the home's CA.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import dataclasses
 import hashlib
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import jwt
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import unused_port
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from yarl import URL
 
+from mtlsauth.client import TokenClient
 from mtlsauth.config import Settings
-from mtlsauth.peer import ProxyHeaderError, cert_from_header
+from mtlsauth.demo_api import demo_api_ssl_context
+from mtlsauth.peer import ProxyConfig, ProxyHeaderError, cert_from_header, parse_networks
+from mtlsauth.resource import JWKSCache, TokenVerifier, VerifierConfig
+from mtlsauth.resource.aiohttp import CLAIMS, PROXY, VERIFIER, token_middleware
+from mtlsauth.resource.asgi import CLAIMS_STATE_KEY, BearerMiddleware
 from mtlsauth.thumbprint import x5t_s256
 from pki import SubjectAltNames
 from tests.conftest import ClientCert, Home, client_context, running
 from tests.proxies import PROXY_ADDRESS
+from tests.test_proxy import uvicorn_app
 
 XFCC = "X-Forwarded-Client-Cert"
 FORM = {"grant_type": "client_credentials"}
@@ -219,3 +235,136 @@ def test_xfcc_mode_is_a_validated_setting(home: Home) -> None:
             load_settings(home.path, environ={"MTLSAUTH_CLIENT_CERT_XFCC_MODE": unsafe})
         assert "client_cert_xfcc_mode" in str(info.value)
         assert "sanitize_set" in str(info.value)
+
+
+# --- shared: a real token service, a bound token, and resource servers over real TLS ----------
+
+
+@dataclasses.dataclass
+class Issued:
+    home: Home
+    right: ClientCert
+    other: ClientCert
+    token: str
+    verifier: TokenVerifier
+
+
+@pytest.fixture
+async def issued(home: Home) -> AsyncIterator[Issued]:
+    """The token service running, client ``svc`` with a token bound to ``right``."""
+    await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "svc",
+                           "--san-dns", "svc", "--scope", "demo.read")  # fmt: skip
+    right, other = home.issue("svc", dns=["svc"]), home.issue("other", dns=["other"])
+    settings = home.settings
+    keys = JWKSCache(issuer=settings.issuer, ssl_context=client_context(home, None))
+    try:
+        async with running(home):
+            async with TokenClient(
+                issuer=settings.issuer, ssl_context=client_context(home, right), client_id="svc"
+            ) as client:
+                token = await client.token()
+            verifier = TokenVerifier(VerifierConfig(settings.issuer, settings.audience), keys)
+            yield Issued(home, right, other, token, verifier)
+    finally:
+        await keys.close()
+
+
+@contextlib.asynccontextmanager
+async def aiohttp_tls(app: web.Application, home: Home) -> AsyncIterator[str]:
+    """``app`` on 127.0.0.1 over TLS with the home's server certificate (client cert optional)."""
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    port = unused_port()
+    try:
+        ctx = demo_api_ssl_context(home.settings)
+        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def get(
+    url: str,
+    home: Home,
+    *,
+    cert: ClientCert | None = None,
+    headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    from_proxy: bool = False,
+) -> tuple[int, Any]:
+    connector = aiohttp.TCPConnector(local_addr=(PROXY_ADDRESS, 0) if from_proxy else None)
+    ctx = client_context(home, cert) if url.startswith("https") else None
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(URL(url, encoded=True), headers=list(headers), ssl=ctx or True) as resp,
+    ):
+        return resp.status, await resp.json(content_type=None)
+
+
+def rfc9440(cert: ClientCert) -> str:
+    return f":{base64.b64encode(cert.der).decode()}:"
+
+
+RFC9440_PROXY = ProxyConfig(trusted=parse_networks([PROXY_ADDRESS]), header="Client-Cert")
+
+
+# --- item 2: a repeated certificate header is refused everywhere -------------------------------
+
+
+async def test_repeated_cert_header_refused_by_token_service(home: Home) -> None:
+    await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "svc",
+                           "--san-dns", "svc")  # fmt: skip
+    right, other = home.issue("svc", dns=["svc"]), home.issue("other", dns=["other"])
+    settings = dataclasses.replace(
+        home.settings, trusted_proxies=(f"{PROXY_ADDRESS}/32",), client_cert_header="Client-Cert"
+    )
+    async with running(home, settings) as service:
+        one = [("Client-Cert", rfc9440(right))]
+        status, body = await post_from_proxy(service.url, home, one, client_id="svc")
+        assert status == 200, body
+        for twice in (one * 2, [*one, ("Client-Cert", rfc9440(other))]):
+            status, body = await post_from_proxy(service.url, home, twice, client_id="svc")
+            assert (status, body.get("error")) == (400, "invalid_request"), body
+    for mode in ("sanitize_set", "append_forward"):
+        async with running(home, xfcc_settings(home, mode)) as service:
+            element = envoy_element(right)
+            twice = [(XFCC, element), (XFCC, element)]
+            status, body = await post_from_proxy(service.url, home, twice, client_id="svc")
+            assert (status, body.get("error")) == (400, "invalid_request"), body
+
+
+async def _whoami(request: web.Request) -> web.Response:
+    return web.json_response({"client_id": request[CLAIMS]["client_id"]})
+
+
+async def test_repeated_cert_header_refused_by_aiohttp_checker(issued: Issued) -> None:
+    app = web.Application(middlewares=[token_middleware("demo.read")])
+    app[VERIFIER], app[PROXY] = issued.verifier, RFC9440_PROXY
+    app.router.add_get("/whoami", _whoami)
+    auth = ("Authorization", f"Bearer {issued.token}")
+    one = [auth, ("Client-Cert", rfc9440(issued.right))]
+    async with aiohttp_tls(app, issued.home) as url:
+        status, body = await get(f"{url}/whoami", issued.home, headers=one, from_proxy=True)
+        assert status == 200, body
+        twice = [*one, ("Client-Cert", rfc9440(issued.other))]
+        status, body = await get(f"{url}/whoami", issued.home, headers=twice, from_proxy=True)
+        assert (status, body.get("error")) == (400, "invalid_request"), body
+
+
+async def _starlette_whoami(request: Request) -> JSONResponse:
+    return JSONResponse({"client_id": getattr(request.state, CLAIMS_STATE_KEY)["client_id"]})
+
+
+async def test_repeated_cert_header_refused_by_asgi_middleware(issued: Issued) -> None:
+    starlette = Starlette(routes=[Route("/whoami", _starlette_whoami)])
+    app = BearerMiddleware(starlette, verifier=issued.verifier, proxy=RFC9440_PROXY)
+    auth = ("Authorization", f"Bearer {issued.token}")
+    one = [auth, ("Client-Cert", rfc9440(issued.right))]
+    async with uvicorn_app(app) as url:
+        status, body = await get(f"{url}/whoami", issued.home, headers=one, from_proxy=True)
+        assert status == 200, body
+        twice = [*one, ("Client-Cert", rfc9440(issued.other))]
+        status, body = await get(f"{url}/whoami", issued.home, headers=twice, from_proxy=True)
+        assert (status, body.get("error")) == (400, "invalid_request"), body
+        # From a client that is not the proxy the header is refused whatever its count.
+        status, body = await get(f"{url}/whoami", issued.home, headers=one)
+        assert (status, body.get("error")) == (400, "invalid_request"), body

@@ -17,6 +17,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from multidict import CIMultiDict
 
 from mtlsauth.errors import MalformedAuthorization, OAuthError
 from mtlsauth.peer import ProxyConfig
@@ -70,15 +71,12 @@ class BearerMiddleware:
         if scope["type"] != "http" or scope.get("path") in self.exempt:
             await self.app(scope, receive, send)
             return
-        headers: dict[str, str] = {}
-        authorization: list[str] = []
-        for raw_name, raw_value in scope.get("headers", ()):
-            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-            if name == "authorization":
-                authorization.append(value)
-            headers.setdefault(name, value)
-        if self.proxy is not None and self.proxy.header.lower() in headers:
-            headers[self.proxy.header] = headers[self.proxy.header.lower()]
+        # Every copy of every header: a repeated certificate header is refused, never first-wins.
+        headers: CIMultiDict[str] = CIMultiDict(
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in scope.get("headers", ())
+        )
+        authorization = headers.getall("authorization", [])
         client = scope.get("client")
         try:
             peer = resolve_peer(self.proxy, client[0] if client else None, _tls_der(scope), headers)
