@@ -368,3 +368,73 @@ async def test_repeated_cert_header_refused_by_asgi_middleware(issued: Issued) -
         # From a client that is not the proxy the header is refused whatever its count.
         status, body = await get(f"{url}/whoami", issued.home, headers=one)
         assert (status, body.get("error")) == (400, "invalid_request"), body
+
+
+# --- item 4: exemptions are decided on what the router dispatches -------------------------------
+
+
+def _resource_app(issued: Issued, *scopes: str) -> web.Application:
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"handler": "health"})
+
+    async def named(request: web.Request) -> web.Response:
+        claims = request.get(CLAIMS)
+        return web.json_response({"handler": "named", "name": request.match_info["name"],
+                                  "client_id": claims and claims["client_id"]})  # fmt: skip
+
+    app = web.Application(middlewares=[token_middleware(*scopes, exempt=["/api/health"])])
+    app[VERIFIER] = issued.verifier
+    app.router.add_get("/api/health", health)
+    app.router.add_get("/{name}", named)
+    return app
+
+
+async def test_token_middleware_encoded_path_is_not_exempt(issued: Issued) -> None:
+    """``/api%2Fhealth`` decodes to the exempt ``/api/health`` but the router dispatches it to
+    the protected ``/{name}``: it needs a token like every other request to that handler."""
+    home = issued.home
+    async with aiohttp_tls(_resource_app(issued, "demo.read"), home) as url:
+        status, body = await get(f"{url}/api%2Fhealth", home)
+        assert (status, body.get("error")) == (401, "invalid_token"), body
+        status, body = await get(f"{url}/api/health", home)
+        assert (status, body) == (200, {"handler": "health"})
+
+
+async def test_token_middleware_protects_every_other_route(issued: Issued) -> None:
+    home, bearer = issued.home, [("Authorization", f"Bearer {issued.token}")]
+    async with aiohttp_tls(_resource_app(issued, "demo.read"), home) as url:
+        status, body = await get(f"{url}/invoices", home, cert=issued.right, headers=bearer)
+        assert (status, body["client_id"]) == (200, "svc"), body
+        status, body = await get(f"{url}/invoices", home, cert=issued.right)
+        assert status == 401, body  # no token: a bare challenge (RFC 6750 §3.1)
+        status, body = await get(f"{url}/invoices", home, cert=issued.other, headers=bearer)
+        assert (status, body.get("error")) == (401, "invalid_token"), body  # not its cert
+        status, body = await get(f"{url}/api/health", home, cert=issued.right, headers=bearer)
+        assert (status, body) == (200, {"handler": "health"})
+        # No route matched: protected too (the 404 is for those who may see the app).
+        status, body = await get(f"{url}/no/such/route", home)
+        assert status == 401, body
+    async with aiohttp_tls(_resource_app(issued, "demo.admin"), home) as url:
+        status, body = await get(f"{url}/invoices", home, cert=issued.right, headers=bearer)
+        assert (status, body.get("error")) == (403, "insufficient_scope"), body
+
+
+async def test_asgi_exemption_matches_what_starlette_dispatches(issued: Issued) -> None:
+    """Starlette routes on the decoded ``path`` the middleware compares, so ``/api%2Fhealth``
+    reaches the exempt handler itself, and a protected route still needs a token."""
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"handler": "health"})
+
+    async def named(request: Request) -> JSONResponse:
+        return JSONResponse({"handler": "named"})
+
+    starlette = Starlette(routes=[Route("/api/health", health), Route("/{name:path}", named)])
+    app = BearerMiddleware(starlette, verifier=issued.verifier, exempt=["/api/health"])
+    async with uvicorn_app(app) as url:
+        for path in ("/api/health", "/api%2Fhealth"):
+            status, body = await get(f"{url}{path}", issued.home)
+            assert (status, body) == (200, {"handler": "health"}), path
+        for path in ("/api/health/", "/api//health", "/x/../api/health", "/Api/health"):
+            status, body = await get(f"{url}{path}", issued.home)
+            assert status == 401, (path, body)
