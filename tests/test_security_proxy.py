@@ -5,9 +5,11 @@ exemptions. Real TLS, real servers, real certificates from the home's CA.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import dataclasses
+import datetime as dt
 import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,7 +22,9 @@ from aiohttp import web
 from aiohttp.test_utils import unused_port
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -438,3 +442,82 @@ async def test_asgi_exemption_matches_what_starlette_dispatches(issued: Issued) 
         for path in ("/api/health/", "/api//health", "/x/../api/health", "/Api/health"):
             status, body = await get(f"{url}{path}", issued.home)
             assert status == 401, (path, body)
+
+
+# --- item 3: forwarded certificates are checked for validity period and purpose ----------------
+
+
+def ca_signed(
+    home: Home,
+    *,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    eku: list[x509.ObjectIdentifier] | None,
+) -> bytes:
+    """A leaf for ``svc`` signed by the home's CA with the given period and EKU (DER)."""
+    ca = home.ca
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "svc")]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("svc")]), critical=False)
+    )
+    if eku is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    return builder.sign(ca.key, hashes.SHA256()).public_bytes(Encoding.DER)
+
+
+def _b64(der: bytes) -> str:
+    return f":{base64.b64encode(der).decode()}:"
+
+
+async def test_forwarded_certificate_period_and_purpose(home: Home) -> None:
+    await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "svc",
+                           "--san-dns", "svc")  # fmt: skip
+    now = dt.datetime.now(dt.UTC)
+    day = dt.timedelta(days=1)
+    client_auth, server_auth = ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH
+    cases = {
+        "valid": (ca_signed(home, not_before=now - day, not_after=now + day, eku=[client_auth]), 200),
+        "no EKU": (ca_signed(home, not_before=now - day, not_after=now + day, eku=None), 200),
+        "expired": (ca_signed(home, not_before=now - 2 * day, not_after=now - day, eku=[client_auth]), 401),
+        "not yet valid": (ca_signed(home, not_before=now + day, not_after=now + 2 * day, eku=[client_auth]), 401),
+        "serverAuth only": (ca_signed(home, not_before=now - day, not_after=now + day, eku=[server_auth]), 401),
+        "anyEKU only": (ca_signed(home, not_before=now - day, not_after=now + day, eku=[ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE]), 401),
+    }  # fmt: skip
+    settings = dataclasses.replace(home.settings, trusted_proxies=(f"{PROXY_ADDRESS}/32",))
+    async with running(home, settings) as service:
+        for name, (der, expected) in cases.items():
+            headers = [("Client-Cert", _b64(der))]
+            status, body = await post_from_proxy(service.url, home, headers, client_id="svc")
+            if expected == 200:
+                assert status == 200, (name, body)
+                assert bound_to(body) == x5t_s256(der)
+            else:
+                assert (status, body.get("error")) == (401, "invalid_client"), (name, body)
+
+
+async def test_cached_verdict_does_not_outlive_the_certificate(home: Home) -> None:
+    """The first success is remembered per thumbprint; once the certificate expires the next
+    request is refused all the same."""
+    await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "svc",
+                           "--san-dns", "svc")  # fmt: skip
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    expires = now + dt.timedelta(seconds=2)
+    der = ca_signed(
+        home, not_before=now - dt.timedelta(days=1), not_after=expires,
+        eku=[ExtendedKeyUsageOID.CLIENT_AUTH],
+    )  # fmt: skip
+    settings = dataclasses.replace(home.settings, trusted_proxies=(f"{PROXY_ADDRESS}/32",))
+    headers = [("Client-Cert", _b64(der))]
+    async with running(home, settings) as service:
+        status, body = await post_from_proxy(service.url, home, headers, client_id="svc")
+        assert status == 200, body
+        await asyncio.sleep((expires - dt.datetime.now(dt.UTC)).total_seconds() + 1.1)
+        status, body = await post_from_proxy(service.url, home, headers, client_id="svc")
+        assert (status, body.get("error")) == (401, "invalid_client"), body
