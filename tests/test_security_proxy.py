@@ -521,3 +521,45 @@ async def test_cached_verdict_does_not_outlive_the_certificate(home: Home) -> No
         await asyncio.sleep((expires - dt.datetime.now(dt.UTC)).total_seconds() + 1.1)
         status, body = await post_from_proxy(service.url, home, headers, client_id="svc")
         assert (status, body.get("error")) == (401, "invalid_client"), body
+
+
+# --- the ASGI middleware: a WebSocket handshake is a request that needs a token too -------------
+
+
+async def test_asgi_websocket_handshake_needs_a_token(issued: Issued) -> None:
+    """Before, every non-HTTP scope passed untouched: a WebSocket route had no protection."""
+    reached: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(dict(scope.get("state", {})))
+
+    middleware = BearerMiddleware(app, verifier=issued.verifier, proxy=RFC9440_PROXY)
+
+    async def call(headers: list[tuple[bytes, bytes]], **extra: Any) -> list[Any]:
+        sent: list[Any] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        async def receive() -> Any:
+            return {"type": "websocket.connect"}
+
+        scope = {"type": "websocket", "path": "/ws", "headers": headers,
+                 "client": (PROXY_ADDRESS, 5000), **extra}  # fmt: skip
+        await middleware(scope, receive, send)
+        return sent
+
+    cert = [(b"client-cert", rfc9440(issued.right).encode())]
+    sent = await call(cert)
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+    sent = await call(cert, extensions={"websocket.http.response": {}})
+    assert sent[0]["type"] == "websocket.http.response.start"
+    assert sent[0]["status"] == 401
+    assert not reached
+    bearer = (b"authorization", f"Bearer {issued.token}".encode())
+    assert await call([*cert, bearer]) == []
+    assert reached[0][CLAIMS_STATE_KEY]["client_id"] == "svc"
+    other = [(b"client-cert", rfc9440(issued.other).encode()), bearer]
+    assert await call(other) == [{"type": "websocket.close", "code": 1008}]
+    await middleware({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
+    assert len(reached) == 2
