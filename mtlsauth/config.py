@@ -19,7 +19,14 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from mtlsauth.fetch import AddressPolicy
-from mtlsauth.peer import HEADER_FORMATS, HeaderFormat, ProxyConfig, parse_networks
+from mtlsauth.peer import (
+    HEADER_FORMATS,
+    XFCC_MODES,
+    HeaderFormat,
+    ProxyConfig,
+    XfccMode,
+    parse_networks,
+)
 
 __all__ = ["CONFIG_FILE", "ConfigError", "Secret", "Settings", "load_settings"]
 
@@ -94,6 +101,7 @@ class Settings:
     client_cert_format: HeaderFormat = "rfc9440"
     jwks_uri_allow_private: tuple[str, ...] = ()
     jwks_uri_timeout: float = 3.0
+    client_cert_xfcc_mode: XfccMode = "sanitize_set"
 
     @property
     def proxy(self) -> ProxyConfig | None:
@@ -104,6 +112,7 @@ class Settings:
             trusted=parse_networks(self.trusted_proxies),
             header=self.client_cert_header,
             fmt=self.client_cert_format,
+            xfcc_mode=self.client_cert_xfcc_mode,
         )
 
     @property
@@ -219,6 +228,30 @@ def _as_header_format(name: str, value: Any) -> str:
     return str(value)
 
 
+#: Envoy ``forward_client_cert_details`` modes whose header cannot be believed, and why.
+_UNSAFE_XFCC_MODES: Final[Mapping[str, str]] = {
+    "forward_only": "Envoy forwards a client-supplied header unchanged, so any client names any "
+    "certificate",
+    "always_forward_only": "Envoy forwards a client-supplied header unchanged, so any client "
+    "names any certificate",
+    "sanitize": "Envoy removes the header and forwards no certificate",
+}
+
+
+def _as_xfcc_mode(name: str, value: Any) -> str:
+    """Envoy's mode in lower case: SANITIZE_SET (one element) or APPEND_FORWARD (the last)."""
+    text = str(value).strip().lower()
+    allowed = ", ".join(XFCC_MODES)
+    if text in _UNSAFE_XFCC_MODES:
+        raise ConfigError(
+            f"setting {name!r}: {value!r} is unsafe ({_UNSAFE_XFCC_MODES[text]}); "
+            f"configure Envoy with one of {allowed} and set it here"
+        )
+    if text not in XFCC_MODES:
+        raise ConfigError(f"setting {name!r} must be one of {allowed}, got {value!r}")
+    return text
+
+
 def _as_header_name(name: str, value: Any) -> str:
     text = _as_str(name, value)
     if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", text):
@@ -298,6 +331,7 @@ _VALIDATORS: Final[Mapping[str, Callable[[str, Any], Any]]] = {
     "client_cert_format": _as_header_format,
     "jwks_uri_allow_private": _as_networks,
     "jwks_uri_timeout": _as_number(float, 0.5, 30.0),
+    "client_cert_xfcc_mode": _as_xfcc_mode,
 }
 
 _DEFAULTS: Final[Mapping[str, Any]] = {
@@ -414,6 +448,7 @@ def load_settings(home: Path | str, environ: Mapping[str, str] | None = None) ->
         client_cert_format=values.get("client_cert_format", "rfc9440"),
         jwks_uri_allow_private=values.get("jwks_uri_allow_private", ()),
         jwks_uri_timeout=values.get("jwks_uri_timeout", 3.0),
+        client_cert_xfcc_mode=values.get("client_cert_xfcc_mode", "sanitize_set"),
     )
     for name in ("tls_cert", "tls_key", "client_ca", "signing_key"):
         path = getattr(settings, name)

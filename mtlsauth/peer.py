@@ -9,8 +9,9 @@ Header formats:
 
 * ``rfc9440`` — RFC 9440 ``Client-Cert``: the DER as a Structured Field byte sequence ``:b64:``.
 * ``nginx`` — nginx ``$ssl_client_escaped_cert``: the PEM, URL-escaped.
-* ``xfcc`` — Envoy ``x-forwarded-client-cert``: ``Cert="<URL-escaped PEM>"`` in the element the
-  nearest proxy appended (the last one).
+* ``xfcc`` — Envoy ``x-forwarded-client-cert`` (see :mod:`mtlsauth.xfcc`): ``Cert="<URL-escaped
+  PEM>"`` of the one element Envoy's SANITIZE_SET writes (``sanitize_set``), or of the element
+  Envoy's APPEND_FORWARD appends last (``append_forward``).
 * ``base64-der`` — the DER in plain base64.
 """
 
@@ -18,26 +19,35 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from multidict import MultiMapping
+
+from mtlsauth.xfcc import XfccElement, XfccError, parse_xfcc
 
 __all__ = [
     "HEADER_FORMATS",
+    "XFCC_MODES",
     "HeaderFormat",
     "ProxyConfig",
     "ProxyHeaderError",
+    "XfccMode",
     "cert_from_header",
     "parse_networks",
 ]
 
 HeaderFormat = Literal["rfc9440", "nginx", "xfcc", "base64-der"]
 HEADER_FORMATS: Final[tuple[HeaderFormat, ...]] = get_args(HeaderFormat)
+#: Envoy ``forward_client_cert_details`` modes whose XFCC header can be believed.
+XfccMode = Literal["sanitize_set", "append_forward"]
+XFCC_MODES: Final[tuple[XfccMode, ...]] = get_args(XfccMode)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -74,45 +84,56 @@ def _b64_der(text: str) -> bytes:
     return der
 
 
-def _xfcc_elements(value: str) -> list[dict[str, str]]:
-    """Split an XFCC value into elements of key=value pairs, honouring quoted values."""
-    elements: list[dict[str, str]] = []
-    pairs: dict[str, str] = {}
-    key, buf, quoted, i = "", "", False, 0
-    while i < len(value):
-        ch = value[i]
-        if quoted:
-            if ch == "\\" and i + 1 < len(value):
-                buf += value[i + 1]
-                i += 2
-                continue
-            if ch == '"':
-                quoted = False
-            else:
-                buf += ch
-        elif ch == '"':
-            quoted = True
-        elif ch == "=" and not key:
-            key, buf = buf.strip(), ""
-        elif ch in ";,":
-            if key:
-                pairs[key.lower()] = buf.strip()
-            key, buf = "", ""
-            if ch == ",":
-                elements.append(pairs)
-                pairs = {}
-        else:
-            buf += ch
-        i += 1
-    if quoted:
-        raise ProxyHeaderError("an XFCC value has an unterminated quote")
-    if key:
-        pairs[key.lower()] = buf.strip()
-    elements.append(pairs)
-    return elements
+def _xfcc_element(value: str, mode: XfccMode) -> XfccElement:
+    """The element Envoy wrote: the only one (SANITIZE_SET) or the last one (APPEND_FORWARD)."""
+    try:
+        elements = parse_xfcc(value)
+    except XfccError as exc:
+        raise ProxyHeaderError(f"malformed XFCC header: {exc}") from exc
+    if mode == "sanitize_set" and len(elements) != 1:
+        raise ProxyHeaderError(
+            f"XFCC header with {len(elements)} elements; Envoy's SANITIZE_SET writes exactly one"
+        )
+    if mode == "append_forward":
+        # Envoy writes URI and DNS SANs unquoted: a certificate whose SAN holds ',' or ';'
+        # would split Envoy's own element and forge a later one. No element may carry one.
+        for element in elements:
+            for cert in element.get("cert", ()):
+                _refuse_unframeable(_pem_to_der(unquote(cert)))
+    return elements[-1]
 
 
-def cert_from_header(value: str, fmt: HeaderFormat) -> bytes | None:
+def _refuse_unframeable(der: bytes) -> None:
+    cert = x509.load_der_x509_certificate(der)
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        return
+    names = [
+        *sans.get_values_for_type(x509.UniformResourceIdentifier),
+        *sans.get_values_for_type(x509.DNSName),
+    ]
+    if any(ch in name for name in names for ch in ',;"'):
+        raise ProxyHeaderError("an XFCC certificate has a SAN Envoy cannot write unambiguously")
+
+
+def _xfcc_cert(value: str, mode: XfccMode) -> bytes | None:
+    element = _xfcc_element(value, mode)
+    certs = element.get("cert")
+    if not certs:
+        return None
+    der = _pem_to_der(unquote(certs[0]))
+    # Envoy's Hash is the SHA-256 of the same certificate: a Cert that text inside the element
+    # smuggled in next to Envoy's Hash does not match it.
+    for digest in element.get("hash", ()):
+        if digest.lower() != hashlib.sha256(der).hexdigest():
+            raise ProxyHeaderError("the XFCC Hash is not the SHA-256 of its Cert")
+    return der
+
+
+def cert_from_header(
+    value: str, fmt: HeaderFormat, *, xfcc_mode: XfccMode = "sanitize_set"
+) -> bytes | None:
     """The DER certificate a proxy forwarded, or None when it forwarded none."""
     value = value.strip()
     if not value:
@@ -124,8 +145,7 @@ def cert_from_header(value: str, fmt: HeaderFormat) -> bytes | None:
     if fmt == "nginx":
         return _pem_to_der(unquote(value))
     if fmt == "xfcc":
-        cert = _xfcc_elements(value)[-1].get("cert")
-        return _pem_to_der(unquote(cert)) if cert else None
+        return _xfcc_cert(value, xfcc_mode)
     if fmt == "base64-der":
         return _b64_der(value)
     raise ProxyHeaderError(f"unknown header format {fmt!r}")
@@ -138,6 +158,7 @@ class ProxyConfig:
     trusted: tuple[IPNetwork, ...]
     header: str = "Client-Cert"
     fmt: HeaderFormat = "rfc9440"
+    xfcc_mode: XfccMode = "sanitize_set"
 
     def is_trusted(self, remote: str | None) -> bool:
         if not remote:
@@ -148,17 +169,32 @@ class ProxyConfig:
             return False
         return any(address in network for network in self.trusted)
 
+    def _values(self, headers: Mapping[str, str]) -> Sequence[str]:
+        if isinstance(headers, MultiMapping):
+            return headers.getall(self.header, [])
+        value = headers.get(self.header)
+        return [] if value is None else [value]
+
     def peer_der(
         self, remote: str | None, tls_der: bytes | None, headers: Mapping[str, str]
     ) -> bytes | None:
         """The client's certificate: from the header when sent by a trusted proxy.
 
+        ``headers`` is best a multidict (aiohttp's, or ``CIMultiDict``) so that every copy of
+        the header is seen: a proxy sends one, so a second copy was not (all) written by it,
+        and which copy counts is ambiguous (ProxyHeaderError).
+
         From a trusted proxy the connection's own certificate (the proxy's) is ignored. From
         anyone else the header must be absent (ProxyHeaderError) and the TLS certificate counts.
         """
-        value = headers.get(self.header)
+        values = self._values(headers)
+        if len(values) > 1:
+            raise ProxyHeaderError(f"{self.header} header repeated ({len(values)} copies)")
+        value = values[0] if values else None
         if self.is_trusted(remote):
-            return cert_from_header(value, self.fmt) if value is not None else None
+            if value is None:
+                return None
+            return cert_from_header(value, self.fmt, xfcc_mode=self.xfcc_mode)
         if value is not None:
             raise ProxyHeaderError(
                 f"{self.header} header from {remote}, which is not a trusted proxy"

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,8 @@ async def test_forwarded_certificate_formats(home: Home, fmt: str) -> None:
         "rfc9440": ("Client-Cert", f":{b64}:"),
         "xfcc": (
             "X-Forwarded-Client-Cert",
-            f'By=spiffe://edge;Hash=abc;Cert="{quote(_pem(right), safe="")}";Subject="CN=svc";URI=',
+            f"By=spiffe://edge;Hash={hashlib.sha256(right.der).hexdigest()};"
+            f'Cert="{quote(_pem(right), safe="")}";Subject="CN=svc";URI=',
         ),
         "base64-der": ("X-Client-Cert", b64),
         "nginx": (CERT_HEADER, quote(_pem(right), safe="")),
@@ -181,7 +183,7 @@ def test_header_parsing_edge_cases(tmp_path: Path) -> None:
         f'Hash=1;Cert="{quote(pem, safe="")}",'
         f'By=spiffe://inner;Cert="{quote(pem, safe="")}";Subject="CN=a,\\"b\\""'
     )
-    assert cert_from_header(two_hops, "xfcc") == der
+    assert cert_from_header(two_hops, "xfcc", xfcc_mode="append_forward") == der
     assert cert_from_header("Hash=1;Subject=x", "xfcc") is None
     assert cert_from_header("", "nginx") is None
     for value, fmt in [

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from cryptography import x509
 
@@ -24,6 +25,7 @@ __all__ = [
     "AuthRequest",
     "Authenticator",
     "PeerCertificate",
+    "PkiVerdict",
 ]
 
 
@@ -77,6 +79,19 @@ class AssertionPolicy:
     leeway: int = 30
 
 
+class PkiVerdict(NamedTuple):
+    """A tls_client_auth success, remembered by certificate thumbprint.
+
+    It holds for this client object and CA generation, and only within the certificate's
+    validity period: the period is checked on every use, so a verdict never outlives it.
+    """
+
+    client: Client
+    generation: int
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+
 @dataclass(frozen=True, slots=True)
 class AuthContext:
     """Server-side material the methods need."""
@@ -86,9 +101,9 @@ class AuthContext:
     assertions: AssertionPolicy = field(default_factory=lambda: AssertionPolicy(frozenset()))
     store: Store | None = None
     remote_jwks: RemoteJWKS | None = None
-    #: tls_client_auth verdicts by certificate thumbprint: (client object, CA generation).
+    #: tls_client_auth verdicts by certificate thumbprint (see :class:`PkiVerdict`).
     #: A reconnecting client is not parsed and matched again; any reload invalidates it.
-    pki_verdicts: dict[str, tuple[Client, int]] = field(default_factory=dict)
+    pki_verdicts: dict[str, PkiVerdict] = field(default_factory=dict)
 
 
 #: A method checks the request's credentials against the client and raises InvalidClient;

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from mtlsauth.errors import OAuthError
 from mtlsauth.peer import ProxyConfig
@@ -83,15 +83,29 @@ def require_token(
     return decorate
 
 
+def _exempt(request: web.Request, public: frozenset[str]) -> bool:
+    """Whether the route the router dispatched this request to is one of ``public``.
+
+    Decided on the matched resource, not on ``request.path``: the path is percent-decoded
+    while the router matches the raw one, so ``/api%2Fhealth`` reads as ``/api/health`` yet
+    dispatches to a ``/{name}`` handler. Only a plain (fixed-path) resource can be exempt;
+    anything else — no route matched, a dynamic or static resource — is protected.
+    """
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    return isinstance(resource, web.PlainResource) and resource.canonical in public
+
+
 def token_middleware(
     *scopes: str, allow_unbound: bool | None = None, exempt: Iterable[str] = ()
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """Protect every route of an app (except the ``exempt`` paths) with the same requirement."""
+) -> Middleware:
+    """Protect every route of an app (except the ``exempt`` fixed paths) with the same
+    requirement (RFC 6750 §3 errors)."""
     public = frozenset(exempt)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in public:
+        if _exempt(request, public):
             return await handler(request)
         return await _guarded(request, handler, scopes, allow_unbound)
 

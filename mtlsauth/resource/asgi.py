@@ -8,6 +8,10 @@ The certificate comes from the ASGI TLS extension (``scope["extensions"]["tls"]
 ["client_cert_chain"]``) where the server provides it, or — the common deployment, since
 uvicorn and hypercorn do not — from a trusted TLS-terminating proxy's header (``proxy``).
 The claims are put in ``scope["state"]["mtlsauth_claims"]`` (Starlette: ``request.state``).
+
+WebSocket handshakes need a token too (they are HTTP requests until accepted): a refused one
+gets the RFC 6750 answer where the server offers the ``websocket.http.response`` extension,
+else the handshake is closed (the server answers 403). Only ``lifespan`` passes untouched.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from multidict import CIMultiDict
 
 from mtlsauth.errors import MalformedAuthorization, OAuthError
 from mtlsauth.peer import ProxyConfig
@@ -67,18 +72,18 @@ class BearerMiddleware:
         self.exempt = frozenset(exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in self.exempt:
+        # Starlette routes on the same percent-decoded ``path`` compared here, so an exempt
+        # path is exactly the route that runs. Anything but HTTP and WebSocket (lifespan)
+        # carries no request to protect.
+        if scope["type"] not in ("http", "websocket") or scope.get("path") in self.exempt:
             await self.app(scope, receive, send)
             return
-        headers: dict[str, str] = {}
-        authorization: list[str] = []
-        for raw_name, raw_value in scope.get("headers", ()):
-            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-            if name == "authorization":
-                authorization.append(value)
-            headers.setdefault(name, value)
-        if self.proxy is not None and self.proxy.header.lower() in headers:
-            headers[self.proxy.header] = headers[self.proxy.header.lower()]
+        # Every copy of every header: a repeated certificate header is refused, never first-wins.
+        headers: CIMultiDict[str] = CIMultiDict(
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in scope.get("headers", ())
+        )
+        authorization = headers.getall("authorization", [])
         client = scope.get("client")
         try:
             peer = resolve_peer(self.proxy, client[0] if client else None, _tls_der(scope), headers)
@@ -90,17 +95,28 @@ class BearerMiddleware:
                 allow_unbound=self.allow_unbound,
             )
         except OAuthError as exc:
-            await _send_error(send, exc)
+            if scope["type"] == "websocket":
+                await _refuse_websocket(scope, send, exc)
+            else:
+                await _send_error(send, exc)
             return
         scope.setdefault("state", {})[CLAIMS_STATE_KEY] = claims
         await self.app(scope, receive, send)
 
 
-async def _send_error(send: Send, error: OAuthError) -> None:
+async def _send_error(send: Send, error: OAuthError, prefix: str = "http") -> None:
     body = error.body_bytes()
     headers = [
         (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers().items()
     ]
     headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": f"{prefix}.response.start", "status": error.status, "headers": headers})
+    await send({"type": f"{prefix}.response.body", "body": body})
+
+
+async def _refuse_websocket(scope: Scope, send: Send, error: OAuthError) -> None:
+    """ASGI spec: a close before accept makes the server refuse the handshake with 403."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await _send_error(send, error, prefix="websocket.http")
+    else:
+        await send({"type": "websocket.close", "code": 1008})
