@@ -91,6 +91,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     client_cert_header: str = "Client-Cert"
     client_cert_format: HeaderFormat = "rfc9440"
+    client_address_header: str = ""
 
     @property
     def proxy(self) -> ProxyConfig | None:
@@ -101,6 +102,7 @@ class Settings:
             trusted=parse_networks(self.trusted_proxies),
             header=self.client_cert_header,
             fmt=self.client_cert_format,
+            address_header=self.client_address_header or None,
         )
 
     @property
@@ -217,6 +219,10 @@ def _as_header_name(name: str, value: Any) -> str:
     return text
 
 
+def _as_optional_header_name(name: str, value: Any) -> str:
+    return "" if value == "" else _as_header_name(name, value)
+
+
 def _as_issuer(name: str, value: Any) -> str:
     """RFC 8414 §2: an https URL with no query or fragment."""
     text = _as_str(name, value)
@@ -287,6 +293,7 @@ _VALIDATORS: Final[Mapping[str, Callable[[str, Any], Any]]] = {
     "trusted_proxies": _as_networks,
     "client_cert_header": _as_header_name,
     "client_cert_format": _as_header_format,
+    "client_address_header": _as_optional_header_name,
 }
 
 _DEFAULTS: Final[Mapping[str, Any]] = {
@@ -401,7 +408,13 @@ def load_settings(home: Path | str, environ: Mapping[str, str] | None = None) ->
         trusted_proxies=values.get("trusted_proxies", ()),
         client_cert_header=values.get("client_cert_header", "Client-Cert"),
         client_cert_format=values.get("client_cert_format", "rfc9440"),
+        client_address_header=values.get("client_address_header", ""),
     )
+    if settings.client_address_header and not settings.trusted_proxies:
+        raise ConfigError(
+            "setting 'client_address_header' is believed only from 'trusted_proxies': "
+            "set those too, or leave it empty"
+        )
     for name in ("tls_cert", "tls_key", "client_ca", "signing_key"):
         path = getattr(settings, name)
         if not path.is_file():
