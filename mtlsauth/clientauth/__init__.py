@@ -120,11 +120,10 @@ async def authenticate(
     try:
         secret_hash = await METHODS[client.auth_method](client, request, context)
     except InvalidClient as exc:
-        if registered:
-            raise
-        raise InvalidClient(
-            f"unknown client_id {client_id[:100]!r}", reason="unknown_client"
-        ) from exc
+        if not registered:
+            # Relabelled in place: raising a new exception would cost measurable time.
+            exc.detail, exc.reason = f"unknown client_id {client_id[:100]!r}", "unknown_client"
+        raise
     if not registered:  # unreachable: the decoy's secret is known to no one
         raise InvalidClient(f"unknown client_id {client_id[:100]!r}", reason="unknown_client")
     return Authenticated(client=client, secret_hash=secret_hash)
