@@ -11,7 +11,7 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,10 +27,12 @@ from mtlsauth.clientauth import ASSERTION_TYPE
 from mtlsauth.config import ConfigError, Settings, load_settings
 from mtlsauth.server.keys import GUARD
 from mtlsauth.store import Store, open_store
+from mtlsauth.store.postgres import PostgresStore
 from mtlsauth.throttle import UNKNOWN_CLIENT, Throttle, ThrottlePolicy, source_key
 from tests.conftest import ClientCert, Home, Service, client_context, running
 from tests.proxies import ADDRESS_HEADER, CERT_HEADER, PROXY_ADDRESS, nginx
 from tests.test_assertions import public_jwk
+from tests.test_stores import fresh_database
 
 ATTACKER = "127.0.0.10"
 VICTIM = "127.0.0.11"
@@ -337,10 +339,22 @@ async def test_unknown_ids_are_throttled_together_and_real_ids_still_are(
         ]
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        with fresh_database() as url:
+            yield url
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = open_store(store_url)
     await s.migrate()
+    if isinstance(s, PostgresStore):  # migrate() leaves a PostgreSQL store closed
+        await s.close()
+        s = open_store(store_url)
     await s.open()
     try:
         yield s
