@@ -102,6 +102,7 @@ class Settings:
     jwks_uri_allow_private: tuple[str, ...] = ()
     jwks_uri_timeout: float = 3.0
     client_cert_xfcc_mode: XfccMode = "sanitize_set"
+    client_address_header: str = ""
 
     @property
     def proxy(self) -> ProxyConfig | None:
@@ -113,6 +114,7 @@ class Settings:
             header=self.client_cert_header,
             fmt=self.client_cert_format,
             xfcc_mode=self.client_cert_xfcc_mode,
+            address_header=self.client_address_header or None,
         )
 
     @property
@@ -259,6 +261,10 @@ def _as_header_name(name: str, value: Any) -> str:
     return text
 
 
+def _as_optional_header_name(name: str, value: Any) -> str:
+    return "" if value == "" else _as_header_name(name, value)
+
+
 def _as_issuer(name: str, value: Any) -> str:
     """RFC 8414 §2: an https URL with no query or fragment."""
     text = _as_str(name, value)
@@ -332,6 +338,7 @@ _VALIDATORS: Final[Mapping[str, Callable[[str, Any], Any]]] = {
     "jwks_uri_allow_private": _as_networks,
     "jwks_uri_timeout": _as_number(float, 0.5, 30.0),
     "client_cert_xfcc_mode": _as_xfcc_mode,
+    "client_address_header": _as_optional_header_name,
 }
 
 _DEFAULTS: Final[Mapping[str, Any]] = {
@@ -449,7 +456,13 @@ def load_settings(home: Path | str, environ: Mapping[str, str] | None = None) ->
         jwks_uri_allow_private=values.get("jwks_uri_allow_private", ()),
         jwks_uri_timeout=values.get("jwks_uri_timeout", 3.0),
         client_cert_xfcc_mode=values.get("client_cert_xfcc_mode", "sanitize_set"),
+        client_address_header=values.get("client_address_header", ""),
     )
+    if settings.client_address_header and not settings.trusted_proxies:
+        raise ConfigError(
+            "setting 'client_address_header' is believed only from 'trusted_proxies': "
+            "set those too, or leave it empty"
+        )
     for name in ("tls_cert", "tls_key", "client_ca", "signing_key"):
         path = getattr(settings, name)
         if not path.is_file():

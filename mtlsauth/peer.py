@@ -13,6 +13,11 @@ Header formats:
   PEM>"`` of the one element Envoy's SANITIZE_SET writes (``sanitize_set``), or of the element
   Envoy's APPEND_FORWARD appends last (``append_forward``).
 * ``base64-der`` — the DER in plain base64.
+
+The client's address comes the same way (``address_header``, e.g. ``X-Forwarded-For``): from a
+trusted proxy the right-most entry, the one that proxy appended itself (what the client put
+to its left is the client's own claim); from anyone else the TCP peer, and the header is
+ignored.
 """
 
 from __future__ import annotations
@@ -159,6 +164,8 @@ class ProxyConfig:
     header: str = "Client-Cert"
     fmt: HeaderFormat = "rfc9440"
     xfcc_mode: XfccMode = "sanitize_set"
+    #: The header the proxy names the client's address in; None: the TCP peer counts.
+    address_header: str | None = None
 
     def is_trusted(self, remote: str | None) -> bool:
         if not remote:
@@ -200,3 +207,28 @@ class ProxyConfig:
                 f"{self.header} header from {remote}, which is not a trusted proxy"
             )
         return tls_der
+
+    def client_address(self, remote: str | None, values: Sequence[str]) -> str:
+        """The address of the client: the one a trusted proxy vouches for, else the TCP peer.
+
+        ``values`` are every line of ``address_header`` in order. A trusted proxy that sends
+        none, or a right-most entry that is not an IP address, is an error (ProxyHeaderError):
+        counting such requests against the proxy itself would lock everyone behind it out.
+        """
+        if self.address_header is None or not self.is_trusted(remote):
+            return remote or "unknown"
+        entries = ",".join(values).split(",")
+        last = entries[-1].strip()
+        if not last:
+            raise ProxyHeaderError(
+                f"the trusted proxy {remote} sent no {self.address_header} address"
+            )
+        if last.startswith("[") and last.endswith("]"):
+            last = last[1:-1]
+        try:
+            return str(ipaddress.ip_address(last))
+        except ValueError as exc:
+            raise ProxyHeaderError(
+                f"the trusted proxy {remote} sent {self.address_header} {last[:60]!r}, "
+                "which is not an IP address"
+            ) from exc

@@ -18,6 +18,7 @@ from aiohttp.test_utils import unused_port
 
 PROXY_ADDRESS = "127.0.0.2"
 CERT_HEADER = "X-SSL-Client-Cert"
+ADDRESS_HEADER = "X-Forwarded-For"
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -41,14 +42,19 @@ def nginx(
     client_ca: Path | None,
     upstream_ca: Path | None = None,
     verify_client: str = "optional",
+    forward_address: bool = False,
 ) -> Iterator[str]:
-    """Serve ``https://127.0.0.1:PORT`` → ``upstream``, forwarding $ssl_client_escaped_cert."""
+    """Serve ``https://127.0.0.1:PORT`` → ``upstream``, forwarding $ssl_client_escaped_cert
+    (and, with ``forward_address``, the client's address appended to X-Forwarded-For)."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(binary).exists():
         raise RuntimeError("nginx is not installed: scripts/test installs it")
     workdir.mkdir(parents=True, exist_ok=True)
     port = unused_port()
     client_ca_line = f"ssl_client_certificate {client_ca};" if client_ca else ""
+    address_line = (
+        f"proxy_set_header {ADDRESS_HEADER} $proxy_add_x_forwarded_for;" if forward_address else ""
+    )
     upstream_tls = ""
     if upstream.startswith("https://"):
         upstream_tls = f"""
@@ -80,7 +86,8 @@ http {{
         location / {{
             proxy_pass {upstream};
             proxy_bind {PROXY_ADDRESS};
-            proxy_set_header {CERT_HEADER} $ssl_client_escaped_cert;{upstream_tls}
+            proxy_set_header {CERT_HEADER} $ssl_client_escaped_cert;
+            {address_line}{upstream_tls}
         }}
     }}
 }}

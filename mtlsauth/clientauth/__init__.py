@@ -103,13 +103,27 @@ async def authenticate(
     if client_id is None:
         raise InvalidClient("no client identification in the request", reason="no_credentials")
     client = registry.get(client_id)
+    registered = client is not None
     if client is None:
-        raise InvalidClient(f"unknown client_id {client_id[:100]!r}", reason="unknown_client")
+        # A secret for an unregistered client_id is still hashed and compared (against a
+        # decoy), so the answer takes as long as a registered client's wrong secret and does
+        # not tell which client_ids exist.
+        client = context.decoys.get(presented)
+        if client is None:
+            raise InvalidClient(f"unknown client_id {client_id[:100]!r}", reason="unknown_client")
     if client.auth_method not in _COMPATIBLE[presented]:
         raise InvalidClient(
             f"client {client.client_id!r} is registered for {client.auth_method} "
             f"but authenticated with {presented}",
             reason="wrong_method",
         )
-    secret_hash = await METHODS[client.auth_method](client, request, context)
+    try:
+        secret_hash = await METHODS[client.auth_method](client, request, context)
+    except InvalidClient as exc:
+        if not registered:
+            # Relabelled in place: raising a new exception would cost measurable time.
+            exc.detail, exc.reason = f"unknown client_id {client_id[:100]!r}", "unknown_client"
+        raise
+    if not registered:  # unreachable: the decoy's secret is known to no one
+        raise InvalidClient(f"unknown client_id {client_id[:100]!r}", reason="unknown_client")
     return Authenticated(client=client, secret_hash=secret_hash)

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from cryptography import x509
 
-from mtlsauth.clients import Client
+from mtlsauth.clients import Client, SecretEntry
+from mtlsauth.credentials import generate_secret, hash_secret
 from mtlsauth.errors import InvalidClient
 from mtlsauth.thumbprint import x5t_s256
 from mtlsauth.tls import ClientCA
@@ -104,6 +105,20 @@ class AuthContext:
     #: tls_client_auth verdicts by certificate thumbprint (see :class:`PkiVerdict`).
     #: A reconnecting client is not parsed and matched again; any reload invalidates it.
     pki_verdicts: dict[str, PkiVerdict] = field(default_factory=dict)
+    #: Stand-ins a secret presented for an unregistered client_id is checked against, so that
+    #: it costs the same HMAC and comparison as a wrong secret of a registered client.
+    decoys: dict[str, Client] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # The decoy's secret is never known to anyone: nothing can match it.
+        entry = SecretEntry(hash=hash_secret(self.secret_key, generate_secret()))
+        decoys = {
+            method: Client(
+                client_id="(unregistered)", auth_method=method, bound_tokens=False, secrets=(entry,)
+            )
+            for method in ("client_secret_basic", "client_secret_post")
+        }
+        object.__setattr__(self, "decoys", decoys)
 
 
 #: A method checks the request's credentials against the client and raises InvalidClient;

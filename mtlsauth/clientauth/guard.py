@@ -1,13 +1,23 @@
 """Client authentication as every endpoint needs it: throttled, audited, measured.
 
 Token, introspection and revocation endpoints all authenticate clients the same way; this is
-that way. Secret last-use times are kept in memory and written to the store in batches, off
+that way.
+
+Decision D7: an attacker without a client's credentials must not be able to deny it service.
+A client registered for a credential that cannot be guessed — a TLS client certificate
+(RFC 8705 §2) or an asymmetric assertion (private_key_jwt, RFC 7523 §2.2) — is never refused
+before it is authenticated: it is served if it authenticates, and only a failure counts and
+can earn a 429. Secret-based methods are checked against the throttle first, per (client_id,
+source), since guessing is exactly what the throttle slows down.
+
+Secret last-use times are kept in memory and written to the store in batches, off
 the request path.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Final
 
 from mtlsauth.audit import Audit
 from mtlsauth.clientauth import (
@@ -17,13 +27,18 @@ from mtlsauth.clientauth import (
     authenticate,
     claimed_client_id,
 )
-from mtlsauth.clients import ClientRegistry
+from mtlsauth.clients import AuthMethod, ClientRegistry
 from mtlsauth.errors import InvalidClient
 from mtlsauth.metrics import Metrics
 from mtlsauth.store import Store
 from mtlsauth.throttle import Throttle
 
-__all__ = ["ClientGuard"]
+__all__ = ["UNGUESSABLE_METHODS", "ClientGuard"]
+
+#: Methods whose credential an attacker cannot guess, so throttling them protects nothing.
+UNGUESSABLE_METHODS: Final[frozenset[AuthMethod]] = frozenset(
+    {"tls_client_auth", "self_signed_tls_client_auth", "private_key_jwt"}
+)
 
 
 class ClientGuard:
@@ -45,18 +60,25 @@ class ClientGuard:
 
     async def authenticate(self, credentials: AuthRequest, source: str) -> Authenticated:
         """The authenticated client; InvalidClient (counted, audited, throttled) otherwise."""
-        claimed = (claimed_client_id(credentials) or "")[:200]
-        self.throttle.check(claimed, source)
+        claimed = claimed_client_id(credentials)
+        client = self.registry.get(claimed) if claimed else None
+        # An unregistered client_id is counted under one key per source, never its own.
+        key = self.throttle.key(client.client_id if client else None, source)
+        unguessable = client is not None and client.auth_method in UNGUESSABLE_METHODS
+        if not unguessable:
+            self.throttle.check(key)
         try:
             result = await authenticate(credentials, self.registry, self.context)
         except InvalidClient as exc:
             self.metrics.auth_failure(exc.reason)
-            self.audit.event(
-                "auth.failed", client_id=claimed or None, reason=exc.reason, source=source
+            self.audit.tally(
+                "auth.failed", client_id=key[0] or None, reason=exc.reason, source=key[1]
             )
-            await self.throttle.failed(claimed, source)
+            if unguessable:
+                self.throttle.check(key)  # failed again while blocked: 429, as for secrets
+            await self.throttle.failed(key)
             raise
-        await self.throttle.succeeded(claimed, source)
+        await self.throttle.succeeded(key)
         if result.secret_hash is not None:
             self._used[(result.client.client_id, result.secret_hash)] = time.time()
         return result

@@ -61,6 +61,8 @@ log = logging.getLogger("mtlsauth.server")
 
 #: CRL freshness, secret last-use stamps and expired replay-cache rows are handled this often.
 HOUSEKEEPING_INTERVAL = 60.0
+#: Failed authentications reach the audit log as one line per tally this often.
+AUDIT_TALLY_INTERVAL = 10.0
 #: A retired signing key stays published this long after its last token could have expired.
 KEY_RETIRE_MARGIN = 60.0
 
@@ -94,7 +96,7 @@ async def _housekeeping(app: web.Application) -> None:
         tls.reload_if_changed()
     tls.warn_if_crl_stale(dt.timedelta(hours=settings.crl_warn_hours))
     await app[GUARD].flush_usage(store)
-    await store.purge(time.time())
+    await store.purge(time.time(), failure_window=settings.throttle_window)
 
 
 async def _refresh_forever(app: web.Application) -> None:
@@ -103,6 +105,7 @@ async def _refresh_forever(app: web.Application) -> None:
     settings, tls, registry = app[SETTINGS], app[TLS], app[REGISTRY]
     loop = asyncio.get_running_loop()
     next_housekeeping = loop.time()
+    next_tallies = loop.time() + AUDIT_TALLY_INTERVAL
     while True:
         try:
             await app[STORE].wait_for_change(settings.reload_interval)
@@ -116,6 +119,9 @@ async def _refresh_forever(app: web.Application) -> None:
             await asyncio.sleep(settings.reload_interval)
         tls.reload_if_changed()
         app[SIGNING_KEYS].reload_if_changed(app[GRANT].issuer)
+        if loop.time() >= next_tallies:
+            next_tallies = loop.time() + AUDIT_TALLY_INTERVAL
+            app[GUARD].audit.flush_tallies()
         if loop.time() >= next_housekeeping:
             next_housekeeping = loop.time() + HOUSEKEEPING_INTERVAL
             try:

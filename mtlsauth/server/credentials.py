@@ -24,8 +24,18 @@ def one(form: Mapping[str, tuple[str, ...]], name: str) -> str | None:
 
 
 def source_of(request: web.Request) -> str:
-    """The address failures are counted against (D7): the TCP peer."""
-    return request.remote or "unknown"
+    """The address failures are counted against (D7): the one a trusted proxy vouches for in
+    ``client_address_header``, otherwise the TCP peer."""
+    proxy = request.app.get(PROXY)
+    if proxy is None:
+        return request.remote or "unknown"
+    values = request.headers.getall(proxy.address_header, []) if proxy.address_header else []
+    try:
+        return proxy.client_address(request.remote, values)
+    except ProxyHeaderError as exc:
+        raise InvalidRequest(
+            str(exc), description="The forwarded client address is not accepted."
+        ) from exc
 
 
 def _connection_peer(ssl_object: object) -> PeerCertificate | None:

@@ -99,8 +99,9 @@ class Store(Protocol):
     async def blocked(self, now: float) -> dict[tuple[str, str], float]:
         """Every (client_id, source) blocked now, with the time the block ends."""
 
-    async def purge(self, now: float) -> None:
-        """Drop what can no longer matter: expired assertion ids, revocations, failures."""
+    async def purge(self, now: float, *, failure_window: float = 3600.0) -> None:
+        """Drop what can no longer matter: expired assertion ids, revocations, and failure
+        counters whose window (``failure_window`` seconds) and block have ended."""
 
 
 def client_from_row(

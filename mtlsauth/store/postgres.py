@@ -448,7 +448,7 @@ class PostgresStore:
 
         return await self._run(read)
 
-    async def purge(self, now: float) -> None:
+    async def purge(self, now: float, *, failure_window: float = 3600.0) -> None:
         async def purge(conn: asyncpg.Connection) -> None:
             async with conn.transaction():
                 await conn.execute("DELETE FROM assertion_ids WHERE exp < $1", now - 60)
@@ -456,7 +456,7 @@ class PostgresStore:
                 await conn.execute(
                     "DELETE FROM auth_failures WHERE window_start < $1"
                     " AND (blocked_until IS NULL OR blocked_until < $2)",
-                    now - 3600,
+                    now - failure_window,
                     now,
                 )
 

@@ -353,7 +353,7 @@ class SQLiteStore:
 
         return await self._run(read)
 
-    async def purge(self, now: float) -> None:
+    async def purge(self, now: float, *, failure_window: float = 3600.0) -> None:
         def purge(conn: sqlite3.Connection) -> None:
             with conn:
                 conn.execute("BEGIN IMMEDIATE")
@@ -362,7 +362,7 @@ class SQLiteStore:
                 conn.execute(
                     "DELETE FROM auth_failures WHERE window_start < ?"
                     " AND (blocked_until IS NULL OR blocked_until < ?)",
-                    (now - 3600, now),
+                    (now - failure_window, now),
                 )
 
         await self._run(purge)
