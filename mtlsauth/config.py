@@ -91,6 +91,16 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     client_cert_header: str = "Client-Cert"
     client_cert_format: HeaderFormat = "rfc9440"
+    request_header_timeout: float = 10.0
+    request_body_timeout: float = 10.0
+    tls_handshake_timeout: float = 10.0
+    max_header_size: int = 8190
+    max_headers: int = 64
+    max_connections_per_source: int = 64
+    max_connections: int = 4096
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1")
 
     @property
     def proxy(self) -> ProxyConfig | None:
@@ -287,6 +297,16 @@ _VALIDATORS: Final[Mapping[str, Callable[[str, Any], Any]]] = {
     "trusted_proxies": _as_networks,
     "client_cert_header": _as_header_name,
     "client_cert_format": _as_header_format,
+    "request_header_timeout": _as_number(float, 1.0, 300.0),
+    "request_body_timeout": _as_number(float, 1.0, 300.0),
+    "tls_handshake_timeout": _as_number(float, 1.0, 120.0),
+    "max_header_size": _as_number(int, 1024, 65536),
+    "max_headers": _as_number(int, 8, 1024),
+    "max_connections_per_source": _as_number(int, 1, 100000),
+    "max_connections": _as_number(int, 16, 1000000),
+    "metrics_port": _as_number(int, 1, 65535),
+    "metrics_host": _as_str,
+    "metrics_allow": _as_networks,
 }
 
 _DEFAULTS: Final[Mapping[str, Any]] = {
@@ -352,6 +372,9 @@ def load_settings(home: Path | str, environ: Mapping[str, str] | None = None) ->
     values = {name: _VALIDATORS[name](name, value) for name, value in raw.items()}
     if values.get("mtls_port") == values["port"]:
         raise ConfigError("setting 'mtls_port' must differ from 'port'")
+    metrics_port = values.get("metrics_port")
+    if metrics_port is not None and metrics_port in (values["port"], values.get("mtls_port")):
+        raise ConfigError("setting 'metrics_port' must differ from 'port' and 'mtls_port'")
 
     database_url = values["database_url"]
     if database_url.startswith("sqlite:///"):
@@ -401,6 +424,16 @@ def load_settings(home: Path | str, environ: Mapping[str, str] | None = None) ->
         trusted_proxies=values.get("trusted_proxies", ()),
         client_cert_header=values.get("client_cert_header", "Client-Cert"),
         client_cert_format=values.get("client_cert_format", "rfc9440"),
+        request_header_timeout=values.get("request_header_timeout", 10.0),
+        request_body_timeout=values.get("request_body_timeout", 10.0),
+        tls_handshake_timeout=values.get("tls_handshake_timeout", 10.0),
+        max_header_size=values.get("max_header_size", 8190),
+        max_headers=values.get("max_headers", 64),
+        max_connections_per_source=values.get("max_connections_per_source", 64),
+        max_connections=values.get("max_connections", 4096),
+        metrics_port=values.get("metrics_port"),
+        metrics_host=values.get("metrics_host", "127.0.0.1"),
+        metrics_allow=values.get("metrics_allow", ("127.0.0.0/8", "::1")),
     )
     for name in ("tls_cert", "tls_key", "client_ca", "signing_key"):
         path = getattr(settings, name)
