@@ -260,9 +260,21 @@ class GuardedRequestHandler(RequestHandler):
             self._source,
             "body" if self._phase == _BODY else "headers",
         )
+        if self._body is not None:
+            # The handler waiting for the body learns why first (a reset: a quiet close).
+            self._body.set_exception(ConnectionResetError("request body not received in time"))
         # Abort, not close: a client that trickles its request need not read our goodbye.
         self.force_close()
         transport.abort()
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp logs a traceback when the rest of an unreadable body (one whose error was
+        already answered) fails to drain after the response; that is the client's fault."""
+        exc = kw.get("exc_info")
+        if isinstance(exc, (web.RequestPayloadError, HttpProcessingError, ConnectionError)):
+            log.info("dropping the connection from %s: %r", self._source, exc)
+            return
+        super().log_exception(*args, **kw)
 
     def handle_error(
         self,

@@ -52,7 +52,7 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
     except StoreError as exc:
         log.warning("%s %s -> 503: the store is unavailable: %s", request.method, request.path, exc)
         return render(TemporarilyUnavailable(str(exc)))
-    except HttpProcessingError as exc:
+    except (web.RequestPayloadError, HttpProcessingError) as exc:
         # The body could not be decoded (a Content-Encoding that lies, a broken chunk).
         log.info(
             "%s %s -> 400: unreadable body: %r (peer %s)",
