@@ -193,6 +193,21 @@ async def test_connections_per_source_and_in_total_are_capped(home: Home) -> Non
     assert "connection limit reached (16 open)" in server.stderr
 
 
+async def test_a_connection_that_never_finishes_its_handshake_is_dropped(home: Home) -> None:
+    with serve_process(home, MTLSAUTH_TLS_HANDSHAKE_TIMEOUT="1", **FAST):
+        silent = [await asyncio.open_connection("127.0.0.1", home.port) for _ in range(20)]
+        half = [await asyncio.open_connection("127.0.0.1", home.port) for _ in range(20)]
+        for _, writer in half:
+            writer.write(b"\x16\x03\x01\x00\xff")  # a TLS record header, then nothing
+        # And TLS done, then not a byte of HTTP: the header deadline runs from the start.
+        mute = [await open_tls(home) for _ in range(20)]
+        readers = [r for r, _ in silent + half + mute]
+        closed = await asyncio.gather(*(closed_by_server(r, 4.0) for r in readers))
+        assert all(closed), f"{closed.count(False)} connections still open"
+        for _, writer in silent + half + mute:
+            writer.transport.abort()
+
+
 def assert_json_error(status: int, headers: dict[str, str], body: bytes, expected: int) -> None:
     assert status == expected, body[:200]
     assert headers["content-type"].startswith("application/json")
