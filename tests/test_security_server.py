@@ -305,13 +305,13 @@ async def test_clients_that_vanish_mid_body_leave_no_trace(home: Home) -> None:
 # --- 4. a taken port ------------------------------------------------------------------------
 
 
-def run_serve(home: Home, hosts: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+def run_serve(home: Home, hosts: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mtlsauth", "serve", "--home", str(home.path)],
+        [sys.executable, "-m", "mtlsauth", "serve", "--home", str(home.path), *args],
         capture_output=True,
         text=True,
         env={"MTLSAUTH_HOST": hosts, "PATH": "/usr/bin:/bin"},
-        timeout=timeout,
+        timeout=20,
         check=False,
     )
 
@@ -328,6 +328,19 @@ def test_a_taken_port_stops_the_server(home: Home, hosts: str) -> None:
     assert proc.returncode == 1, proc.stderr
     assert f"cannot listen on 127.0.0.1 port {home.port}" in proc.stderr
     assert "in use" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_taken_port_stops_the_workers_too(home: Home) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", home.port))
+        taken.listen()
+        try:
+            proc = run_serve(home, "127.0.0.1", "--workers", "2")
+        except subprocess.TimeoutExpired:
+            pytest.fail("the supervisor kept restarting workers that cannot listen")
+    assert proc.returncode == 1, proc.stderr
+    assert f"cannot listen on 127.0.0.1 port {home.port}" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
