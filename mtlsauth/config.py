@@ -103,6 +103,16 @@ class Settings:
     jwks_uri_timeout: float = 3.0
     client_cert_xfcc_mode: XfccMode = "sanitize_set"
     client_address_header: str = ""
+    request_header_timeout: float = 10.0
+    request_body_timeout: float = 10.0
+    tls_handshake_timeout: float = 10.0
+    max_header_size: int = 8190
+    max_headers: int = 64
+    max_connections_per_source: int = 64
+    max_connections: int = 4096
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1")
 
     @property
     def proxy(self) -> ProxyConfig | None:
@@ -339,6 +349,16 @@ _VALIDATORS: Final[Mapping[str, Callable[[str, Any], Any]]] = {
     "jwks_uri_timeout": _as_number(float, 0.5, 30.0),
     "client_cert_xfcc_mode": _as_xfcc_mode,
     "client_address_header": _as_optional_header_name,
+    "request_header_timeout": _as_number(float, 1.0, 300.0),
+    "request_body_timeout": _as_number(float, 1.0, 300.0),
+    "tls_handshake_timeout": _as_number(float, 1.0, 120.0),
+    "max_header_size": _as_number(int, 1024, 65536),
+    "max_headers": _as_number(int, 8, 1024),
+    "max_connections_per_source": _as_number(int, 1, 100000),
+    "max_connections": _as_number(int, 16, 1000000),
+    "metrics_port": _as_number(int, 1, 65535),
+    "metrics_host": _as_str,
+    "metrics_allow": _as_networks,
 }
 
 _DEFAULTS: Final[Mapping[str, Any]] = {
@@ -404,6 +424,9 @@ def load_settings(home: Path | str, environ: Mapping[str, str] | None = None) ->
     values = {name: _VALIDATORS[name](name, value) for name, value in raw.items()}
     if values.get("mtls_port") == values["port"]:
         raise ConfigError("setting 'mtls_port' must differ from 'port'")
+    metrics_port = values.get("metrics_port")
+    if metrics_port is not None and metrics_port in (values["port"], values.get("mtls_port")):
+        raise ConfigError("setting 'metrics_port' must differ from 'port' and 'mtls_port'")
 
     database_url = values["database_url"]
     if database_url.startswith("sqlite:///"):
@@ -457,6 +480,16 @@ def load_settings(home: Path | str, environ: Mapping[str, str] | None = None) ->
         jwks_uri_timeout=values.get("jwks_uri_timeout", 3.0),
         client_cert_xfcc_mode=values.get("client_cert_xfcc_mode", "sanitize_set"),
         client_address_header=values.get("client_address_header", ""),
+        request_header_timeout=values.get("request_header_timeout", 10.0),
+        request_body_timeout=values.get("request_body_timeout", 10.0),
+        tls_handshake_timeout=values.get("tls_handshake_timeout", 10.0),
+        max_header_size=values.get("max_header_size", 8190),
+        max_headers=values.get("max_headers", 64),
+        max_connections_per_source=values.get("max_connections_per_source", 64),
+        max_connections=values.get("max_connections", 4096),
+        metrics_port=values.get("metrics_port"),
+        metrics_host=values.get("metrics_host", "127.0.0.1"),
+        metrics_allow=values.get("metrics_allow", ("127.0.0.0/8", "::1")),
     )
     if settings.client_address_header and not settings.trusted_proxies:
         raise ConfigError(

@@ -4,6 +4,7 @@
 
     OAuthError                      (RFC 6749 §5.2 error response)
     ├── InvalidRequest              400 invalid_request
+    │   └── HeadersTooLarge         431 invalid_request (RFC 6585 §5)
     ├── InvalidClient               401 invalid_client + WWW-Authenticate: Basic (decision D4)
     ├── InvalidGrant                400 invalid_grant
     ├── UnauthorizedClient          400 unauthorized_client
@@ -33,6 +34,7 @@ from typing import ClassVar
 
 __all__ = [
     "BearerError",
+    "HeadersTooLarge",
     "InsufficientScope",
     "InvalidClient",
     "InvalidGrant",
@@ -99,6 +101,13 @@ class OAuthError(Exception):
 class InvalidRequest(OAuthError):
     error = "invalid_request"
     default_description = "The request is missing a parameter, repeats one, or is malformed."
+
+
+class HeadersTooLarge(InvalidRequest):
+    """RFC 6585 §5: a request line or header field too long, or too many header fields."""
+
+    status = 431
+    default_description = "The request's header fields are too large or too many."
 
 
 class InvalidClient(OAuthError):

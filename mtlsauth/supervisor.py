@@ -3,7 +3,8 @@
 Each worker is a full ``mtlsauth serve`` process that binds with SO_REUSEPORT, so the kernel
 spreads new connections over them; they share nothing but the store. The supervisor forwards
 SIGTERM/SIGINT to every worker and waits for them to drain their in-flight requests. A worker
-that exits on its own is restarted (with a growing pause if it keeps dying at once).
+that exits on its own is restarted (with a growing pause if it keeps dying at once), unless its
+very first start failed (exit 1 at once: a taken port) or its configuration is bad (exit 2).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ log = logging.getLogger("mtlsauth.supervisor")
 WORKER_ENV: Final = "MTLSAUTH_WORKER"
 _QUICK_DEATH: Final = 2.0
 _USAGE_ERROR: Final = 2
+_CANNOT_START: Final = 1
 _MAX_BACKOFF: Final = 10.0
 
 
@@ -74,6 +76,12 @@ class Supervisor:
                     break
                 if proc is not None and proc.poll() is not None:
                     quick = now - worker.started_at < _QUICK_DEATH
+                    if quick and worker.restarts == 0 and proc.returncode == _CANNOT_START:
+                        # Its first start failed (a taken port, say): a restart finds the same.
+                        log.error("worker %d could not start (exit 1); stopping", worker.index)
+                        self._stopping = True
+                        self._status = _CANNOT_START
+                        break
                     worker.backoff = min(_MAX_BACKOFF, worker.backoff * 2 or 0.5) if quick else 0.0
                     worker.restart_at = now + worker.backoff
                     worker.restarts += 1

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Final
 
 from aiohttp import web
 
@@ -16,7 +19,9 @@ from mtlsauth.cli.common import CLIError, add_home, home_of
 from mtlsauth.config import ConfigError, Settings, load_settings
 from mtlsauth.keys import SigningKeyError
 from mtlsauth.logs import configure_logging
-from mtlsauth.server.app import create_app, create_tls
+from mtlsauth.peer import parse_networks
+from mtlsauth.server.app import create_app, create_metrics_app, create_tls
+from mtlsauth.server.connections import ConnectionCounter, ConnectionPolicy, GuardedSite
 from mtlsauth.store import StoreError
 from mtlsauth.supervisor import WORKER_ENV, Supervisor, worker_command
 
@@ -25,11 +30,92 @@ try:
 except ImportError:  # pragma: no cover - uvloop is optional
     uvloop = None  # type: ignore[assignment]
 
-__all__ = ["add_parser", "serve"]
+__all__ = ["ListenError", "add_parser", "connection_policy", "listening", "serve"]
 
 log = logging.getLogger("mtlsauth.server")
 # In-flight requests get this long to finish after SIGTERM.
 SHUTDOWN_TIMEOUT = 10.0
+
+
+class ListenError(Exception):
+    """A listener could not be started (its address and port are in the message)."""
+
+
+#: bind() errors that mean "this machine has no such address" (no IPv6, say): skip it.
+_ABSENT_ADDRESS: Final = frozenset({errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
+
+
+def connection_policy(settings: Settings) -> ConnectionPolicy:
+    return ConnectionPolicy(
+        header_timeout=settings.request_header_timeout,
+        body_timeout=settings.request_body_timeout,
+        keepalive_timeout=settings.keepalive_timeout,
+        handshake_timeout=settings.tls_handshake_timeout,
+        max_per_source=settings.max_connections_per_source,
+        max_total=settings.max_connections,
+        max_header_size=settings.max_header_size,
+        max_headers=settings.max_headers,
+        exempt=parse_networks(settings.trusted_proxies),
+    )
+
+
+async def _start(site: GuardedSite, host: str, port: int, *, optional: bool) -> bool:
+    try:
+        await site.start()
+    except OSError as exc:
+        if optional and exc.errno in _ABSENT_ADDRESS:
+            # A machine without IPv6 cannot bind ::1; the other addresses still serve.
+            log.warning("cannot listen on %s port %d: %s", host, port, exc)
+            return False
+        reason = exc.strerror or str(exc)
+        raise ListenError(f"cannot listen on {host} port {port}: {reason}") from exc
+    log.info("listening on %s", site.name)
+    return True
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    settings: Settings, *, reuse_port: bool = False
+) -> AsyncIterator[web.Application]:
+    """The service's listeners (and the metrics listener) from start until the block ends.
+
+    Raises ListenError when an address is taken (EADDRINUSE is never skipped: a second server
+    on the same port must not start half-way), or when no address could be bound at all.
+    """
+    tls = create_tls(settings)
+    app = create_app(settings, tls)
+    policy = connection_policy(settings)
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
+    await runner.setup()
+    metrics_runner: web.AppRunner | None = None
+    try:
+        counter = ConnectionCounter(policy)
+        listeners = [(settings.port, tls.optional)]
+        if settings.mtls_port is not None and tls.required is not None:
+            listeners.append((settings.mtls_port, tls.required))
+        for port, context in listeners:
+            started = 0
+            for host in settings.hosts:
+                site = GuardedSite(
+                    runner, host, port, policy=policy, counter=counter,
+                    ssl_context=context, reuse_port=reuse_port,
+                )  # fmt: skip
+                started += await _start(site, host, port, optional=len(settings.hosts) > 1)
+            if started == 0:
+                raise ListenError(f"could not listen on any of {', '.join(settings.hosts)}")
+        if settings.metrics_port is not None:
+            metrics_runner = web.AppRunner(create_metrics_app(app), handle_signals=False)
+            await metrics_runner.setup()
+            site = GuardedSite(
+                metrics_runner, settings.metrics_host, settings.metrics_port,
+                policy=policy, counter=ConnectionCounter(policy), reuse_port=reuse_port,
+            )  # fmt: skip
+            await _start(site, settings.metrics_host, settings.metrics_port, optional=False)
+        yield app
+    finally:
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
+        await runner.cleanup()
 
 
 async def serve(
@@ -39,36 +125,7 @@ async def serve(
 
     ``reuse_port``: bind with SO_REUSEPORT, so several worker processes share the port.
     """
-    tls = create_tls(settings)
-    app = create_app(settings, tls)
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        keepalive_timeout=settings.keepalive_timeout,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
-        handle_signals=False,
-    )
-    await runner.setup()
-    try:
-        listeners = [(settings.port, tls.optional)]
-        if settings.mtls_port is not None and tls.required is not None:
-            listeners.append((settings.mtls_port, tls.required))
-        started = 0
-        for port, context in listeners:
-            for host in settings.hosts:
-                site = web.TCPSite(
-                    runner, host, port, ssl_context=context, reuse_port=reuse_port or None
-                )
-                try:
-                    await site.start()
-                except OSError as exc:
-                    # A machine without IPv6 cannot bind ::1; the other addresses still serve.
-                    log.warning("cannot listen on %s port %d: %s", host, port, exc)
-                    continue
-                started += 1
-                log.info("listening on %s", site.name)
-        if started == 0:
-            raise OSError(f"could not listen on any of {', '.join(settings.hosts)}")
+    async with listening(settings, reuse_port=reuse_port):
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -77,8 +134,6 @@ async def serve(
             ready()
         await stop.wait()
         log.info("shutting down: draining in-flight requests (up to %.0f s)", SHUTDOWN_TIMEOUT)
-    finally:
-        await runner.cleanup()
     log.info("stopped")
 
 
@@ -107,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
             runner.run(serve(settings, reuse_port=worker))
-    except (StoreError, SigningKeyError, OSError) as exc:
+    except (StoreError, SigningKeyError, ListenError, OSError) as exc:
         raise CLIError(f"cannot start: {exc}") from exc
     return 0
 

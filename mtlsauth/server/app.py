@@ -26,6 +26,7 @@ from mtlsauth.config import Settings
 from mtlsauth.grant import ClientCredentialsGrant
 from mtlsauth.introspection import TokenInspector
 from mtlsauth.metrics import Metrics
+from mtlsauth.peer import parse_networks
 from mtlsauth.revocation import renew_crl_if_due
 from mtlsauth.server.health import health
 from mtlsauth.server.introspect import introspect
@@ -37,6 +38,7 @@ from mtlsauth.server.keys import (
     INSPECTOR,
     METADATA,
     METRICS,
+    METRICS_ALLOW,
     PROXY,
     REGISTRY,
     SETTINGS,
@@ -55,7 +57,7 @@ from mtlsauth.throttle import Throttle, ThrottlePolicy
 from mtlsauth.tls import ServerTLSConfig, TLSManager
 from mtlsauth.tokens import TokenIssuer
 
-__all__ = ["create_app", "create_tls"]
+__all__ = ["create_app", "create_metrics_app", "create_tls"]
 
 log = logging.getLogger("mtlsauth.server")
 
@@ -229,5 +231,16 @@ def create_app(settings: Settings, tls: TLSManager) -> web.Application:
     app.router.add_get(WELL_KNOWN, metadata, name="metadata")
     app.router.add_get("/jwks", jwks, name="jwks")
     app.router.add_get("/health", health, name="health")
+    if settings.metrics_port is None:
+        # Otherwise /metrics lives only on its own listener (serve starts it).
+        app[METRICS_ALLOW] = parse_networks(settings.metrics_allow)
+        app.router.add_get("/metrics", metrics, name="metrics")
+    return app
+
+
+def create_metrics_app(service: web.Application) -> web.Application:
+    """The separate metrics listener (``metrics_port``): /metrics of ``service``, nothing else."""
+    app = web.Application(middlewares=[service_middleware(service[METRICS], float("inf"))])
+    app[METRICS] = service[METRICS]
     app.router.add_get("/metrics", metrics, name="metrics")
     return app

@@ -11,7 +11,7 @@ from mtlsauth.config import Settings
 from mtlsauth.grant import ClientCredentialsGrant
 from mtlsauth.introspection import TokenInspector
 from mtlsauth.metrics import Metrics
-from mtlsauth.peer import ProxyConfig
+from mtlsauth.peer import IPNetwork, ProxyConfig
 from mtlsauth.server.signing import SigningKeys
 from mtlsauth.store import Store
 from mtlsauth.tls import TLSManager
@@ -23,6 +23,7 @@ __all__ = [
     "INSPECTOR",
     "METADATA",
     "METRICS",
+    "METRICS_ALLOW",
     "PROXY",
     "REGISTRY",
     "SETTINGS",
@@ -44,3 +45,5 @@ METADATA = web.AppKey("metadata", bytes)
 TLS = web.AppKey("tls", TLSManager)
 #: Present only when a TLS-terminating proxy is trusted to forward client certificates.
 PROXY = web.AppKey("proxy", ProxyConfig)
+#: On the public listeners: the peer networks that may read /metrics (others get 404).
+METRICS_ALLOW = web.AppKey("metrics_allow", tuple[IPNetwork, ...])

@@ -3,8 +3,9 @@ and old keep-alive connections are closed.
 
 * OAuthError subclasses render themselves (RFC 6749 §5.2, RFC 6750 §3); a store that cannot
   be reached becomes 503 ``temporarily_unavailable``; aiohttp's HTTP errors (404, 405, 413)
-  take the same JSON shape; anything else is logged with its traceback and answered with a
-  generic 500 ``server_error`` — never a stack trace on the wire.
+  take the same JSON shape; a body that cannot be decoded is 400 ``invalid_request``; a client
+  that went away mid-body is let go quietly (no traceback); anything else is logged with its
+  traceback and answered with a generic 500 ``server_error`` — never a stack trace on the wire.
 * Every response is counted by endpoint (route name) and status.
 * A connection older than ``max_connection_age`` is closed after its response, so certificate,
   CRL and trust changes reach every client within that time.
@@ -17,9 +18,10 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
-from mtlsauth.errors import OAuthError, ServerError, TemporarilyUnavailable
+from mtlsauth.errors import InvalidRequest, OAuthError, ServerError, TemporarilyUnavailable
 from mtlsauth.metrics import Metrics
 from mtlsauth.store import StoreError
 from mtlsauth.tls import connection_age
@@ -50,6 +52,22 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
     except StoreError as exc:
         log.warning("%s %s -> 503: the store is unavailable: %s", request.method, request.path, exc)
         return render(TemporarilyUnavailable(str(exc)))
+    except (web.RequestPayloadError, HttpProcessingError) as exc:
+        # The body could not be decoded (a Content-Encoding that lies, a broken chunk).
+        log.info(
+            "%s %s -> 400: unreadable body: %r (peer %s)",
+            request.method,
+            request.path,
+            exc,
+            request.remote,
+        )
+        return render(InvalidRequest(f"unreadable body: {exc!r:.200}"))
+    except ConnectionResetError:
+        # The client went away mid-body: nobody to answer; aiohttp closes the connection.
+        log.debug(
+            "%s %s: the client went away (peer %s)", request.method, request.path, request.remote
+        )
+        raise
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
