@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 # The server's own subject matching (D1): a collision is judged exactly as a handshake would be.
-from mtlsauth.dn import dn_of_certificate
+from mtlsauth.core.dn import dn_of_certificate
 from pki.audit import AuditLog
 from pki.ca import (
     CA,

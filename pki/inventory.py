@@ -18,7 +18,7 @@ from typing import Any, Final
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from mtlsauth.thumbprint import x5t_s256
+from mtlsauth.core.thumbprint import x5t_s256
 
 __all__ = ["Inventory", "Record"]
 

@@ -33,9 +33,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mtlsauth.cli import main
-from mtlsauth.config import Settings, load_settings
-from mtlsauth.server.app import create_app, create_tls
-from mtlsauth.tls import TLSManager
+from mtlsauth.issuer.http.app import create_app, create_tls
+from mtlsauth.issuer.settings import Settings, load_settings
+from mtlsauth.issuer.tls.contexts import TLSManager
 from pki import CA, Authority, IssuedCert, SubjectAltNames
 from pki.cli import authority_for
 

@@ -22,9 +22,9 @@ from aiohttp.test_utils import unused_port
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from mtlsauth.clientauth import ASSERTION_TYPE
-from mtlsauth.server.keys import GUARD
-from mtlsauth.thumbprint import b64url
+from mtlsauth.core.thumbprint import b64url
+from mtlsauth.issuer.clientauth import ASSERTION_TYPE
+from mtlsauth.issuer.http.keys import GUARD
 from tests.conftest import Home, Service, running
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -271,7 +271,7 @@ async def jwks_server(home: Home, documents: list[Any]) -> AsyncIterator[str]:
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     port = unused_port()
-    from mtlsauth.demo_api import demo_api_ssl_context
+    from mtlsauth.bench.demo_api import demo_api_ssl_context
 
     await web.TCPSite(
         runner, "127.0.0.1", port, ssl_context=demo_api_ssl_context(home.settings)

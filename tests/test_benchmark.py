@@ -12,7 +12,7 @@ import pytest
 def test_bench_reports_every_scenario_without_errors() -> None:
     # A subprocess: the benchmark pins its own process to cores and installs uvloop.
     out = subprocess.run(
-        [sys.executable, "-m", "mtlsauth.benchmark", "--seconds", "0.6", "--rounds", "2",
+        [sys.executable, "-m", "mtlsauth.bench.benchmark", "--seconds", "0.6", "--rounds", "2",
          "--connections", "4", "--new-connection-clients", "2", "--workers", "--json"],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
@@ -31,7 +31,7 @@ def test_bench_reports_every_scenario_without_errors() -> None:
 
 
 def test_bench_refuses_zero_rounds() -> None:
-    from mtlsauth.benchmark import main
+    from mtlsauth.bench.benchmark import main
 
     with pytest.raises(SystemExit) as excinfo:
         main(["--rounds", "0"])

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mtlsauth.thumbprint import x5t_s256
+from mtlsauth.core.thumbprint import x5t_s256
 from tests.conftest import Home, cli_json, run_cli, running
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mtlsauth.config import ConfigError, Secret, load_settings
+from mtlsauth.issuer.settings import ConfigError, Secret, load_settings
 from tests.conftest import Home
 
 

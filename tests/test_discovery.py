@@ -59,7 +59,7 @@ async def test_log_has_the_reason_the_wire_does_not(
     await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "svc",
                            "--san-dns", "svc.internal")  # fmt: skip
     cert = home.issue("x", dns=["elsewhere.internal"])
-    with caplog.at_level(logging.INFO, logger="mtlsauth.server"):
+    with caplog.at_level(logging.INFO, logger="mtlsauth.issuer.http"):
         async with running(home) as service:
             status, body = await service.token(cert, client_id="svc")
     assert status == 401

@@ -6,7 +6,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from mtlsauth.dn import CertificateName, DNError, dn_of_certificate, format_dn, parse_dn
+from mtlsauth.core.dn import CertificateName, DNError, dn_of_certificate, format_dn, parse_dn
 
 CN, ORG, C = "2.5.4.3", "2.5.4.10", "2.5.4.6"
 

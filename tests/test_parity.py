@@ -15,10 +15,10 @@ import pytest
 from aiohttp.test_utils import unused_port
 
 from mtlsauth.client import form_encode
-from mtlsauth.keys import SigningKey
+from mtlsauth.core.thumbprint import x5t_s256
+from mtlsauth.issuer.keys import SigningKey
+from mtlsauth.issuer.tokens import TokenIssuer
 from mtlsauth.resource import JWKSCache, TokenVerifier, VerifierConfig
-from mtlsauth.thumbprint import x5t_s256
-from mtlsauth.tokens import TokenIssuer
 from tests.conftest import ClientCert, Home, Service, cli_json, run_cli, running
 from tests.proxies import PROXY_ADDRESS
 
@@ -89,7 +89,7 @@ async def test_introspection(home: Home, parties: dict[str, Any], tmp_path: Path
             .issue(client_id="svc", audience=(settings.issuer,), scope=("read",), x5t_s256=None)
             .token
         )
-        from mtlsauth.keys import generate_signing_key
+        from mtlsauth.issuer.keys import generate_signing_key
 
         foreign_key = generate_signing_key(tmp_path / "foreign.pem")
         foreign = (
@@ -310,7 +310,7 @@ async def test_audit_events_and_metrics(home: Home, parties: dict[str, Any]) -> 
 
 
 def test_structured_settings_are_validated(home: Home) -> None:
-    from mtlsauth.config import ConfigError, load_settings
+    from mtlsauth.issuer.settings import ConfigError, load_settings
 
     for env, message in [
         ({"MTLSAUTH_THROTTLE_LIMIT": "0"}, "'throttle_limit'"),

@@ -25,13 +25,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from mtlsauth.bench.demo_api import create_demo_api
 from mtlsauth.client import TokenClient
-from mtlsauth.config import Settings
-from mtlsauth.demo_api import create_demo_api
-from mtlsauth.peer import ProxyConfig, ProxyHeaderError, cert_from_header, parse_networks
+from mtlsauth.core.peer import ProxyConfig, ProxyHeaderError, cert_from_header, parse_networks
+from mtlsauth.core.thumbprint import x5t_s256
+from mtlsauth.issuer.settings import Settings
 from mtlsauth.resource import JWKSCache, TokenVerifier, VerifierConfig
 from mtlsauth.resource.asgi import CLAIMS_STATE_KEY, BearerMiddleware
-from mtlsauth.thumbprint import x5t_s256
 from tests.conftest import ClientCert, Home, client_context, running, self_signed, trustme_cert
 from tests.proxies import CERT_HEADER, PROXY_ADDRESS, nginx
 

@@ -22,13 +22,13 @@ from aiohttp import web
 from aiohttp.test_utils import unused_port
 from cryptography.hazmat.primitives import serialization
 
+from mtlsauth.bench.demo_api import create_demo_api, demo_api_ssl_context
 from mtlsauth.client import TokenClient
-from mtlsauth.demo_api import create_demo_api, demo_api_ssl_context
-from mtlsauth.errors import InvalidToken
-from mtlsauth.keys import SigningKey, generate_signing_key
+from mtlsauth.core.errors import InvalidToken
+from mtlsauth.core.thumbprint import b64url, x5t_s256
+from mtlsauth.issuer.keys import SigningKey, generate_signing_key
+from mtlsauth.issuer.tokens import TokenIssuer
 from mtlsauth.resource import JWKSCache, TokenVerifier, VerifierConfig
-from mtlsauth.thumbprint import b64url, x5t_s256
-from mtlsauth.tokens import TokenIssuer
 from tests.conftest import ClientCert, Home, client_context, make_home, run_cli, running
 
 

@@ -17,8 +17,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from mtlsauth.revocation import RevocationState, renew_crl_if_due
-from mtlsauth.tls import ServerTLSConfig, build_server_context
+from mtlsauth.issuer.tls.contexts import ServerTLSConfig, build_server_context
+from mtlsauth.issuer.tls.revocation import RevocationState, renew_crl_if_due
 from pki import Authority
 from tests.conftest import (
     ClientCert,
@@ -130,7 +130,7 @@ async def test_resumed_session_is_checked_too(
         authority.revoke(serial_of(svc), "key_compromise")
         state = RevocationState.load(authority.crl_path, [authority.issuing_cert()])
         server_ctx.sslobject_class.revocation = state  # type: ignore[attr-defined]
-        with caplog.at_level(logging.WARNING, logger="mtlsauth.tls"):
+        with caplog.at_level(logging.WARNING, logger="mtlsauth.issuer.tls.contexts"):
             status, _, _ = await asyncio.to_thread(token_request, port, ctx, session)
     finally:
         server.close()
@@ -278,7 +278,7 @@ def test_crl_renewed_before_it_expires(home: Home) -> None:
 
 
 def test_crl_from_another_ca_is_refused(home: Home, tmp_path: Path) -> None:
-    from mtlsauth.revocation import CRLError
+    from mtlsauth.issuer.tls.revocation import CRLError
 
     trusted = [home.authority.issuing_cert()]
     other = Authority.init(tmp_path / "other", name="other")

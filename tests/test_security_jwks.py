@@ -25,15 +25,15 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import unused_port
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mtlsauth.clientauth import remote_jwks
-from mtlsauth.clientauth.remote_jwks import RemoteJWKS
-from mtlsauth.config import ConfigError, Settings, load_settings
-from mtlsauth.demo_api import demo_api_ssl_context
-from mtlsauth.errors import InvalidClient, TemporarilyUnavailable
-from mtlsauth.fetch import AddressPolicy, FetchError, FilteringResolver, fetch_json
+from mtlsauth.bench.demo_api import demo_api_ssl_context
+from mtlsauth.core.errors import InvalidClient, TemporarilyUnavailable
+from mtlsauth.core.fetch import AddressPolicy, FetchError, FilteringResolver, fetch_json
+from mtlsauth.issuer.clientauth import remote_jwks
+from mtlsauth.issuer.clientauth.remote_jwks import RemoteJWKS
+from mtlsauth.issuer.http.keys import GUARD
+from mtlsauth.issuer.settings import ConfigError, Settings, load_settings
 from mtlsauth.resource import JWKSCache
 from mtlsauth.resource.jwks import WELL_KNOWN
-from mtlsauth.server.keys import GUARD
 from tests.conftest import Home, client_context, running
 from tests.test_assertions import assertion, public_jwk, token_with
 

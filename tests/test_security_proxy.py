@@ -31,14 +31,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from yarl import URL
 
+from mtlsauth.bench.demo_api import demo_api_ssl_context
 from mtlsauth.client import TokenClient
-from mtlsauth.config import Settings
-from mtlsauth.demo_api import demo_api_ssl_context
-from mtlsauth.peer import ProxyConfig, ProxyHeaderError, cert_from_header, parse_networks
+from mtlsauth.core.peer import ProxyConfig, ProxyHeaderError, cert_from_header, parse_networks
+from mtlsauth.core.thumbprint import x5t_s256
+from mtlsauth.issuer.settings import Settings
 from mtlsauth.resource import JWKSCache, TokenVerifier, VerifierConfig
 from mtlsauth.resource.aiohttp import CLAIMS, PROXY, VERIFIER, token_middleware
 from mtlsauth.resource.asgi import CLAIMS_STATE_KEY, BearerMiddleware
-from mtlsauth.thumbprint import x5t_s256
 from pki import SubjectAltNames
 from tests.conftest import ClientCert, Home, client_context, running
 from tests.proxies import PROXY_ADDRESS
@@ -228,7 +228,7 @@ def test_xfcc_malformed_headers_refused() -> None:
 
 
 def test_xfcc_mode_is_a_validated_setting(home: Home) -> None:
-    from mtlsauth.config import ConfigError, load_settings
+    from mtlsauth.issuer.settings import ConfigError, load_settings
 
     settings = load_settings(home.path, environ={})
     assert settings.client_cert_xfcc_mode == "sanitize_set"

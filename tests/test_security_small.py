@@ -18,8 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from mtlsauth.cli import main
-from mtlsauth.dn import DNError, parse_dn
-from mtlsauth.revocation import RevocationState
+from mtlsauth.core.dn import DNError, parse_dn
+from mtlsauth.issuer.tls.revocation import RevocationState
 from pki import Authority
 from tests.conftest import ClientCert, Home, cli_json, client_context, run_cli, running
 from tests.test_revocation import revoke, serial_of, token_request
@@ -74,7 +74,7 @@ async def test_older_crl_written_back_does_not_unrevoke(
         await _refused_within(port, ctx, 5)
 
         # The attack: the older, genuinely signed CRL written back over the file.
-        with caplog.at_level(logging.ERROR, logger="mtlsauth.tls"):
+        with caplog.at_level(logging.ERROR, logger="mtlsauth.issuer.tls.contexts"):
             crl_path.write_bytes(before_revocation)
             await asyncio.sleep(1.0)  # reload interval 0.1 s
             for _ in range(3):

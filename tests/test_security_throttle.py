@@ -21,14 +21,14 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-import mtlsauth.credentials
-import mtlsauth.server.app
-from mtlsauth.clientauth import ASSERTION_TYPE
-from mtlsauth.config import ConfigError, Settings, load_settings
-from mtlsauth.server.keys import GUARD
-from mtlsauth.store import Store, open_store
-from mtlsauth.store.postgres import PostgresStore
-from mtlsauth.throttle import UNKNOWN_CLIENT, Throttle, ThrottlePolicy, source_key
+import mtlsauth.issuer.http.app
+import mtlsauth.issuer.secrets
+from mtlsauth.issuer.clientauth import ASSERTION_TYPE
+from mtlsauth.issuer.http.keys import GUARD
+from mtlsauth.issuer.settings import ConfigError, Settings, load_settings
+from mtlsauth.issuer.store import Store, open_store
+from mtlsauth.issuer.store.postgres import PostgresStore
+from mtlsauth.issuer.throttle import UNKNOWN_CLIENT, Throttle, ThrottlePolicy, source_key
 from tests.conftest import ClientCert, Home, Service, client_context, running
 from tests.proxies import ADDRESS_HEADER, CERT_HEADER, PROXY_ADDRESS, nginx
 from tests.test_assertions import public_jwk
@@ -291,7 +291,7 @@ async def test_random_client_ids_leave_bounded_state(
     home: Home, parties: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # One tally interval for the whole test, so the line count is exact.
-    monkeypatch.setattr(mtlsauth.server.app, "AUDIT_TALLY_INTERVAL", 3600.0)
+    monkeypatch.setattr(mtlsauth.issuer.http.app, "AUDIT_TALLY_INTERVAL", 3600.0)
     settings = dataclasses.replace(home.settings, throttle_limit=100_000)
     async with running(home, settings) as service:
         connector = aiohttp.TCPConnector(limit=8)
@@ -391,7 +391,7 @@ async def test_failure_rows_are_purged_when_their_window_ends(store: Store) -> N
 
 
 class CountingHmac(SimpleNamespace):
-    """The hmac module as mtlsauth.credentials sees it, counting what the secret check does."""
+    """The hmac module as mtlsauth.issuer.secrets sees it, counting what the secret check does."""
 
     def __init__(self, real: Any) -> None:
         super().__init__(computed=0, compared=0)
@@ -409,7 +409,7 @@ class CountingHmac(SimpleNamespace):
 @pytest.fixture
 def counting(monkeypatch: pytest.MonkeyPatch) -> CountingHmac:
     counter = CountingHmac(hmac)
-    monkeypatch.setattr(mtlsauth.credentials, "hmac", counter)
+    monkeypatch.setattr(mtlsauth.issuer.secrets, "hmac", counter)
     return counter
 
 

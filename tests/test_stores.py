@@ -15,11 +15,11 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import unused_port
 
-from mtlsauth.clients import Client, SecretEntry
-from mtlsauth.registration import register
-from mtlsauth.store import ClientExistsError, SchemaError, Store, open_store
-from mtlsauth.store.postgres import SCHEMA_VERSION, PostgresStore
-from mtlsauth.store.sqlite import SQLiteStore
+from mtlsauth.issuer.model import Client, SecretEntry
+from mtlsauth.issuer.registration import register
+from mtlsauth.issuer.store import ClientExistsError, SchemaError, Store, open_store
+from mtlsauth.issuer.store.postgres import SCHEMA_VERSION, PostgresStore
+from mtlsauth.issuer.store.sqlite import SQLiteStore
 from tests.conftest import Home, cli_json, eventually, running
 from tests.pgcluster import PrivateCluster, private_cluster
 
@@ -247,7 +247,7 @@ async def test_assertion_replay_across_instances_on_postgres(home: Home, pg_url:
     import jwt
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from mtlsauth.clientauth import ASSERTION_TYPE
+    from mtlsauth.issuer.clientauth import ASSERTION_TYPE
 
     await asyncio.to_thread(use_postgres, home, pg_url)
     key = ec.generate_private_key(ec.SECP256R1())

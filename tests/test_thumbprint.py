@@ -9,7 +9,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mtlsauth.thumbprint import b64url, x5t_s256
+from mtlsauth.core.thumbprint import b64url, x5t_s256
 
 FIXED_CERT = Path(__file__).parent / "data" / "fixed-cert.pem"
 # openssl x509 -in fixed-cert.pem -outform DER | openssl dgst -sha256 -binary | base64url

@@ -53,8 +53,8 @@ def secret_clients(home: Home) -> dict[str, str]:
 
 
 def test_appendix_b_vector() -> None:
-    from mtlsauth.clientauth import parse_basic
-    from mtlsauth.server.forms import parse_form
+    from mtlsauth.issuer.clientauth import parse_basic
+    from mtlsauth.issuer.http.forms import parse_form
 
     assert form_encode(APPENDIX_B_VALUE) == APPENDIX_B_ENCODED
     form = parse_form(f"value={APPENDIX_B_ENCODED}".encode(), FORM["Content-Type"], None)
@@ -135,7 +135,7 @@ async def test_two_methods_at_once(home: Home, secret_clients: dict[str, str]) -
 
 async def test_bound_secret_client(home: Home, secret_clients: dict[str, str]) -> None:
     """A secret client registered for bound tokens: cnf with a certificate, D3 without."""
-    from mtlsauth.thumbprint import x5t_s256
+    from mtlsauth.core.thumbprint import x5t_s256
 
     cert = home.issue("anything", dns=["anything"])
     auth = {"Authorization": basic("bound", secret_clients["bound"])}
@@ -269,8 +269,8 @@ async def test_unknown_client(home: Home) -> None:
 
 async def test_unauthorized_client(home: Home) -> None:
     """A client registered without the client_credentials grant: unauthorized_client."""
-    from mtlsauth.registration import register
-    from mtlsauth.store import open_store
+    from mtlsauth.issuer.registration import register
+    from mtlsauth.issuer.store import open_store
 
     new = register(
         auth_method="client_secret_basic",

@@ -16,7 +16,7 @@ import jwt
 import pytest
 import trustme
 
-from mtlsauth.thumbprint import x5t_s256
+from mtlsauth.core.thumbprint import x5t_s256
 from tests.conftest import ClientCert, Home, Service, running, self_signed, trustme_cert
 
 
@@ -44,7 +44,7 @@ async def assert_handshake_refused(
     service: Service, cert: ClientCert, caplog: pytest.LogCaptureFixture, **form: str
 ) -> None:
     with (
-        caplog.at_level(logging.WARNING, logger="mtlsauth.tls"),
+        caplog.at_level(logging.WARNING, logger="mtlsauth.issuer.tls.contexts"),
         pytest.raises(aiohttp.ClientError),
     ):
         await service.token(cert, **form)
@@ -266,11 +266,11 @@ async def test_self_signed_cert_cannot_pose_as_client_ca(home: Home, tmp_path: P
 
 async def test_self_signed_expired_is_rejected(home: Home, tmp_path: Path) -> None:
     """Decision D6: a registered certificate that has since expired no longer authenticates."""
-    from mtlsauth.clientauth import AuthContext, AuthRequest, PeerCertificate
-    from mtlsauth.clientauth.mtls import authenticate_self_signed
-    from mtlsauth.clients import Client, RegisteredCert
-    from mtlsauth.errors import InvalidClient
-    from mtlsauth.tls import ClientCA
+    from mtlsauth.core.errors import InvalidClient
+    from mtlsauth.issuer.clientauth import AuthContext, AuthRequest, PeerCertificate
+    from mtlsauth.issuer.clientauth.mtls import authenticate_self_signed
+    from mtlsauth.issuer.model import Client, RegisteredCert
+    from mtlsauth.issuer.tls.contexts import ClientCA
 
     now = dt.datetime.now(dt.UTC)
     old = self_signed(

@@ -10,8 +10,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from mtlsauth.keys import generate_signing_key
-from mtlsauth.tokens import TokenIssuer
+from mtlsauth.issuer.keys import generate_signing_key
+from mtlsauth.issuer.tokens import TokenIssuer
 
 CASES = [
     ("plain", ("https://api.example",), ("read",), "A" * 43),

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mtlsauth.cli.common import CLIError, add_home, emit, home_of
-from mtlsauth.clients import AUTH_METHODS, SECRET_METHODS, Client
-from mtlsauth.config import ConfigError, Settings, load_settings
-from mtlsauth.registration import (
+from mtlsauth.issuer.model import AUTH_METHODS, SECRET_METHODS, Client
+from mtlsauth.issuer.registration import (
     MAX_SECRET_GRACE,
     RegistrationError,
     name_taken_by,
@@ -24,7 +23,8 @@ from mtlsauth.registration import (
     register,
     validate_grace,
 )
-from mtlsauth.store import ClientExistsError, Store, StoreError, open_store
+from mtlsauth.issuer.settings import ConfigError, Settings, load_settings
+from mtlsauth.issuer.store import ClientExistsError, Store, StoreError, open_store
 
 __all__ = ["add_parser", "describe"]
 

@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 
 from mtlsauth.cli.common import CLIError, add_home, emit, home_of
 from mtlsauth.cli.migrate import migrate_database, redact
-from mtlsauth.config import CONFIG_FILE, ConfigError, load_settings
-from mtlsauth.keys import KeyRing, generate_signing_key
-from mtlsauth.store import StoreError
+from mtlsauth.issuer.keys import KeyRing, generate_signing_key
+from mtlsauth.issuer.settings import CONFIG_FILE, ConfigError, load_settings
+from mtlsauth.issuer.store import StoreError
 from pki import write_private
 from pki.authority import Authority, resolve_passphrase
 from pki.ca import CAError

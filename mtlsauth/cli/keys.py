@@ -14,9 +14,9 @@ import time
 from typing import Any
 
 from mtlsauth.cli.common import CLIError, add_home, emit, home_of
-from mtlsauth.config import ConfigError, Settings, load_settings
-from mtlsauth.keys import KeyEntry, KeyRing, SigningKeyError
-from mtlsauth.server.app import KEY_RETIRE_MARGIN
+from mtlsauth.issuer.http.app import KEY_RETIRE_MARGIN
+from mtlsauth.issuer.keys import KeyEntry, KeyRing, SigningKeyError
+from mtlsauth.issuer.settings import ConfigError, Settings, load_settings
 
 __all__ = ["add_parser"]
 

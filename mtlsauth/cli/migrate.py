@@ -8,8 +8,8 @@ import asyncio
 from urllib.parse import urlsplit
 
 from mtlsauth.cli.common import CLIError, add_home, emit, home_of
-from mtlsauth.config import ConfigError, load_settings
-from mtlsauth.store import StoreError, open_store
+from mtlsauth.issuer.settings import ConfigError, load_settings
+from mtlsauth.issuer.store import StoreError, open_store
 
 __all__ = ["add_parser", "migrate_database"]
 

@@ -15,10 +15,10 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from mtlsauth.bench.demo_api import create_demo_api, demo_api_ssl_context
 from mtlsauth.cli.common import CLIError, add_home, home_of
-from mtlsauth.config import ConfigError, load_settings
-from mtlsauth.demo_api import create_demo_api, demo_api_ssl_context
-from mtlsauth.errors import OAuthError
+from mtlsauth.core.errors import OAuthError
+from mtlsauth.issuer.settings import ConfigError, load_settings
 from mtlsauth.resource import JWKSCache, TokenVerifier, VerifierConfig, require_scopes
 
 __all__ = ["add_parsers"]

@@ -16,14 +16,14 @@ from typing import Final
 from aiohttp import web
 
 from mtlsauth.cli.common import CLIError, add_home, home_of
-from mtlsauth.config import ConfigError, Settings, load_settings
-from mtlsauth.keys import SigningKeyError
-from mtlsauth.logs import configure_logging
-from mtlsauth.peer import parse_networks
-from mtlsauth.server.app import create_app, create_metrics_app, create_tls
-from mtlsauth.server.connections import ConnectionCounter, ConnectionPolicy, GuardedSite
-from mtlsauth.store import StoreError
-from mtlsauth.supervisor import WORKER_ENV, Supervisor, worker_command
+from mtlsauth.cli.logs import configure_logging
+from mtlsauth.cli.supervisor import WORKER_ENV, Supervisor, worker_command
+from mtlsauth.core.peer import parse_networks
+from mtlsauth.issuer.http.app import create_app, create_metrics_app, create_tls
+from mtlsauth.issuer.http.connections import ConnectionCounter, ConnectionPolicy, GuardedSite
+from mtlsauth.issuer.keys import SigningKeyError
+from mtlsauth.issuer.settings import ConfigError, Settings, load_settings
+from mtlsauth.issuer.store import StoreError
 
 try:
     import uvloop
@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - uvloop is optional
 
 __all__ = ["ListenError", "add_parser", "connection_policy", "listening", "serve"]
 
-log = logging.getLogger("mtlsauth.server")
+log = logging.getLogger("mtlsauth.issuer.http")
 # In-flight requests get this long to finish after SIGTERM.
 SHUTDOWN_TIMEOUT = 10.0
 

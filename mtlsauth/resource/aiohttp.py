@@ -22,11 +22,11 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from mtlsauth.errors import OAuthError
-from mtlsauth.peer import ProxyConfig
+from mtlsauth.core.errors import OAuthError
+from mtlsauth.core.peer import ProxyConfig
+from mtlsauth.issuer.tls.contexts import peer_certificate_der
 from mtlsauth.resource.authorize import authorize, resolve_peer
 from mtlsauth.resource.verify import Claims, TokenVerifier
-from mtlsauth.tls import peer_certificate_der
 
 __all__ = ["CLAIMS", "PROXY", "VERIFIER", "error_response", "require_token", "token_middleware"]
 

@@ -23,8 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from multidict import CIMultiDict
 
-from mtlsauth.errors import MalformedAuthorization, OAuthError
-from mtlsauth.peer import ProxyConfig
+from mtlsauth.core.errors import MalformedAuthorization, OAuthError
+from mtlsauth.core.peer import ProxyConfig
 from mtlsauth.resource.authorize import authorize, resolve_peer
 from mtlsauth.resource.verify import TokenVerifier
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from mtlsauth.errors import MalformedAuthorization, MissingToken
-from mtlsauth.peer import ProxyConfig, ProxyHeaderError
+from mtlsauth.core.errors import MalformedAuthorization, MissingToken
+from mtlsauth.core.peer import ProxyConfig, ProxyHeaderError
 from mtlsauth.resource.verify import Claims, TokenVerifier, require_scopes
 
 __all__ = ["authorize", "bearer_token", "resolve_peer"]

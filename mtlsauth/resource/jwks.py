@@ -7,7 +7,7 @@
 * Outages: keys older than ``max_age`` are refreshed, but when the issuer cannot be reached the
   cached keys keep serving.
 * Fetches are https only, never follow a redirect and read at most ``max_bytes`` per document
-  (:mod:`mtlsauth.fetch`); the issuer is the operator's choice, so its address is not filtered.
+  (:mod:`mtlsauth.core.fetch`); the issuer is the operator's choice, so its address is not filtered.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any, Final
 import aiohttp
 import jwt
 
-from mtlsauth.errors import InvalidToken, TemporarilyUnavailable
-from mtlsauth.fetch import DEFAULT_MAX_BYTES, FetchError, fetch_json, fetch_session
+from mtlsauth.core.errors import InvalidToken, TemporarilyUnavailable
+from mtlsauth.core.fetch import DEFAULT_MAX_BYTES, FetchError, fetch_json, fetch_session
 
 __all__ = ["JWKSCache", "JWKSFetchError"]
 

@@ -24,8 +24,8 @@ from typing import Any, Final, Protocol
 
 import jwt
 
-from mtlsauth.errors import InsufficientScope, InvalidToken
-from mtlsauth.thumbprint import x5t_s256
+from mtlsauth.core.errors import InsufficientScope, InvalidToken
+from mtlsauth.core.thumbprint import x5t_s256
 
 __all__ = ["ALGORITHMS", "Claims", "KeySource", "TokenVerifier", "VerifierConfig", "require_scopes"]
 

@@ -1,0 +1,673 @@
+"""``scripts/bench``: how fast mtlsauth issues and checks tokens, measured, never asserted.
+
+The service runs in its own process pinned to one core; the load comes from this process pinned
+to another, over N keep-alive TLS connections (or a new connection per request) for a fixed
+time. Reported per scenario: tokens/s, latency p50/p90/p99, errors, and the server's CPU time
+per token (from /proc). Each scenario's time is split into rounds taken in turn across all
+scenarios, so that the machine's drift hits every row alike; the ratios the targets are stated
+in are shown over all rounds and round by round. The resource-server checks are measured
+in-process on one core: first use (signature and claims) and repeated use (the verified-token
+cache).
+
+Floors measured in the same run (rows marked "reference:"): an aiohttp handler returning a
+fixed token-sized response (the framework alone, over keep-alive and over new connections), a
+bare TLS server answering a fixed 200 (the mTLS handshake alone), and P-256 verification and
+ES256 signing through cryptography.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import platform
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+import jwt
+from aiohttp import web
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from mtlsauth.core.thumbprint import x5t_s256
+from mtlsauth.issuer.http.token import NO_STORE
+from mtlsauth.issuer.keys import KeyRing
+from mtlsauth.issuer.settings import load_settings
+from mtlsauth.issuer.tls.contexts import ServerTLSConfig, build_server_context
+from mtlsauth.issuer.tokens import TokenIssuer
+from mtlsauth.resource import TokenVerifier, VerifierConfig
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is optional
+    uvloop = None  # type: ignore[assignment]
+
+__all__ = ["main"]
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Result:
+    scenario: str
+    connections: int
+    seconds: float
+    requests: int
+    errors: int
+    tokens_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    server_cpu_s: float
+    cpu_us_per_token: float
+
+
+def _cpu_seconds(pids: Sequence[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICKS
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _percentile(values: list[float], share: float) -> float:
+    if not values:
+        return 0.0
+    return values[min(len(values) - 1, int(len(values) * share))] * 1000
+
+
+class _KeepAlive(asyncio.Protocol):
+    """One keep-alive connection sending the same request back to back."""
+
+    def __init__(
+        self, request: bytes, sink: list[float], errors: list[int], *, one_shot: bool = False
+    ):
+        self.request = request
+        # One request and close (new connection per request), or back to back from start().
+        self.one_shot = one_shot
+        self.deadline = 0.0
+        self.sink = sink
+        self.errors = errors
+        self.buffer = b""
+        self.sent_at = 0.0
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
+        if self.one_shot:
+            self._send()
+
+    def start(self, deadline: float) -> None:
+        self.deadline = deadline
+        self._send()
+
+    def _send(self) -> None:
+        assert self.transport is not None
+        self.sent_at = time.perf_counter()
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            head_end = self.buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            head = self.buffer[:head_end]
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            end = head_end + 4 + length
+            if len(self.buffer) < end:
+                return
+            status = int(head[9:12])
+            self.buffer = self.buffer[end:]
+            now = time.perf_counter()
+            if status == 200:
+                self.sink.append(now - self.sent_at)
+            else:
+                self.errors.append(status)
+            if now >= self.deadline:
+                assert self.transport is not None
+                self.transport.close()
+                return
+            self._send()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def _request(path: str, body: str, headers: dict[str, str], *, close: bool = False) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: localhost",
+             "Content-Type: application/x-www-form-urlencoded", f"Content-Length: {len(body)}"]  # fmt: skip
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+async def _keep_alive_load(
+    port: int,
+    ctx: ssl.SSLContext,
+    request: bytes,
+    connections: int,
+    seconds: float,
+    *,
+    on_start: Callable[[], None] = lambda: None,
+) -> tuple[list[float], list[int]]:
+    """Open every connection first (handshakes are not part of the keep-alive figure), then
+    call ``on_start`` and send back to back for ``seconds``."""
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    errors: list[int] = []
+    protocols = []
+    for _ in range(connections):
+        _, proto = await loop.create_connection(
+            lambda: _KeepAlive(request, latencies, errors),
+            "127.0.0.1",
+            port,
+            ssl=ctx,
+            server_hostname="localhost",
+        )
+        protocols.append(proto)
+    on_start()
+    deadline = time.perf_counter() + seconds
+    for proto in protocols:
+        proto.start(deadline)
+    await asyncio.gather(*(p.done for p in protocols))
+    return latencies, errors
+
+
+async def _new_connection_load(
+    port: int, ctx: ssl.SSLContext, request: bytes, connections: int, seconds: float
+) -> tuple[list[float], list[int]]:
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    errors: list[int] = []
+    deadline = time.perf_counter() + seconds
+
+    async def one_client() -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            sink: list[float] = []
+            try:
+                _, proto = await loop.create_connection(
+                    lambda sink=sink: _KeepAlive(request, sink, errors, one_shot=True),  # type: ignore[misc]
+                    "127.0.0.1",
+                    port,
+                    ssl=ctx,
+                    server_hostname="localhost",
+                )
+                await proto.done
+            except OSError:
+                errors.append(0)
+                continue
+            if sink:
+                latencies.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(one_client() for _ in range(connections)))
+    return latencies, errors
+
+
+class _Bare(asyncio.Protocol):
+    """The reference: a TLS server that answers any request with a fixed 200 and closes."""
+
+    RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if b"\r\n\r\n" in data:
+            self.transport.write(self.RESPONSE)  # type: ignore[attr-defined]
+            self.transport.close()
+
+
+# A body the size of a bound token response, so the framework reference writes what we write.
+_FIXED_BODY = b'{"access_token":"' + b"x" * 640 + b'","token_type":"Bearer","expires_in":300}'
+
+
+def _reference_server(home: Path, port: int, kind: str) -> None:
+    """A reference server with the service's own certificates and TLS settings: ``bare`` is a
+    TLS server answering a fixed 200 and closing (the handshake alone); ``aiohttp`` is an
+    aiohttp application whose POST /token reads the body and returns a fixed token-sized
+    response (the framework alone)."""
+    settings = load_settings(home)
+    ctx = build_server_context(
+        ServerTLSConfig(cert=settings.tls_cert, key=settings.tls_key, client_ca=settings.client_ca),
+        require_cert=False,
+    )
+    if uvloop is not None:
+        uvloop.install()
+
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=_FIXED_BODY, headers=NO_STORE)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        if kind == "bare":
+            server = await loop.create_server(_Bare, "127.0.0.1", port, ssl=ctx)
+            async with server:
+                await stop.wait()
+            return
+        app = web.Application()
+        app.router.add_post("/token", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(run())
+
+
+@contextlib.contextmanager
+def _server(
+    home: Path, port: int, cores: set[int], workers: int, *, reference: str | None = None
+) -> Iterator[list[int]]:
+    env = {**os.environ, "MTLSAUTH_HOST": "127.0.0.1", "MTLSAUTH_PORT": str(port),
+           "MTLSAUTH_LOG_LEVEL": "WARNING", "MTLSAUTH_AUDIT_LOG": "",
+           "MTLSAUTH_THROTTLE_LIMIT": "100000"}  # fmt: skip
+    command = [sys.executable, "-m", "mtlsauth", "serve", "--home", str(home)]
+    if reference:
+        command = [sys.executable, "-m", "mtlsauth.bench.benchmark", "--reference-server", str(port),
+                   "--reference-kind", reference, "--home", str(home)]  # fmt: skip
+    if workers > 1:
+        command += ["--workers", str(workers)]
+    proc = subprocess.Popen(command, env=env, preexec_fn=lambda: os.sched_setaffinity(0, cores))  # noqa: PLW1509
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.1)
+        time.sleep(1.0 if workers > 1 else 0.2)
+        pids = [proc.pid, *_children(proc.pid)] if workers > 1 else [proc.pid]
+        yield pids
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _run_cli(*args: str) -> Any:
+    out = subprocess.run([sys.executable, "-m", "mtlsauth", *args, "--json"], check=True,
+                         capture_output=True, text=True)  # fmt: skip
+    return json.loads(out.stdout)
+
+
+@dataclass(frozen=True)
+class _Scenario:
+    """One row of the table: what is served, and how the load reaches it."""
+
+    name: str
+    ctx: ssl.SSLContext
+    request: bytes
+    connections: int
+    new_connections: bool = False
+    workers: int = 1
+    server_cores: frozenset[int] = frozenset({0})
+    reference: str | None = None
+
+
+@dataclass
+class _Round:
+    latencies: list[float]
+    errors: int
+    elapsed: float
+    cpu: float
+
+
+def _measure(scenario: _Scenario, home: Path, seconds: float) -> _Round:
+    """One round: start the server, warm it up, measure for ``seconds``, stop it."""
+    port = _free_port()
+    with _server(home, port, set(scenario.server_cores), scenario.workers,
+                 reference=scenario.reference) as pids:  # fmt: skip
+        # Warm up (caches, JIT-free but import-heavy first requests), then measure.
+        load = _new_connection_load if scenario.new_connections else _keep_alive_load
+        asyncio.run(load(port, scenario.ctx, scenario.request, min(scenario.connections, 4), 1.0))
+        marks: dict[str, float] = {}
+
+        def mark() -> None:
+            marks.update(cpu=_cpu_seconds(pids), time=time.perf_counter())
+
+        if scenario.new_connections:
+            mark()
+            latencies, errors = asyncio.run(
+                load(port, scenario.ctx, scenario.request, scenario.connections, seconds)
+            )
+        else:
+            latencies, errors = asyncio.run(
+                _keep_alive_load(port, scenario.ctx, scenario.request, scenario.connections,
+                                 seconds, on_start=mark)
+            )  # fmt: skip
+        elapsed = time.perf_counter() - marks["time"]
+        cpu = _cpu_seconds(pids) - marks["cpu"]
+    return _Round(latencies, len(errors), elapsed, cpu)
+
+
+def _cpu_per_request(parts: list[_Round]) -> float:
+    count = sum(len(r.latencies) for r in parts)
+    return sum(r.cpu for r in parts) / count if count else 0.0
+
+
+def _per_second(parts: list[_Round]) -> float:
+    elapsed = sum(r.elapsed for r in parts)
+    return sum(len(r.latencies) for r in parts) / elapsed if elapsed else 0.0
+
+
+def _result(scenario: _Scenario, rounds: list[_Round]) -> Result:
+    latencies = sorted(value for r in rounds for value in r.latencies)
+    return Result(
+        scenario=scenario.name,
+        connections=scenario.connections,
+        seconds=round(sum(r.elapsed for r in rounds), 2),
+        requests=len(latencies),
+        errors=sum(r.errors for r in rounds),
+        tokens_per_s=round(_per_second(rounds), 1),
+        p50_ms=round(_percentile(latencies, 0.50), 2),
+        p90_ms=round(_percentile(latencies, 0.90), 2),
+        p99_ms=round(_percentile(latencies, 0.99), 2),
+        server_cpu_s=round(sum(r.cpu for r in rounds), 2),
+        cpu_us_per_token=round(_cpu_per_request(rounds) * 1e6, 1),
+    )
+
+
+def _run_interleaved(
+    scenarios: list[_Scenario], home: Path, seconds: float, rounds: int
+) -> dict[str, list[_Round]]:
+    """Every scenario gets ``seconds`` in all, split into ``rounds`` rounds taken in turn, so
+    that a drift of the machine's speed (large on shared VMs) hits every row alike and the
+    ratios between rows stay meaningful."""
+    done: dict[str, list[_Round]] = {s.name: [] for s in scenarios}
+    for _ in range(rounds):
+        for scenario in scenarios:
+            done[scenario.name].append(_measure(scenario, home, seconds / rounds))
+    return done
+
+
+def _ratio(
+    name: str, target: str, a: list[_Round], b: list[_Round], value: Callable[[list[_Round]], float]
+) -> dict[str, Any]:
+    """a / b over all rounds, and round by round (the spread shows the machine's noise)."""
+
+    def divide(x: float, y: float) -> float:
+        return round(x / y, 2) if y else 0.0
+
+    return {
+        "ratio": name,
+        "target": target,
+        "all_rounds": divide(value(a), value(b)),
+        "per_round": [divide(value([x]), value([y])) for x, y in zip(a, b, strict=True)],
+    }
+
+
+class _StaticKeys:
+    """One known key: the measurement is of verification, not of fetching JWKS."""
+
+    def __init__(self, key: jwt.PyJWK) -> None:
+        self._key = key
+
+    async def key(self, kid: str) -> jwt.PyJWK:
+        return self._key
+
+
+def _resource_checks(home: Path, seconds: float) -> list[dict[str, Any]]:
+    """In-process verifications per second on this (pinned) core."""
+    settings = load_settings(home)
+    ring = KeyRing.load(settings.signing_key.parent, settings.signing_key)
+    source = _StaticKeys(jwt.PyJWK(ring.active.public_jwk(), algorithm="ES256"))
+    issuer = TokenIssuer(issuer=settings.issuer, key=ring.active, ttl=600)
+    der = b"benchmark-peer-certificate"
+    count = 20000
+    tokens = [
+        issuer.issue(client_id="bench", audience=(settings.audience,), scope=("read",),
+                     x5t_s256=x5t_s256(der)).token
+        for _ in range(count)
+    ]  # fmt: skip
+    config = VerifierConfig(settings.issuer, settings.audience, cache_size=count + 1)
+
+    async def first_use() -> float:
+        verifier = TokenVerifier(config, source)
+        started = time.perf_counter()
+        done = 0
+        for token in tokens:
+            await verifier.verify(token, der)
+            done += 1
+            if time.perf_counter() - started > seconds:
+                break
+        return done / (time.perf_counter() - started)
+
+    async def repeated() -> float:
+        verifier = TokenVerifier(config, source)
+        token = tokens[0]
+        await verifier.verify(token, der)
+        started = time.perf_counter()
+        done = 0
+        while time.perf_counter() - started < seconds:
+            for _ in range(1000):
+                await verifier.verify(token, der)
+            done += 1000
+        return done / (time.perf_counter() - started)
+
+    def primitive(operation: Callable[[], object]) -> float:
+        started = time.perf_counter()
+        done = 0
+        while time.perf_counter() - started < min(seconds, 2.0):
+            for _ in range(100):
+                operation()
+            done += 100
+        return done / (time.perf_counter() - started)
+
+    # The floors: what cryptography's P-256 costs on this core, with nothing around it.
+    public = ring.active.private_key.public_key()
+    signing_input, _, signature = tokens[0].rpartition(".")
+    raw = base64.urlsafe_b64decode(signature + "==")
+    der_signature = encode_dss_signature(int.from_bytes(raw[:32]), int.from_bytes(raw[32:]))
+    data = signing_input.encode()
+    ecdsa = ec.ECDSA(hashes.SHA256())
+
+    def rate(value: float) -> float:
+        return round(value, 1)
+
+    return [
+        {"scenario": "resource check, first use", "per_s": rate(asyncio.run(first_use()))},
+        {"scenario": "resource check, repeated token", "per_s": rate(asyncio.run(repeated()))},
+        {"scenario": "reference: P-256 signature verification alone",
+         "per_s": rate(primitive(lambda: public.verify(der_signature, data, ecdsa)))},
+        {"scenario": "reference: ES256 signature alone",
+         "per_s": rate(primitive(lambda: ring.active.sign(data)))},
+    ]  # fmt: skip
+
+
+def _setup(workdir: Path) -> tuple[Path, dict[str, Any]]:
+    home = workdir / "home"
+    _run_cli("init", "--home", str(home))
+    cert_dir = workdir / "client"
+    _run_cli("pki", "issue", "--home", str(home), "--cn", "bench", "--san-dns", "bench",
+             "--out", str(cert_dir))  # fmt: skip
+    _run_cli("client", "add", "--home", str(home), "--auth-method", "tls_client_auth",
+             "--client-id", "mtls", "--san-dns", "bench", "--scope", "read")  # fmt: skip
+    secret = _run_cli("client", "add", "--home", str(home), "--auth-method",
+                      "client_secret_basic", "--client-id", "sec", "--scope", "read")  # fmt: skip
+    return home, {"cert_dir": cert_dir, "secret": secret["client_secret"]}
+
+
+def _machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    loop = "uvloop" if uvloop is not None else "asyncio"
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "event_loop": loop,
+        "openssl": ssl.OPENSSL_VERSION,
+    }
+
+
+def _table(
+    results: list[Result], ratios: list[dict[str, Any]], checks: list[dict[str, Any]]
+) -> str:
+    rows = ["| scenario | conns | tokens/s | p50 ms | p90 ms | p99 ms | errors | server CPU µs/token |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in results:
+        rows.append(
+            f"| {r.scenario} | {r.connections} | {r.tokens_per_s:,.0f} | {r.p50_ms} | {r.p90_ms} "
+            f"| {r.p99_ms} | {r.errors} | {r.cpu_us_per_token} |"
+        )
+    rows.append("")
+    rows.append("| ratio | all rounds | round by round | target |")
+    rows.append("|---|---:|---|---|")
+    for q in ratios:
+        spread = ", ".join(str(v) for v in q["per_round"])
+        rows.append(f"| {q['ratio']} | {q['all_rounds']} | {spread} | {q['target']} |")
+    rows.append("")
+    rows.append("| in-process on one core | per second |")
+    rows.append("|---|---:|")
+    rows += [f"| {c['scenario']} | {c['per_s']:,.0f} |" for c in checks]
+    return "\n".join(rows)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="per scenario, all rounds together (default 10)")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds per scenario, taken in turn across scenarios (default 3)")  # fmt: skip
+    parser.add_argument("--connections", type=int, default=64, help="keep-alive connections")
+    parser.add_argument("--new-connection-clients", type=int, default=8,
+                        help="concurrent clients in the new-connection scenario")  # fmt: skip
+    parser.add_argument("--workers", action="store_true",
+                        help="also measure 1 vs 2 workers sharing both cores with the load")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--reference-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--reference-kind", choices=["bare", "aiohttp"], default="bare",
+                        help=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument("--home", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.seconds <= 0:
+        parser.error("--rounds must be at least 1 and --seconds more than 0")
+    if args.reference_server:
+        _reference_server(Path(args.home), args.reference_server, args.reference_kind)
+        return 0
+    if (os.cpu_count() or 1) < 2:
+        print("the benchmark needs two cores (server on one, load on the other)", file=sys.stderr)
+        return 2
+
+    with tempfile.TemporaryDirectory(prefix="mtlsauth-bench-") as tmp:
+        home, material = _setup(Path(tmp))
+        ca = str(home / "ca" / "ca.pem")
+        os.sched_setaffinity(0, {1})  # the load generator's core
+        if uvloop is not None:
+            uvloop.install()
+        plain = ssl.create_default_context(cafile=ca)
+        mtls = ssl.create_default_context(cafile=ca)
+        mtls.load_cert_chain(material["cert_dir"] / "chain.pem", material["cert_dir"] / "key.pem")
+        basic = base64.b64encode(f"sec:{quote_plus(material['secret'])}".encode()).decode()
+        secret_request = _request("/token", "grant_type=client_credentials",
+                                  {"Authorization": f"Basic {basic}"})  # fmt: skip
+        mtls_request = _request("/token", "grant_type=client_credentials&client_id=mtls", {})
+        mtls_close = _request("/token", "grant_type=client_credentials&client_id=mtls", {},
+                              close=True)  # fmt: skip
+        keep_alive = _Scenario("tls_client_auth, keep-alive", mtls, mtls_request,
+                               args.connections)  # fmt: skip
+        framework = _Scenario("reference: aiohttp handler with a fixed response, keep-alive",
+                              mtls, mtls_request, args.connections, reference="aiohttp")  # fmt: skip
+        new_connection = _Scenario("tls_client_auth, new TLS connection per request", mtls,
+                                   mtls_close, args.new_connection_clients,
+                                   new_connections=True)  # fmt: skip
+        handshake = _Scenario("reference: bare mTLS handshake + fixed response", mtls,
+                              mtls_close, args.new_connection_clients, new_connections=True,
+                              reference="bare")  # fmt: skip
+        framework_connection = _Scenario(
+            "reference: aiohttp handler with a fixed response, new connection per request",
+            mtls, mtls_close, args.new_connection_clients, new_connections=True,
+            reference="aiohttp")  # fmt: skip
+        scenarios = [
+            _Scenario("client_secret_basic, keep-alive", plain, secret_request, args.connections),
+            keep_alive, framework, new_connection, handshake, framework_connection,
+        ]  # fmt: skip
+        workers = [
+            _Scenario(f"tls_client_auth, keep-alive, {n} {'workers' if n > 1 else 'worker'} on "
+                      "cores 0+1", mtls,
+                      mtls_request, args.connections, workers=n, server_cores=frozenset({0, 1}))
+            for n in ((1, 2) if args.workers else ())
+        ]  # fmt: skip
+        scenarios += workers
+        rounds = _run_interleaved(scenarios, home, args.seconds, args.rounds)
+        results = [_result(s, rounds[s.name]) for s in scenarios]
+        ratios = [
+            _ratio("server CPU per token: new connection / bare handshake", "≤ 1.10",
+                   rounds[new_connection.name], rounds[handshake.name], _cpu_per_request),
+            _ratio("server CPU per request: aiohttp fixed response, new connection / bare "
+                   "handshake", "(the framework's own floor)", rounds[framework_connection.name],
+                   rounds[handshake.name], _cpu_per_request),
+            _ratio("server CPU per token: keep-alive / aiohttp fixed response", "(the framework)",
+                   rounds[keep_alive.name], rounds[framework.name], _cpu_per_request),
+        ]  # fmt: skip
+        if workers:
+            ratios.append(_ratio("tokens/s: 2 workers / 1 worker", "≥ 1.8",
+                                 rounds[workers[1].name], rounds[workers[0].name], _per_second))  # fmt: skip
+        os.sched_setaffinity(0, {0})
+        checks = _resource_checks(home, min(args.seconds, 5.0))
+    machine = _machine()
+    report = {"machine": machine, "rounds": args.rounds, "results": [asdict(r) for r in results],
+              "ratios": ratios, "checks": checks}  # fmt: skip
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
+              f"{machine['event_loop']}, {machine['openssl']}")  # fmt: skip
+        print(_table(results, ratios, checks))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

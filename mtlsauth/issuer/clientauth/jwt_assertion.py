@@ -1,0 +1,159 @@
+"""private_key_jwt and client_secret_jwt: JWT client assertions (RFC 7523 §2.2, §3).
+
+* ``iss`` = ``sub`` = the client_id; ``aud`` is the issuer, the token endpoint or its mTLS
+  alias, as a string or in an array (decision D2; ``strict_assertion_audience`` keeps only the
+  issuer); ``exp`` is required and at most ``assertion_max_lifetime`` ahead; ``jti`` is required
+  and single-use across every endpoint, worker and host (the store's replay cache decides).
+* Fixed algorithm allow-lists per method: asymmetric algorithms for private_key_jwt (so a
+  public key can never be used as an HMAC secret), HMAC for client_secret_jwt; never ``none``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any, Final
+
+import jwt
+
+from mtlsauth.core.errors import InvalidClient, InvalidRequest
+from mtlsauth.issuer.clientauth.base import AuthContext, AuthRequest
+from mtlsauth.issuer.model import Client
+from mtlsauth.issuer.secrets import unseal_secret
+
+__all__ = [
+    "ASSERTION_TYPE",
+    "PRIVATE_KEY_ALGORITHMS",
+    "SECRET_ALGORITHMS",
+    "assertion_issuer",
+    "authenticate_assertion",
+]
+
+ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+PRIVATE_KEY_ALGORITHMS: Final = frozenset(
+    {"ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512", "EdDSA"}
+)
+SECRET_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
+_KTY: Final = {"ES": "EC", "PS": "RSA", "RS": "RSA", "Ed": "OKP"}
+_MAX_JTI: Final = 256
+
+
+def _bad(client_id: str, detail: str, reason: str = "bad_assertion") -> InvalidClient:
+    return InvalidClient(f"client {client_id!r}: {detail}", reason=reason)
+
+
+def assertion_issuer(assertion: str) -> str | None:
+    """The ``iss`` of an assertion, only to choose whose keys verify it.
+
+    Nothing is trusted from this look: the assertion is then verified with that client's keys
+    and must name the same client in ``iss`` and ``sub``.
+    """
+    try:
+        claims = jwt.decode(assertion, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    issuer = claims.get("iss")
+    return issuer if isinstance(issuer, str) else None
+
+
+async def _candidate_keys(
+    client: Client, alg: str, kid: str | None, context: AuthContext
+) -> list[tuple[Any, str | None]]:
+    """(verification key, matching secret hash) pairs to try, most specific first."""
+    if client.auth_method == "client_secret_jwt":
+        now = time.time()
+        keys: list[tuple[Any, str | None]] = []
+        for entry in client.secrets:
+            if entry.is_active(now) and entry.sealed:
+                try:
+                    secret = unseal_secret(context.secret_key, entry.sealed, client.client_id)
+                except ValueError:
+                    continue
+                keys.append((secret.encode(), entry.hash))
+        return keys
+    jwks: Iterable[dict[str, Any]]
+    if client.jwks is not None:
+        jwks = client.jwks.get("keys", [])
+    elif client.jwks_uri is not None and context.remote_jwks is not None:
+        jwks = await context.remote_jwks.keys(client.jwks_uri, kid=kid)
+    else:
+        raise _bad(client.client_id, "no keys registered", reason="no_keys")
+    kty = _KTY.get(alg[:2])
+    keys = []
+    for jwk in jwks:
+        if kid is not None and jwk.get("kid") != kid:
+            continue
+        if jwk.get("kty") != kty or jwk.get("use", "sig") != "sig" or "d" in jwk:
+            continue
+        try:
+            keys.append((jwt.PyJWK(jwk, algorithm=alg).key, None))
+        except jwt.PyJWTError:
+            continue
+    return keys
+
+
+async def authenticate_assertion(
+    client: Client, request: AuthRequest, context: AuthContext
+) -> str | None:
+    if request.assertion_type != ASSERTION_TYPE:
+        if request.assertion_type is None or request.assertion is None:
+            raise InvalidRequest("client_assertion and client_assertion_type go together")
+        raise _bad(client.client_id, f"unsupported assertion type {request.assertion_type[:60]!r}")
+    assertion = request.assertion
+    if assertion is None:
+        raise InvalidRequest("client_assertion is missing")
+    try:
+        header = jwt.get_unverified_header(assertion)
+    except jwt.PyJWTError as exc:
+        raise _bad(client.client_id, f"malformed assertion: {exc}") from exc
+    alg, kid = header.get("alg"), header.get("kid")
+    allowed = (
+        SECRET_ALGORITHMS if client.auth_method == "client_secret_jwt" else PRIVATE_KEY_ALGORITHMS
+    )
+    if alg not in allowed:
+        raise _bad(
+            client.client_id, f"alg {str(alg)[:20]!r} is not allowed for {client.auth_method}"
+        )
+    if kid is not None and not isinstance(kid, str):
+        raise _bad(client.client_id, "kid is not a string")
+    policy = context.assertions
+    claims: dict[str, Any] | None = None
+    matched: str | None = None
+    for key, secret_hash in await _candidate_keys(client, alg, kid, context):
+        try:
+            claims = jwt.decode(
+                assertion,
+                key=key,
+                algorithms=[alg],
+                audience=sorted(policy.audiences),
+                issuer=client.client_id,
+                leeway=policy.leeway,
+                options={"require": ["iss", "sub", "aud", "exp", "jti"]},
+            )
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.PyJWTError as exc:
+            raise _bad(client.client_id, f"{type(exc).__name__}: {exc}") from exc
+        matched = secret_hash
+        break
+    if claims is None:
+        raise _bad(client.client_id, "no registered key verifies the assertion's signature")
+    if claims.get("sub") != client.client_id:
+        raise _bad(client.client_id, "sub is not the client_id")
+    now = time.time()
+    exp = float(claims["exp"])
+    if exp - now > policy.max_lifetime + policy.leeway:
+        raise _bad(client.client_id, f"exp is more than {policy.max_lifetime} s ahead")
+    iat = claims.get("iat")
+    if isinstance(iat, int | float) and exp - iat > policy.max_lifetime + policy.leeway:
+        raise _bad(client.client_id, f"the assertion lives longer than {policy.max_lifetime} s")
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti or len(jti) > _MAX_JTI:
+        raise _bad(client.client_id, "jti must be a non-empty string")
+    if context.store is None:
+        raise _bad(client.client_id, "no replay cache is configured", reason="internal")
+    if not await context.store.use_assertion_id(client.client_id, jti, exp):
+        raise _bad(
+            client.client_id, f"assertion jti {jti[:40]!r} was already used", reason="replay"
+        )
+    return matched

@@ -1,0 +1,118 @@
+"""Mutual-TLS client authentication (RFC 8705 §2).
+
+tls_client_auth (§2.1): the TLS layer validated the chain; here the leaf must have been issued
+by the client CA and carry the registered name. self_signed_tls_client_auth (§2.2): the leaf
+must be one of the registered certificates (by thumbprint) and valid now (decision D6).
+
+Behind a trusted proxy no handshake of ours saw the certificate, so tls_client_auth also checks
+here what OpenSSL checks in a handshake (RFC 5280 §4.1.2.5 validity, §4.2.1.12 extended key
+usage: clientAuth when the extension is present) rather than trusting the proxy's settings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from mtlsauth.core.errors import InvalidClient
+from mtlsauth.issuer.clientauth.base import AuthContext, AuthRequest, PeerCertificate, PkiVerdict
+from mtlsauth.issuer.model import Client
+
+__all__ = ["authenticate_pki", "authenticate_self_signed"]
+
+_MAX_VERDICTS = 16384
+
+
+def _peer(client: Client, request: AuthRequest) -> PeerCertificate:
+    if request.peer is None:
+        raise InvalidClient(
+            f"client {client.client_id!r}: no TLS client certificate presented",
+            reason="no_certificate",
+        )
+    return request.peer
+
+
+def _check_period(
+    client: Client, peer: PeerCertificate, not_before: dt.datetime, not_after: dt.datetime
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    if now < not_before or now > not_after:
+        state = "not yet valid" if now < not_before else "expired"
+        raise InvalidClient(
+            f"client {client.client_id!r}: certificate {peer.thumbprint} is {state} "
+            f"(valid {not_before.isoformat()} to {not_after.isoformat()})",
+            reason="bad_certificate",
+        )
+
+
+def _check_purpose(client: Client, peer: PeerCertificate) -> None:
+    try:
+        usages = peer.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return  # no restriction (RFC 5280 §4.2.1.12)
+    except ValueError as exc:
+        raise InvalidClient(
+            f"client {client.client_id!r}: certificate {peer.thumbprint} has a malformed "
+            f"extension: {exc}",
+            reason="bad_certificate",
+        ) from exc
+    if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+        raise InvalidClient(
+            f"client {client.client_id!r}: certificate {peer.thumbprint} has an extended key "
+            "usage without clientAuth",
+            reason="bad_certificate",
+        )
+
+
+async def authenticate_pki(client: Client, request: AuthRequest, context: AuthContext) -> None:
+    """RFC 8705 §2.1.2: the registered subject DN or SAN entry must match the certificate,
+    which must be valid now and meant for client authentication."""
+    peer = _peer(client, request)
+    generation = context.client_ca.generation
+    known = context.pki_verdicts.get(peer.thumbprint)
+    if known is not None and known.client is client and known.generation == generation:
+        # Proved before, and neither the client nor the CA changed since; time did.
+        _check_period(client, peer, known.not_before, known.not_after)
+        return
+    cert = peer.cert
+    _check_period(client, peer, cert.not_valid_before_utc, cert.not_valid_after_utc)
+    _check_purpose(client, peer)
+    if not context.client_ca.issued(cert):
+        raise InvalidClient(
+            f"client {client.client_id!r}: certificate {peer.thumbprint} was not issued by the "
+            "client CA",
+            reason="bad_certificate",
+        )
+    if client.tls_name is None or not client.tls_name.matches(peer.cert):
+        raise InvalidClient(
+            f"client {client.client_id!r}: certificate {peer.thumbprint} does not carry the "
+            f"registered {client.tls_name.kind if client.tls_name else 'name'}",
+            reason="bad_certificate",
+        )
+    if len(context.pki_verdicts) >= _MAX_VERDICTS:
+        context.pki_verdicts.clear()
+    context.pki_verdicts[peer.thumbprint] = PkiVerdict(
+        client, generation, cert.not_valid_before_utc, cert.not_valid_after_utc
+    )
+
+
+async def authenticate_self_signed(
+    client: Client, request: AuthRequest, context: AuthContext
+) -> None:
+    """RFC 8705 §2.2.2: the certificate must be one the client registered."""
+    peer = _peer(client, request)
+    registered = client.certificate(peer.thumbprint)
+    if registered is None:
+        raise InvalidClient(
+            f"client {client.client_id!r}: certificate {peer.thumbprint} is not registered",
+            reason="bad_certificate",
+        )
+    now = dt.datetime.now(dt.UTC)
+    if not registered.not_before <= now <= registered.not_after:
+        raise InvalidClient(
+            f"client {client.client_id!r}: certificate {peer.thumbprint} is expired or not "
+            "yet valid",
+            reason="bad_certificate",
+        )

@@ -1,0 +1,131 @@
+"""The client credentials grant (RFC 6749 §4.4) from authenticated client to signed token.
+
+Knows nothing of HTTP: it takes the decoded parameters and the client's credentials, and
+returns the token response body or raises an OAuthError.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import urlsplit
+
+from mtlsauth.core.errors import (
+    InvalidRequest,
+    InvalidScope,
+    InvalidTarget,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+)
+from mtlsauth.issuer.clientauth import AuthRequest
+from mtlsauth.issuer.clientauth.guard import ClientGuard
+from mtlsauth.issuer.model import Client
+from mtlsauth.issuer.registration import validate_scope_tokens
+from mtlsauth.issuer.tokens import TokenIssuer
+
+__all__ = ["GRANT_TYPE", "ClientCredentialsGrant", "TokenParams"]
+
+GRANT_TYPE: Final = "client_credentials"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenParams:
+    """The token request parameters the grant reads (already de-duplicated)."""
+
+    grant_type: str | None
+    scope: str | None
+    resources: Sequence[str]
+
+
+class ClientCredentialsGrant:
+    """Authenticates the client, settles scope and audience, binds and signs the token."""
+
+    def __init__(
+        self,
+        *,
+        guard: ClientGuard,
+        issuer: TokenIssuer,
+        default_audience: str,
+    ) -> None:
+        self._guard = guard
+        self.issuer = issuer
+        self._default_audience = (default_audience,)
+
+    async def issue(self, params: TokenParams, credentials: AuthRequest, source: str) -> bytes:
+        """The JSON token response (RFC 6749 §5.1), serialised once."""
+        if not params.grant_type:
+            raise InvalidRequest("grant_type is missing")
+        started = time.perf_counter()
+        client = (await self._guard.authenticate(credentials, source)).client
+        if params.grant_type != GRANT_TYPE:
+            raise UnsupportedGrantType(f"grant_type {params.grant_type[:40]!r}")
+        if GRANT_TYPE not in client.grant_types:
+            raise UnauthorizedClient(f"client {client.client_id!r} may not use {GRANT_TYPE}")
+        scope = _granted_scope(client, params.scope)
+        audience = _audience(client, params.resources) or self._default_audience
+        thumbprint = None
+        if client.bound_tokens:
+            if credentials.peer is None:
+                # Decision D3: the client asked for bound tokens but brought no certificate.
+                raise InvalidRequest(
+                    f"client {client.client_id!r} is registered for certificate-bound tokens "
+                    "but presented no TLS client certificate",
+                    description="This client's tokens are certificate-bound: present a TLS "
+                    "client certificate.",
+                )
+            thumbprint = credentials.peer.thumbprint
+        token = self.issuer.issue(
+            client_id=client.client_id, audience=audience, scope=scope, x5t_s256=thumbprint
+        )
+        audit = self._guard.audit
+        if audit.enabled:
+            audit.event(
+                "token.issued",
+                client_id=client.client_id,
+                jti=token.claims["jti"],
+                method=client.auth_method,
+                thumbprint=thumbprint,
+                scope=" ".join(scope),
+                aud=list(audience),
+            )
+        metrics = self._guard.metrics
+        metrics.token_issued(client.auth_method, bound=thumbprint is not None)
+        metrics.token_latency(client.auth_method, time.perf_counter() - started)
+        # The token is base64url and dots, so it needs no JSON escaping; scope does.
+        scope_member = f',"scope":{json.dumps(" ".join(scope))}' if scope else ""
+        return (
+            f'{{"access_token":"{token.token}","token_type":"Bearer",'
+            f'"expires_in":{token.expires_in}{scope_member}}}'
+        ).encode()
+
+
+def _granted_scope(client: Client, requested: str | None) -> tuple[str, ...]:
+    """RFC 6749 §3.3: every requested token must be allowed; none requested → the defaults."""
+    if requested is None:
+        return client.scopes
+    try:
+        tokens = validate_scope_tokens(requested.split(" "))
+    except ValueError as exc:
+        raise InvalidScope(f"client {client.client_id!r}: {exc}") from exc
+    allowed = set(client.scopes)
+    refused = [t for t in tokens if t not in allowed]
+    if refused:
+        raise InvalidScope(f"client {client.client_id!r} may not request scope(s) {refused}")
+    return tokens
+
+
+def _audience(client: Client, resources: Sequence[str]) -> tuple[str, ...]:
+    """RFC 8707 §2: each ``resource`` is an absolute URI without fragment, allowed for the
+    client."""
+    for resource in resources:
+        parts = urlsplit(resource)
+        if not parts.scheme or (not parts.netloc and not parts.path) or parts.fragment:
+            raise InvalidTarget(f"resource {resource[:80]!r} is not an absolute URI")
+        if resource not in client.audiences:
+            raise InvalidTarget(
+                f"client {client.client_id!r} may not request resource {resource!r}"
+            )
+    return tuple(dict.fromkeys(resources)) if resources else client.audiences

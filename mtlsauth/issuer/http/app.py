@@ -1,0 +1,246 @@
+"""The aiohttp application: routes, middlewares, and what lives as long as the app.
+
+Everything opened at start (store, client registry, audit log, the background loop) is owned
+by a ``cleanup_ctx`` and closed on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping
+
+from aiohttp import web
+
+from mtlsauth.core.peer import parse_networks
+from mtlsauth.issuer.audit import Audit
+from mtlsauth.issuer.clientauth import AssertionPolicy, AuthContext
+from mtlsauth.issuer.clientauth.guard import ClientGuard
+from mtlsauth.issuer.clientauth.remote_jwks import RemoteJWKS
+from mtlsauth.issuer.grant import ClientCredentialsGrant
+from mtlsauth.issuer.http.health import health
+from mtlsauth.issuer.http.introspect import introspect
+from mtlsauth.issuer.http.jwks import jwks
+from mtlsauth.issuer.http.keys import (
+    AUTH_CONTEXT,
+    GRANT,
+    GUARD,
+    INSPECTOR,
+    METADATA,
+    METRICS,
+    METRICS_ALLOW,
+    PROXY,
+    REGISTRY,
+    SETTINGS,
+    SIGNING_KEYS,
+    STORE,
+    TLS,
+)
+from mtlsauth.issuer.http.metadata import WELL_KNOWN, build_metadata, metadata
+from mtlsauth.issuer.http.metrics import metrics
+from mtlsauth.issuer.http.middleware import service_middleware
+from mtlsauth.issuer.http.revoke import revoke
+from mtlsauth.issuer.http.signing import SigningKeys
+from mtlsauth.issuer.http.token import token
+from mtlsauth.issuer.introspection import TokenInspector
+from mtlsauth.issuer.metrics import Metrics
+from mtlsauth.issuer.model import Client, ClientRegistry
+from mtlsauth.issuer.settings import Settings
+from mtlsauth.issuer.store import Store, StoreError, open_store
+from mtlsauth.issuer.throttle import Throttle, ThrottlePolicy
+from mtlsauth.issuer.tls.contexts import ServerTLSConfig, TLSManager
+from mtlsauth.issuer.tls.revocation import renew_crl_if_due
+from mtlsauth.issuer.tokens import TokenIssuer
+
+__all__ = ["create_app", "create_metrics_app", "create_tls"]
+
+log = logging.getLogger("mtlsauth.issuer.http")
+
+#: CRL freshness, secret last-use stamps and expired replay-cache rows are handled this often.
+HOUSEKEEPING_INTERVAL = 60.0
+#: Failed authentications reach the audit log as one line per tally this often.
+AUDIT_TALLY_INTERVAL = 10.0
+#: A retired signing key stays published this long after its last token could have expired.
+KEY_RETIRE_MARGIN = 60.0
+
+
+def create_tls(settings: Settings) -> TLSManager:
+    """The listeners' TLS contexts for ``settings`` (before the app starts)."""
+    config = ServerTLSConfig(
+        cert=settings.tls_cert,
+        key=settings.tls_key,
+        client_ca=settings.client_ca,
+        crl=settings.crl,
+        session_tickets=settings.tls_session_tickets,
+    )
+    return TLSManager(config, with_required_listener=settings.mtls_port is not None)
+
+
+def _self_signed_anchors(clients: Mapping[str, Client]) -> frozenset[bytes]:
+    return frozenset(
+        cert.der
+        for client in clients.values()
+        if client.auth_method == "self_signed_tls_client_auth"
+        for cert in client.certificates
+    )
+
+
+async def _housekeeping(app: web.Application) -> None:
+    settings, tls, store = app[SETTINGS], app[TLS], app[STORE]
+    if settings.crl is not None and await asyncio.to_thread(
+        renew_crl_if_due, settings.crl, tls.revocation
+    ):
+        tls.reload_if_changed()
+    tls.warn_if_crl_stale(dt.timedelta(hours=settings.crl_warn_hours))
+    await app[GUARD].flush_usage(store)
+    await store.purge(time.time(), failure_window=settings.throttle_window)
+
+
+async def _refresh_forever(app: web.Application) -> None:
+    """Pick up what other processes changed — clients (the CLI, other hosts), throttling
+    blocks, TLS files, signing keys — and do the periodic housekeeping."""
+    settings, tls, registry = app[SETTINGS], app[TLS], app[REGISTRY]
+    loop = asyncio.get_running_loop()
+    next_housekeeping = loop.time()
+    next_tallies = loop.time() + AUDIT_TALLY_INTERVAL
+    while True:
+        try:
+            await app[STORE].wait_for_change(settings.reload_interval)
+            await registry.refresh()
+            await app[GUARD].throttle.refresh()
+        except StoreError as exc:
+            log.warning("store refresh failed; serving from the caches: %s", exc)
+        except Exception:
+            # This loop must outlive any one failure, or the caches would go stale for good.
+            log.exception("store refresh failed unexpectedly; serving from the caches")
+            await asyncio.sleep(settings.reload_interval)
+        tls.reload_if_changed()
+        app[SIGNING_KEYS].reload_if_changed(app[GRANT].issuer)
+        if loop.time() >= next_tallies:
+            next_tallies = loop.time() + AUDIT_TALLY_INTERVAL
+            app[GUARD].audit.flush_tallies()
+        if loop.time() >= next_housekeeping:
+            next_housekeeping = loop.time() + HOUSEKEEPING_INTERVAL
+            try:
+                await _housekeeping(app)
+            except StoreError as exc:
+                log.warning("housekeeping failed: %s", exc)
+
+
+def _jwks_uri_context(settings: Settings) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    if settings.jwks_uri_cafile is not None:
+        ctx.load_verify_locations(cafile=str(settings.jwks_uri_cafile))
+    return ctx
+
+
+async def _runtime(app: web.Application) -> AsyncIterator[None]:
+    settings, tls = app[SETTINGS], app[TLS]
+    store: Store = open_store(settings.database_url)
+    await store.open()
+    audit = Audit(settings.audit_log)
+    remote_jwks = RemoteJWKS(
+        _jwks_uri_context(settings),
+        policy=settings.jwks_uri_policy,
+        timeout=settings.jwks_uri_timeout,
+    )
+    try:
+        registry = ClientRegistry(store)
+        registry.on_change(lambda clients: tls.set_trust_anchors(_self_signed_anchors(clients)))
+        await registry.refresh()
+        context = AuthContext(
+            secret_key=settings.secret_key.get(),
+            client_ca=tls.client_ca,
+            assertions=AssertionPolicy(
+                audiences=settings.assertion_audiences,
+                max_lifetime=settings.assertion_max_lifetime,
+            ),
+            store=store,
+            remote_jwks=remote_jwks,
+        )
+        policy = ThrottlePolicy(
+            limit=settings.throttle_limit,
+            window=settings.throttle_window,
+            block=settings.throttle_block,
+        )
+        guard = ClientGuard(
+            registry=registry,
+            context=context,
+            throttle=Throttle(store, policy),
+            audit=audit,
+            metrics=app[METRICS],
+        )
+        await guard.throttle.refresh()
+    except BaseException:
+        await remote_jwks.close()
+        audit.close()
+        await store.close()
+        raise
+    app[STORE] = store
+    app[REGISTRY] = registry
+    app[AUTH_CONTEXT] = context
+    app[GUARD] = guard
+    keys = app[SIGNING_KEYS]
+    app[GRANT] = ClientCredentialsGrant(
+        guard=guard,
+        issuer=TokenIssuer(issuer=settings.issuer, key=keys.active, ttl=settings.token_ttl),
+        default_audience=settings.audience,
+    )
+    app[INSPECTOR] = TokenInspector(
+        issuer=settings.issuer, keys=keys.published, store=store, audit=audit
+    )
+    task = asyncio.create_task(_refresh_forever(app))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    with contextlib.suppress(StoreError):
+        await guard.flush_usage(store)
+    await remote_jwks.close()
+    audit.close()
+    await store.close()
+
+
+def create_app(settings: Settings, tls: TLSManager) -> web.Application:
+    """The token service; serve it with ``tls.optional`` (and ``tls.required``) as ssl context."""
+    app_metrics = Metrics()
+    app = web.Application(
+        middlewares=[service_middleware(app_metrics, settings.max_connection_age)],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[TLS] = tls
+    app[METRICS] = app_metrics
+    app[SIGNING_KEYS] = SigningKeys(
+        settings.signing_key.parent,
+        settings.signing_key,
+        retire_after=settings.token_ttl + KEY_RETIRE_MARGIN,
+    )
+    app[METADATA] = json.dumps(build_metadata(settings), indent=2).encode()
+    if (proxy := settings.proxy) is not None:
+        app[PROXY] = proxy
+    app.cleanup_ctx.append(_runtime)
+    app.router.add_post("/token", token, name="token")
+    app.router.add_post("/introspect", introspect, name="introspect")
+    app.router.add_post("/revoke", revoke, name="revoke")
+    app.router.add_get(WELL_KNOWN, metadata, name="metadata")
+    app.router.add_get("/jwks", jwks, name="jwks")
+    app.router.add_get("/health", health, name="health")
+    if settings.metrics_port is None:
+        # Otherwise /metrics lives only on its own listener (serve starts it).
+        app[METRICS_ALLOW] = parse_networks(settings.metrics_allow)
+        app.router.add_get("/metrics", metrics, name="metrics")
+    return app
+
+
+def create_metrics_app(service: web.Application) -> web.Application:
+    """The separate metrics listener (``metrics_port``): /metrics of ``service``, nothing else."""
+    app = web.Application(middlewares=[service_middleware(service[METRICS], float("inf"))])
+    app[METRICS] = service[METRICS]
+    app.router.add_get("/metrics", metrics, name="metrics")
+    return app

@@ -1,0 +1,27 @@
+"""POST /introspect (RFC 7662 §2): authenticated clients ask whether a token is active."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from mtlsauth.core.errors import InvalidRequest
+from mtlsauth.issuer.http.credentials import client_credentials, one, source_of
+from mtlsauth.issuer.http.forms import parse_form
+from mtlsauth.issuer.http.keys import GUARD, INSPECTOR
+from mtlsauth.issuer.http.token import NO_STORE
+
+__all__ = ["introspect"]
+
+
+async def introspect(request: web.Request) -> web.Response:
+    form = parse_form(await request.read(), request.content_type, request.charset)
+    caller = await request.app[GUARD].authenticate(
+        client_credentials(request, form), source_of(request)
+    )
+    token = one(form, "token")
+    if token is None:
+        raise InvalidRequest("introspection without a token parameter")
+    result = await request.app[INSPECTOR].introspect(token, caller.client.client_id)
+    return web.Response(body=json.dumps(result, separators=(",", ":")), headers=NO_STORE)

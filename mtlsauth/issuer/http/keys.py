@@ -1,0 +1,49 @@
+"""Typed application state (``web.AppKey``): no string keys anywhere."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from mtlsauth.core.peer import IPNetwork, ProxyConfig
+from mtlsauth.issuer.clientauth import AuthContext
+from mtlsauth.issuer.clientauth.guard import ClientGuard
+from mtlsauth.issuer.grant import ClientCredentialsGrant
+from mtlsauth.issuer.http.signing import SigningKeys
+from mtlsauth.issuer.introspection import TokenInspector
+from mtlsauth.issuer.metrics import Metrics
+from mtlsauth.issuer.model import ClientRegistry
+from mtlsauth.issuer.settings import Settings
+from mtlsauth.issuer.store import Store
+from mtlsauth.issuer.tls.contexts import TLSManager
+
+__all__ = [
+    "AUTH_CONTEXT",
+    "GRANT",
+    "GUARD",
+    "INSPECTOR",
+    "METADATA",
+    "METRICS",
+    "METRICS_ALLOW",
+    "PROXY",
+    "REGISTRY",
+    "SETTINGS",
+    "SIGNING_KEYS",
+    "STORE",
+    "TLS",
+]
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+REGISTRY = web.AppKey("registry", ClientRegistry)
+AUTH_CONTEXT = web.AppKey("auth_context", AuthContext)
+GUARD = web.AppKey("guard", ClientGuard)
+GRANT = web.AppKey("grant", ClientCredentialsGrant)
+INSPECTOR = web.AppKey("inspector", TokenInspector)
+METRICS = web.AppKey("metrics", Metrics)
+SIGNING_KEYS = web.AppKey("signing_keys", SigningKeys)
+METADATA = web.AppKey("metadata", bytes)
+TLS = web.AppKey("tls", TLSManager)
+#: Present only when a TLS-terminating proxy is trusted to forward client certificates.
+PROXY = web.AppKey("proxy", ProxyConfig)
+#: On the public listeners: the peer networks that may read /metrics (others get 404).
+METRICS_ALLOW = web.AppKey("metrics_allow", tuple[IPNetwork, ...])

@@ -1,0 +1,43 @@
+"""GET /metrics: Prometheus text exposition of this process's counters.
+
+Counters tell an outsider how the service is used, so /metrics is not public: it is served on
+a separate plain-HTTP listener (``metrics_port``, loopback by default), or, without one, on the
+public listeners to peers in ``metrics_allow`` only; anyone else gets the 404 of a missing page.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from aiohttp import web
+
+from mtlsauth.issuer.http.keys import METRICS, METRICS_ALLOW
+
+__all__ = ["metrics"]
+
+
+def _allowed(request: web.Request) -> bool:
+    allow = request.app.get(METRICS_ALLOW)
+    if allow is None:  # the separate metrics listener: its address is the protection
+        return True
+    # The TCP peer, never a forwarded header: a proxy must not widen the allow-list.
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    try:
+        address = ipaddress.ip_address(peer[0]) if peer else None
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address is not None and any(address in network for network in allow)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    if not _allowed(request):
+        raise web.HTTPNotFound()
+    return web.Response(
+        text=request.app[METRICS].render(),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )

@@ -1,0 +1,102 @@
+"""The one middleware around every request: errors become responses, requests are counted,
+and old keep-alive connections are closed.
+
+* OAuthError subclasses render themselves (RFC 6749 §5.2, RFC 6750 §3); a store that cannot
+  be reached becomes 503 ``temporarily_unavailable``; aiohttp's HTTP errors (404, 405, 413)
+  take the same JSON shape; a body that cannot be decoded is 400 ``invalid_request``; a client
+  that went away mid-body is let go quietly (no traceback); anything else is logged with its
+  traceback and answered with a generic 500 ``server_error`` — never a stack trace on the wire.
+* Every response is counted by endpoint (route name) and status.
+* A connection older than ``max_connection_age`` is closed after its response, so certificate,
+  CRL and trust changes reach every client within that time.
+
+One middleware, not three: each layer costs the hot path a coroutine and a partial.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Handler, Middleware
+
+from mtlsauth.core.errors import InvalidRequest, OAuthError, ServerError, TemporarilyUnavailable
+from mtlsauth.issuer.metrics import Metrics
+from mtlsauth.issuer.store import StoreError
+from mtlsauth.issuer.tls.contexts import connection_age
+
+__all__ = ["render", "service_middleware"]
+
+log = logging.getLogger("mtlsauth.issuer.http")
+
+
+def render(error: OAuthError) -> web.Response:
+    return web.Response(status=error.status, body=error.body_bytes(), headers=error.headers())
+
+
+async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except OAuthError as exc:
+        log.info(
+            "%s %s -> %d %s: %s (peer %s)",
+            request.method,
+            request.path,
+            exc.status,
+            exc.error,
+            exc.detail,
+            request.remote,
+        )
+        return render(exc)
+    except StoreError as exc:
+        log.warning("%s %s -> 503: the store is unavailable: %s", request.method, request.path, exc)
+        return render(TemporarilyUnavailable(str(exc)))
+    except (web.RequestPayloadError, HttpProcessingError) as exc:
+        # The body could not be decoded (a Content-Encoding that lies, a broken chunk).
+        log.info(
+            "%s %s -> 400: unreadable body: %r (peer %s)",
+            request.method,
+            request.path,
+            exc,
+            request.remote,
+        )
+        return render(InvalidRequest(f"unreadable body: {exc!r:.200}"))
+    except ConnectionResetError:
+        # The client went away mid-body: nobody to answer; aiohttp closes the connection.
+        log.debug(
+            "%s %s: the client went away (peer %s)", request.method, request.path, request.remote
+        )
+        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error = "invalid_request" if exc.status < 500 else "server_error"
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
+        return web.json_response(
+            {"error": error, "error_description": exc.reason},
+            status=exc.status,
+            headers={"Cache-Control": "no-store", **headers},
+        )
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return render(ServerError("unhandled exception (see the traceback above)"))
+
+
+def service_middleware(metrics: Metrics, max_connection_age: float) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await _respond(request, handler)
+        except web.HTTPException as exc:
+            metrics.request(request.match_info.route.name or "unmatched", exc.status)
+            raise
+        metrics.request(request.match_info.route.name or "unmatched", response.status)
+        transport = request.transport
+        if transport is not None:
+            age = connection_age(transport.get_extra_info("ssl_object"))
+            if age > max_connection_age:
+                response.force_close()
+        return response
+
+    return middleware

@@ -1,0 +1,30 @@
+"""POST /revoke (RFC 7009 §2): a client revokes one of its own access tokens."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from mtlsauth.core.errors import InvalidRequest, UnsupportedTokenType
+from mtlsauth.issuer.http.credentials import client_credentials, one, source_of
+from mtlsauth.issuer.http.forms import parse_form
+from mtlsauth.issuer.http.keys import GUARD, INSPECTOR
+
+__all__ = ["revoke"]
+
+_HINTS = frozenset({"access_token", "refresh_token"})
+
+
+async def revoke(request: web.Request) -> web.Response:
+    form = parse_form(await request.read(), request.content_type, request.charset)
+    caller = await request.app[GUARD].authenticate(
+        client_credentials(request, form), source_of(request)
+    )
+    token = one(form, "token")
+    if token is None:
+        raise InvalidRequest("revocation without a token parameter")
+    hint = one(form, "token_type_hint")
+    if hint is not None and hint not in _HINTS:
+        raise UnsupportedTokenType(f"token_type_hint {hint[:40]!r}")
+    await request.app[INSPECTOR].revoke(token, caller.client.client_id)
+    # RFC 7009 §2.2: 200 whether or not the token was known.
+    return web.Response(status=200, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,33 @@
+"""POST /token: parse the request, hand it to the client credentials grant, answer.
+
+RFC 6749 §4.4.2 request, §5.1 response with ``Cache-Control: no-store`` and ``Pragma: no-cache``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from mtlsauth.issuer.grant import TokenParams
+from mtlsauth.issuer.http.credentials import client_credentials, one, source_of
+from mtlsauth.issuer.http.forms import parse_form
+from mtlsauth.issuer.http.keys import GRANT
+
+__all__ = ["NO_STORE", "token"]
+
+NO_STORE = {
+    "Content-Type": "application/json",
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+}
+
+
+async def token(request: web.Request) -> web.Response:
+    form = parse_form(await request.read(), request.content_type, request.charset)
+    params = TokenParams(
+        grant_type=one(form, "grant_type"),
+        scope=one(form, "scope"),
+        resources=form.get("resource", ()),
+    )
+    credentials = client_credentials(request, form)
+    body = await request.app[GRANT].issue(params, credentials, source_of(request))
+    return web.Response(body=body, headers=NO_STORE)
