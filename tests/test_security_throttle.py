@@ -272,7 +272,7 @@ def test_address_header_needs_trusted_proxies(home: Home) -> None:
 
 
 def _failure_rows(home: Home) -> list[tuple[str, str]]:
-    db = home.settings.database_url.removeprefix("sqlite:///")
+    db = home.settings.database_url.get().removeprefix("sqlite:///")
     with sqlite3.connect(db) as conn:
         return [
             (cid, src) for cid, src in conn.execute("SELECT client_id, source FROM auth_failures")

@@ -17,6 +17,7 @@ from aiohttp.test_utils import unused_port
 
 from mtlsauth.issuer.model import Client, SecretEntry
 from mtlsauth.issuer.registration import register
+from mtlsauth.issuer.settings import Secret
 from mtlsauth.issuer.store import ClientExistsError, SchemaError, Store, open_store
 from mtlsauth.issuer.store.postgres import SCHEMA_VERSION, PostgresStore
 from mtlsauth.issuer.store.sqlite import SQLiteStore
@@ -319,7 +320,7 @@ async def test_database_outage_gives_503_and_recovers(home: Home, pg_url: str) -
     proxy = CuttableProxy()
     await proxy.start()
     proxied = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-    settings = dataclasses.replace(home.settings, database_url=proxied)
+    settings = dataclasses.replace(home.settings, database_url=Secret(proxied))
     async with running(home, settings) as service:
         status, body = await service.token(cert, client_id="svc")
         assert status == 200

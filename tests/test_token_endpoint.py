@@ -278,7 +278,7 @@ async def test_unauthorized_client(home: Home) -> None:
         client_id="nogrant",
         grant_types=(),
     )
-    store = open_store(home.settings.database_url)
+    store = open_store(home.settings.database_url.get())
     await store.open()
     await store.add_client(new.client)
     await store.close()

@@ -41,7 +41,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
     async def run() -> T:
-        store = open_store(settings.database_url)
+        store = open_store(settings.database_url.get())
         await store.open()
         try:
             return await fn(store)

@@ -8,24 +8,25 @@ import asyncio
 from urllib.parse import urlsplit
 
 from mtlsauth.cli.common import CLIError, add_home, emit, home_of
-from mtlsauth.issuer.settings import ConfigError, load_settings
+from mtlsauth.issuer.settings import ConfigError, Secret, load_settings
 from mtlsauth.issuer.store import StoreError, open_store
 
 __all__ = ["add_parser", "migrate_database"]
 
 
-def redact(database_url: str) -> str:
+def redact(database_url: Secret[str]) -> str:
     """The URL without its password, for output and logs."""
-    parts = urlsplit(database_url)
+    url = database_url.get()
+    parts = urlsplit(url)
     if parts.password is None:
-        return database_url
+        return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return parts._replace(netloc=netloc).geturl()
 
 
-def migrate_database(database_url: str) -> tuple[int, int]:
+def migrate_database(database_url: Secret[str]) -> tuple[int, int]:
     async def run() -> tuple[int, int]:
-        store = open_store(database_url)
+        store = open_store(database_url.get())
         try:
             return await store.migrate()
         finally:

@@ -1,8 +1,22 @@
 """Settings: read once at start-up from ``<home>/mtlsauth.toml`` and ``MTLSAUTH_*`` variables.
 
-Environment variables win over the file (``MTLSAUTH_PORT=9443`` overrides ``port``). Every value
-is validated; a bad one fails at start with a message naming the setting and what it allows.
-Relative paths are resolved against the home directory.
+Each setting is declared once, as a field of :class:`Settings`::
+
+    port: int = field(metadata=_setting(8443, _PORT))
+
+gives its name, its type, its default (as an operator would write it in the file) and its
+:class:`Parser`, which validates a value, resolves a relative path against the home, and says
+what it allows. Everything else is derived from those fields, collected in :data:`DECLARED`:
+
+- the loader takes each default, overridden by the file, overridden by ``MTLSAUTH_<NAME>``
+  (``MTLSAUTH_PORT=9443`` overrides ``port``), and parses it;
+- a bad value stops the start with ``setting 'port' must be <what the parser allows>, got ...``;
+- tests/test_config.py pins the README's configuration table to the declarations.
+
+A setting is named after its field unless the file holds something other than the value
+(``host`` fills ``hosts``; ``secret_key_file`` fills ``secret_key``). Only the rules between
+settings (distinct ports, ...) are written apart, in ``_check_together``. A secret parser returns
+a :class:`Secret`, and its value is never repeated in an error.
 """
 
 from __future__ import annotations
@@ -13,9 +27,9 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from mtlsauth.core.fetch import AddressPolicy
@@ -28,27 +42,49 @@ from mtlsauth.core.peer import (
     parse_networks,
 )
 
-__all__ = ["CONFIG_FILE", "ConfigError", "Secret", "Settings", "load_settings"]
+__all__ = [
+    "CONFIG_FILE",
+    "DECLARED",
+    "ConfigError",
+    "Parser",
+    "Secret",
+    "Settings",
+    "Spec",
+    "load_settings",
+]
 
 CONFIG_FILE: Final = "mtlsauth.toml"
 ENV_PREFIX: Final = "MTLSAUTH_"
-N = TypeVar("N", int, float)
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: MTLSAUTH_* variables that are not settings (the home, secrets for commands, worker marker).
+NOT_SETTINGS: Final = frozenset(
+    {"HOME", "WORKER", "CLIENT_SECRET", "CA_PASSPHRASE", "CA_PASSPHRASE_FILE", "P12_PASSWORD"}
+)
+_SPEC: Final = "mtlsauth.setting"  # the key of a field's metadata that holds its Spec
+
+T = TypeVar("T")
+E = TypeVar("E")
+N = TypeVar("N", int, float)
+S = TypeVar("S", bound=str)
 
 
 class ConfigError(Exception):
     """A setting is missing or has a value outside what it allows."""
 
 
-class Secret:
+class Refused(ValueError):
+    """A parser's own sentence, for when "must be <allowed>" would not say why."""
+
+
+class Secret(Generic[T]):
     """A value that never shows itself in a repr, a str or a log line."""
 
     __slots__ = ("_value",)
 
-    def __init__(self, value: bytes) -> None:
+    def __init__(self, value: T) -> None:
         self._value = value
 
-    def get(self) -> bytes:
+    def get(self) -> T:
         return self._value
 
     def __repr__(self) -> str:
@@ -64,55 +100,293 @@ class Secret:
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    """The validated configuration of one mtlsauth home."""
+class Parser(Generic[T]):
+    """Turns a value from the file or the environment into a setting's value.
 
-    home: Path
-    issuer: str
-    hosts: tuple[str, ...]
-    port: int
-    mtls_port: int | None
-    database_url: str = dataclasses.field(repr=False)  # may carry a password
-    tls_cert: Path
-    tls_key: Path
-    client_ca: Path
-    signing_key: Path
-    secret_key: Secret = dataclasses.field(repr=False)
-    crl: Path | None = None
-    token_ttl: int = 600
-    default_audience: str = ""
-    reload_interval: float = 0.5
-    keepalive_timeout: float = 15.0
-    max_body_bytes: int = 16384
-    log_level: str = "INFO"
-    max_connection_age: float = 60.0
-    tls_session_tickets: int = 1
-    crl_warn_hours: float = 48.0
-    audit_log: Path | None = None
-    strict_assertion_audience: bool = False
-    assertion_max_lifetime: int = 300
-    jwks_uri_cafile: Path | None = None
-    throttle_limit: int = 10
-    throttle_window: float = 60.0
-    throttle_block: float = 60.0
-    log_format: str = "text"
-    trusted_proxies: tuple[str, ...] = ()
-    client_cert_header: str = "Client-Cert"
-    client_cert_format: HeaderFormat = "rfc9440"
-    jwks_uri_allow_private: tuple[str, ...] = ()
-    jwks_uri_timeout: float = 3.0
-    client_cert_xfcc_mode: XfccMode = "sanitize_set"
-    client_address_header: str = ""
-    request_header_timeout: float = 10.0
-    request_body_timeout: float = 10.0
-    tls_handshake_timeout: float = 10.0
-    max_header_size: int = 8190
-    max_headers: int = 64
-    max_connections_per_source: int = 64
-    max_connections: int = 4096
-    metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"
-    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1")
+    ``parse(value, home)`` raises ValueError or TypeError when ``value`` is not ``allowed``.
+    """
+
+    allowed: str
+    parse: Callable[[Any, Path], T]
+    secret: bool = False  # the value may hold a password: never repeat it in an error
+
+
+#: A default as written in the TOML file; ``None`` is "unset" (a key no file can hold).
+Default = str | int | float | bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """The declaration of one setting; ``name`` and ``attr`` are filled in from its field."""
+
+    default: Default
+    parser: Parser[Any]
+    name: str = ""  # the file key, and MTLSAUTH_<NAME>
+    attr: str = ""  # the Settings field it fills
+
+
+def _setting(default: Default, parser: Parser[Any], *, name: str = "") -> Mapping[str, Spec]:
+    """The ``field(metadata=...)`` that declares a setting of Settings."""
+    return {_SPEC: Spec(default, parser, name)}
+
+
+# --- parsers ------------------------------------------------------------------------------
+
+
+def _optional(parser: Parser[T], empty: E) -> Parser[T | E]:
+    """``""`` (or unset) means ``empty``: the feature is off or falls back to another value."""
+
+    def parse(value: Any, home: Path) -> T | E:
+        return empty if value is None or value == "" else parser.parse(value, home)
+
+    return Parser(f"{parser.allowed} (or empty)", parse, parser.secret)
+
+
+def _text_of(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(value)
+    return value
+
+
+_TEXT: Final = Parser("a non-empty string", lambda value, _: _text_of(value))
+
+
+def _number(kind: type[N], lo: N, hi: N) -> Parser[N]:
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(value: Any, _: Path) -> N:
+        if isinstance(value, bool):  # TOML's true is no port number
+            raise TypeError(value)
+        number = kind(value)
+        if not lo <= number <= hi:
+            raise ValueError(value)
+        return number
+
+    bounds = f"{lo} to {hi}" if kind is int else f"{lo:g} to {hi:g}"  # 3600, not 3600.0
+    return Parser(f"{noun} from {bounds}", parse)
+
+
+def _integer(lo: int, hi: int) -> Parser[int]:
+    return _number(int, lo, hi)
+
+
+def _seconds(lo: float, hi: float) -> Parser[float]:
+    return _number(float, lo, hi)
+
+
+def _boolean(value: Any, _: Path) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes", "on"}:
+        return True
+    if text in {"false", "0", "no", "off"}:
+        return False
+    raise ValueError(value)
+
+
+_BOOLEAN: Final = Parser("true or false", _boolean)
+
+
+def _choice(options: tuple[S, ...], fold: Callable[[str], str] = str) -> Parser[S]:
+    """One of ``options``, compared after ``fold`` (e.g. upper-casing)."""
+
+    def parse(value: Any, _: Path) -> S:
+        text = fold(_text_of(value))
+        for option in options:
+            if option == text:
+                return option
+        raise ValueError(value)
+
+    return Parser(f"one of {', '.join(options)}", parse)
+
+
+#: Envoy ``forward_client_cert_details`` modes whose header cannot be believed, and why.
+_UNSAFE_XFCC_MODES: Final[Mapping[str, str]] = {
+    "forward_only": "Envoy forwards a client-supplied header unchanged, so any client names any "
+    "certificate",
+    "always_forward_only": "Envoy forwards a client-supplied header unchanged, so any client "
+    "names any certificate",
+    "sanitize": "Envoy removes the header and forwards no certificate",
+}
+
+
+def _xfcc_mode() -> Parser[XfccMode]:
+    """Envoy's mode in lower case: SANITIZE_SET (one element) or APPEND_FORWARD (the last)."""
+    modes = _choice(XFCC_MODES, lambda text: text.strip().lower())
+
+    def parse(value: Any, home: Path) -> XfccMode:
+        why = _UNSAFE_XFCC_MODES.get(str(value).strip().lower())
+        if why:
+            raise Refused(
+                f"refuses {value!r}, which is unsafe ({why}): "
+                f"configure Envoy with {modes.allowed} and set it here"
+            )
+        return modes.parse(value, home)
+
+    return Parser(modes.allowed, parse)
+
+
+def _hosts(value: Any, _: Path) -> tuple[str, ...]:
+    hosts = tuple(h.strip() for h in _text_of(value).split(",") if h.strip())
+    if not hosts:
+        raise ValueError(value)
+    return hosts
+
+
+_HOSTS: Final = Parser("comma-separated listen addresses or names", _hosts)
+
+
+def _networks(value: Any, _: Path) -> tuple[str, ...]:
+    """A TOML list or a comma-separated string; empty means none."""
+    if isinstance(value, list):
+        items = [str(v).strip() for v in value]
+    elif isinstance(value, str):
+        items = [v.strip() for v in value.split(",") if v.strip()]
+    else:
+        raise TypeError(value)
+    parse_networks(items)  # ValueError names the bad one
+    return tuple(items)
+
+
+_NETWORKS: Final = Parser("comma-separated addresses or CIDRs", _networks)
+
+
+def _header_name(value: Any, _: Path) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", _text_of(value)):
+        raise ValueError(value)
+    return str(value)
+
+
+_HEADER_NAME: Final = Parser("an HTTP header name", _header_name)
+
+
+def _issuer(value: Any, _: Path) -> str:
+    """RFC 8414 §2: an https URL with no query or fragment."""
+    parts = urlsplit(_text_of(value))
+    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(value)
+    return str(value).rstrip("/")
+
+
+_ISSUER: Final = Parser("an https URL with a host and no query or fragment", _issuer)
+
+
+def _absolute_uri(value: Any, _: Path) -> str:
+    if not urlsplit(_text_of(value)).scheme:
+        raise ValueError(value)
+    return str(value)
+
+
+_ABSOLUTE_URI: Final = Parser("an absolute URI", _absolute_uri)
+
+
+def _resolve(home: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else home / path
+
+
+def _path(value: Any, home: Path) -> Path:
+    return _resolve(home, _text_of(value))
+
+
+def _file(value: Any, home: Path) -> Path:
+    path = _path(value, home)
+    if not path.is_file():
+        raise Refused(f"names a file that does not exist: {path}")
+    return path
+
+
+_PATH: Final = Parser("a path (relative to the home)", _path)
+_FILE: Final = Parser("an existing file (relative to the home)", _file)
+
+
+def _database_url(value: Any, home: Path) -> Secret[str]:
+    text = _text_of(value)
+    if text.startswith("sqlite:///"):
+        return Secret(f"sqlite:///{_resolve(home, text.removeprefix('sqlite:///'))}")
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("unsupported scheme")
+    return Secret(text)
+
+
+_DATABASE_URL: Final = Parser(
+    "sqlite:///PATH or postgresql://USER@HOST:PORT/DB", _database_url, secret=True
+)
+
+
+def _secret_key(value: Any, home: Path) -> Secret[bytes]:
+    path = _path(value, home)
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        raise Refused(f"must name a readable file of hex bytes: {path}") from None
+    if len(key) < 32:
+        raise Refused(f"must hold at least 32 bytes: {path}")
+    return Secret(key)
+
+
+_SECRET_KEY: Final = Parser("a file of at least 32 hex-encoded bytes", _secret_key)
+
+
+_PORT: Final = _integer(1, 65535)
+
+
+# --- the settings -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """The validated configuration of one mtlsauth home (README: Configuration reference)."""
+
+    home: Path  # not a setting: where the file is, and what relative paths are relative to
+    issuer: str = field(metadata=_setting("https://localhost:8443", _ISSUER))
+    hosts: tuple[str, ...] = field(metadata=_setting("127.0.0.1,::1", _HOSTS, name="host"))
+    port: int = field(metadata=_setting(8443, _PORT))
+    mtls_port: int | None = field(metadata=_setting(None, _optional(_PORT, None)))
+    database_url: Secret[str] = field(metadata=_setting("sqlite:///mtlsauth.db", _DATABASE_URL))
+    tls_cert: Path = field(metadata=_setting("tls/chain.pem", _FILE))
+    tls_key: Path = field(metadata=_setting("tls/key.pem", _FILE))
+    client_ca: Path = field(metadata=_setting("ca/client-ca.pem", _FILE))
+    signing_key: Path = field(metadata=_setting("keys/signing.pem", _FILE))
+    secret_key: Secret[bytes] = field(
+        metadata=_setting("secret.key", _SECRET_KEY, name="secret_key_file")
+    )
+    crl: Path | None = field(metadata=_setting("ca/crl.pem", _optional(_PATH, None)))
+    token_ttl: int = field(metadata=_setting(600, _integer(30, 86400)))
+    default_audience: str = field(metadata=_setting("", _optional(_ABSOLUTE_URI, "")))
+    reload_interval: float = field(metadata=_setting(0.5, _seconds(0.05, 2.0)))
+    keepalive_timeout: float = field(metadata=_setting(15, _seconds(1.0, 3600.0)))
+    max_body_bytes: int = field(metadata=_setting(16384, _integer(1024, 1048576)))
+    log_level: str = field(metadata=_setting("INFO", _choice(LOG_LEVELS, str.upper)))
+    max_connection_age: float = field(metadata=_setting(60, _seconds(1.0, 86400.0)))
+    tls_session_tickets: int = field(metadata=_setting(1, _integer(0, 8)))
+    crl_warn_hours: float = field(metadata=_setting(48, _seconds(0.0, 8760.0)))
+    audit_log: Path | None = field(metadata=_setting("audit.jsonl", _optional(_PATH, None)))
+    strict_assertion_audience: bool = field(metadata=_setting(False, _BOOLEAN))
+    assertion_max_lifetime: int = field(metadata=_setting(300, _integer(30, 3600)))
+    jwks_uri_cafile: Path | None = field(metadata=_setting("", _optional(_PATH, None)))
+    throttle_limit: int = field(metadata=_setting(10, _integer(1, 100000)))
+    throttle_window: float = field(metadata=_setting(60, _seconds(1.0, 86400.0)))
+    throttle_block: float = field(metadata=_setting(60, _seconds(1.0, 86400.0)))
+    log_format: str = field(metadata=_setting("text", _choice(("text", "json"))))
+    trusted_proxies: tuple[str, ...] = field(metadata=_setting("", _NETWORKS))
+    client_cert_header: str = field(metadata=_setting("Client-Cert", _HEADER_NAME))
+    client_cert_format: HeaderFormat = field(metadata=_setting("rfc9440", _choice(HEADER_FORMATS)))
+    jwks_uri_allow_private: tuple[str, ...] = field(metadata=_setting("", _NETWORKS))
+    jwks_uri_timeout: float = field(metadata=_setting(3, _seconds(0.5, 30.0)))
+    client_cert_xfcc_mode: XfccMode = field(metadata=_setting("sanitize_set", _xfcc_mode()))
+    client_address_header: str = field(metadata=_setting("", _optional(_HEADER_NAME, "")))
+    request_header_timeout: float = field(metadata=_setting(10, _seconds(1.0, 300.0)))
+    request_body_timeout: float = field(metadata=_setting(10, _seconds(1.0, 300.0)))
+    tls_handshake_timeout: float = field(metadata=_setting(10, _seconds(1.0, 120.0)))
+    max_header_size: int = field(metadata=_setting(8190, _integer(1024, 65536)))
+    max_headers: int = field(metadata=_setting(64, _integer(8, 1024)))
+    max_connections_per_source: int = field(metadata=_setting(64, _integer(1, 100000)))
+    max_connections: int = field(metadata=_setting(4096, _integer(16, 1000000)))
+    metrics_port: int | None = field(metadata=_setting(None, _optional(_PORT, None)))
+    metrics_host: str = field(metadata=_setting("127.0.0.1", _TEXT))
+    metrics_allow: tuple[str, ...] = field(metadata=_setting("127.0.0.0/8,::1", _NETWORKS))
 
     @property
     def proxy(self) -> ProxyConfig | None:
@@ -160,220 +434,21 @@ class Settings:
         return self.default_audience or self.issuer
 
 
-# --- validators ---------------------------------------------------------------------------
+def _declared() -> dict[str, Spec]:
+    specs = {}
+    for declared in dataclasses.fields(Settings):
+        if _SPEC in declared.metadata:
+            found = declared.metadata[_SPEC]
+            name = found.name or declared.name
+            specs[name] = dataclasses.replace(found, name=name, attr=declared.name)
+    return specs
 
 
-def _as_str(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"setting {name!r} must be a non-empty string, got {value!r}")
-    return value
+#: Every setting by name (its file key; MTLSAUTH_<NAME> in the environment), in field order.
+DECLARED: Final[Mapping[str, Spec]] = _declared()
 
 
-def _as_number(kind: type[N], lo: N, hi: N) -> Callable[[str, Any], N]:
-    """A validator for an int or float setting within [lo, hi]."""
-    noun = "an integer" if kind is int else "a number"
-
-    def check(name: str, value: Any) -> N:
-        message = f"setting {name!r} must be {noun} from {lo} to {hi}, got {value!r}"
-        if isinstance(value, bool):
-            raise ConfigError(message)
-        try:
-            number = kind(value)
-        except (TypeError, ValueError):
-            raise ConfigError(message) from None
-        if not lo <= number <= hi:
-            raise ConfigError(message)
-        return number
-
-    return check
-
-
-def _as_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"true", "1", "yes", "on"}:
-        return True
-    if text in {"false", "0", "no", "off"}:
-        return False
-    raise ConfigError(f"setting {name!r} must be true or false, got {value!r}")
-
-
-def _as_optional_str(name: str, value: Any) -> str:
-    return "" if value == "" else _as_str(name, value)
-
-
-def _as_log_format(name: str, value: Any) -> str:
-    if value not in ("text", "json"):
-        raise ConfigError(f"setting {name!r} must be one of text, json, got {value!r}")
-    return str(value)
-
-
-def _as_hosts(name: str, value: Any) -> tuple[str, ...]:
-    """Listen addresses, comma-separated: ``127.0.0.1,::1`` or ``0.0.0.0`` or a host name."""
-    hosts = tuple(h.strip() for h in _as_str(name, value).split(",") if h.strip())
-    if not hosts:
-        raise ConfigError(f"setting {name!r} must list at least one address, got {value!r}")
-    return hosts
-
-
-def _as_networks(name: str, value: Any) -> tuple[str, ...]:
-    """Comma-separated addresses or CIDRs; empty means none."""
-    if isinstance(value, list):
-        items = [str(v) for v in value]
-    elif isinstance(value, str):
-        items = [v for v in value.split(",") if v.strip()]
-    else:
-        raise ConfigError(f"setting {name!r} must be a list of CIDRs, got {value!r}")
-    try:
-        parse_networks(items)
-    except ValueError as exc:
-        raise ConfigError(f"setting {name!r}: {exc}") from exc
-    return tuple(v.strip() for v in items)
-
-
-def _as_header_format(name: str, value: Any) -> str:
-    if value not in HEADER_FORMATS:
-        raise ConfigError(
-            f"setting {name!r} must be one of {', '.join(HEADER_FORMATS)}, got {value!r}"
-        )
-    return str(value)
-
-
-#: Envoy ``forward_client_cert_details`` modes whose header cannot be believed, and why.
-_UNSAFE_XFCC_MODES: Final[Mapping[str, str]] = {
-    "forward_only": "Envoy forwards a client-supplied header unchanged, so any client names any "
-    "certificate",
-    "always_forward_only": "Envoy forwards a client-supplied header unchanged, so any client "
-    "names any certificate",
-    "sanitize": "Envoy removes the header and forwards no certificate",
-}
-
-
-def _as_xfcc_mode(name: str, value: Any) -> str:
-    """Envoy's mode in lower case: SANITIZE_SET (one element) or APPEND_FORWARD (the last)."""
-    text = str(value).strip().lower()
-    allowed = ", ".join(XFCC_MODES)
-    if text in _UNSAFE_XFCC_MODES:
-        raise ConfigError(
-            f"setting {name!r}: {value!r} is unsafe ({_UNSAFE_XFCC_MODES[text]}); "
-            f"configure Envoy with one of {allowed} and set it here"
-        )
-    if text not in XFCC_MODES:
-        raise ConfigError(f"setting {name!r} must be one of {allowed}, got {value!r}")
-    return text
-
-
-def _as_header_name(name: str, value: Any) -> str:
-    text = _as_str(name, value)
-    if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", text):
-        raise ConfigError(f"setting {name!r} must be an HTTP header name, got {value!r}")
-    return text
-
-
-def _as_optional_header_name(name: str, value: Any) -> str:
-    return "" if value == "" else _as_header_name(name, value)
-
-
-def _as_issuer(name: str, value: Any) -> str:
-    """RFC 8414 §2: an https URL with no query or fragment."""
-    text = _as_str(name, value)
-    parts = urlsplit(text)
-    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
-        raise ConfigError(
-            f"setting {name!r} must be an https URL with a host and no query or fragment, "
-            f"got {value!r}"
-        )
-    return text.rstrip("/")
-
-
-def _as_log_level(name: str, value: Any) -> str:
-    text = _as_str(name, value).upper()
-    if text not in LOG_LEVELS:
-        raise ConfigError(f"setting {name!r} must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
-    return text
-
-
-def _as_database_url(name: str, value: Any) -> str:
-    text = _as_str(name, value)
-    if not text.startswith(("sqlite:///", "postgresql://", "postgres://")):
-        raise ConfigError(
-            f"setting {name!r} must be sqlite:///PATH or postgresql://USER@HOST:PORT/DB, "
-            f"got {text.split('@')[-1]!r}"
-        )
-    return text
-
-
-def _as_audience(name: str, value: Any) -> str:
-    if value == "":
-        return ""
-    text = _as_str(name, value)
-    if not urlsplit(text).scheme:
-        raise ConfigError(f"setting {name!r} must be an absolute URI, got {value!r}")
-    return text
-
-
-_VALIDATORS: Final[Mapping[str, Callable[[str, Any], Any]]] = {
-    "issuer": _as_issuer,
-    "host": _as_hosts,
-    "port": _as_number(int, 1, 65535),
-    "mtls_port": _as_number(int, 1, 65535),
-    "database_url": _as_database_url,
-    "tls_cert": _as_str,
-    "tls_key": _as_str,
-    "client_ca": _as_str,
-    "signing_key": _as_str,
-    "secret_key_file": _as_str,
-    "token_ttl": _as_number(int, 30, 86400),
-    "default_audience": _as_audience,
-    "reload_interval": _as_number(float, 0.05, 2.0),
-    "keepalive_timeout": _as_number(float, 1.0, 3600.0),
-    "max_body_bytes": _as_number(int, 1024, 1048576),
-    "log_level": _as_log_level,
-    "crl": _as_optional_str,
-    "audit_log": _as_optional_str,
-    "strict_assertion_audience": _as_bool,
-    "assertion_max_lifetime": _as_number(int, 30, 3600),
-    "jwks_uri_cafile": _as_optional_str,
-    "throttle_limit": _as_number(int, 1, 100000),
-    "throttle_window": _as_number(float, 1.0, 86400.0),
-    "throttle_block": _as_number(float, 1.0, 86400.0),
-    "log_format": _as_log_format,
-    "max_connection_age": _as_number(float, 1.0, 86400.0),
-    "tls_session_tickets": _as_number(int, 0, 8),
-    "crl_warn_hours": _as_number(float, 0.0, 8760.0),
-    "trusted_proxies": _as_networks,
-    "client_cert_header": _as_header_name,
-    "client_cert_format": _as_header_format,
-    "jwks_uri_allow_private": _as_networks,
-    "jwks_uri_timeout": _as_number(float, 0.5, 30.0),
-    "client_cert_xfcc_mode": _as_xfcc_mode,
-    "client_address_header": _as_optional_header_name,
-    "request_header_timeout": _as_number(float, 1.0, 300.0),
-    "request_body_timeout": _as_number(float, 1.0, 300.0),
-    "tls_handshake_timeout": _as_number(float, 1.0, 120.0),
-    "max_header_size": _as_number(int, 1024, 65536),
-    "max_headers": _as_number(int, 8, 1024),
-    "max_connections_per_source": _as_number(int, 1, 100000),
-    "max_connections": _as_number(int, 16, 1000000),
-    "metrics_port": _as_number(int, 1, 65535),
-    "metrics_host": _as_str,
-    "metrics_allow": _as_networks,
-}
-
-_DEFAULTS: Final[Mapping[str, Any]] = {
-    "issuer": "https://localhost:8443",
-    "host": "127.0.0.1,::1",
-    "port": 8443,
-    "database_url": "sqlite:///mtlsauth.db",
-    "tls_cert": "tls/chain.pem",
-    "tls_key": "tls/key.pem",
-    "crl": "ca/crl.pem",
-    "audit_log": "audit.jsonl",
-    "client_ca": "ca/client-ca.pem",
-    "signing_key": "keys/signing.pem",
-    "secret_key_file": "secret.key",
-}
+# --- the loader ---------------------------------------------------------------------------
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -388,12 +463,6 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
 
 
-#: MTLSAUTH_* variables that are not settings (the home, secrets for commands, worker marker).
-NOT_SETTINGS: Final = frozenset(
-    {"HOME", "WORKER", "CLIENT_SECRET", "CA_PASSPHRASE", "CA_PASSPHRASE_FILE", "P12_PASSWORD"}
-)
-
-
 def _env_values(environ: Mapping[str, str]) -> dict[str, str]:
     values = {}
     for key, value in environ.items():
@@ -403,102 +472,49 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, str]:
     return values
 
 
-def _resolve(home: Path, value: str) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else home / path
-
-
-def load_settings(home: Path | str, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate the settings of ``home`` once; raises ConfigError naming the setting."""
-    home = Path(home).expanduser().resolve()
-    env = os.environ if environ is None else environ
-    raw: dict[str, Any] = dict(_DEFAULTS)
-    raw.update(_read_file(home / CONFIG_FILE))
-    raw.update(_env_values(env))
-    unknown = sorted(set(raw) - set(_VALIDATORS))
-    if unknown:
-        raise ConfigError(
-            f"unknown setting(s) {', '.join(map(repr, unknown))}; "
-            f"known settings: {', '.join(sorted(_VALIDATORS))}"
-        )
-    values = {name: _VALIDATORS[name](name, value) for name, value in raw.items()}
-    if values.get("mtls_port") == values["port"]:
-        raise ConfigError("setting 'mtls_port' must differ from 'port'")
-    metrics_port = values.get("metrics_port")
-    if metrics_port is not None and metrics_port in (values["port"], values.get("mtls_port")):
-        raise ConfigError("setting 'metrics_port' must differ from 'port' and 'mtls_port'")
-
-    database_url = values["database_url"]
-    if database_url.startswith("sqlite:///"):
-        database_url = f"sqlite:///{_resolve(home, database_url.removeprefix('sqlite:///'))}"
-    key_path = _resolve(home, values.pop("secret_key_file"))
+def _parse(spec: Spec, value: Any, home: Path) -> Any:
     try:
-        secret_key = Secret(bytes.fromhex(key_path.read_text().strip()))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"setting 'secret_key_file' must name a readable file of hex bytes: {key_path}"
-        ) from exc
-    if len(secret_key.get()) < 32:
-        raise ConfigError(f"setting 'secret_key_file' must hold at least 32 bytes: {key_path}")
+        return spec.parser.parse(value, home)
+    except Refused as exc:
+        raise ConfigError(f"setting {spec.name!r} {exc}") from None
+    except (TypeError, ValueError):
+        # A secret value (a URL with a password) is not repeated: errors reach logs.
+        got = "" if spec.parser.secret else f", got {value!r}"
+        raise ConfigError(f"setting {spec.name!r} must be {spec.parser.allowed}{got}") from None
 
-    settings = Settings(
-        home=home,
-        issuer=values["issuer"],
-        hosts=values["host"],
-        port=values["port"],
-        mtls_port=values.get("mtls_port"),
-        database_url=database_url,
-        tls_cert=_resolve(home, values["tls_cert"]),
-        tls_key=_resolve(home, values["tls_key"]),
-        client_ca=_resolve(home, values["client_ca"]),
-        signing_key=_resolve(home, values["signing_key"]),
-        secret_key=secret_key,
-        token_ttl=values.get("token_ttl", 600),
-        default_audience=values.get("default_audience", ""),
-        reload_interval=values.get("reload_interval", 0.5),
-        keepalive_timeout=values.get("keepalive_timeout", 15.0),
-        max_body_bytes=values.get("max_body_bytes", 16384),
-        log_level=values.get("log_level", "INFO"),
-        crl=_resolve(home, values["crl"]) if values.get("crl") else None,
-        max_connection_age=values.get("max_connection_age", 60.0),
-        tls_session_tickets=values.get("tls_session_tickets", 1),
-        crl_warn_hours=values.get("crl_warn_hours", 48.0),
-        audit_log=_resolve(home, values["audit_log"]) if values.get("audit_log") else None,
-        strict_assertion_audience=values.get("strict_assertion_audience", False),
-        assertion_max_lifetime=values.get("assertion_max_lifetime", 300),
-        jwks_uri_cafile=(
-            _resolve(home, values["jwks_uri_cafile"]) if values.get("jwks_uri_cafile") else None
-        ),
-        throttle_limit=values.get("throttle_limit", 10),
-        throttle_window=values.get("throttle_window", 60.0),
-        throttle_block=values.get("throttle_block", 60.0),
-        log_format=values.get("log_format", "text"),
-        trusted_proxies=values.get("trusted_proxies", ()),
-        client_cert_header=values.get("client_cert_header", "Client-Cert"),
-        client_cert_format=values.get("client_cert_format", "rfc9440"),
-        jwks_uri_allow_private=values.get("jwks_uri_allow_private", ()),
-        jwks_uri_timeout=values.get("jwks_uri_timeout", 3.0),
-        client_cert_xfcc_mode=values.get("client_cert_xfcc_mode", "sanitize_set"),
-        client_address_header=values.get("client_address_header", ""),
-        request_header_timeout=values.get("request_header_timeout", 10.0),
-        request_body_timeout=values.get("request_body_timeout", 10.0),
-        tls_handshake_timeout=values.get("tls_handshake_timeout", 10.0),
-        max_header_size=values.get("max_header_size", 8190),
-        max_headers=values.get("max_headers", 64),
-        max_connections_per_source=values.get("max_connections_per_source", 64),
-        max_connections=values.get("max_connections", 4096),
-        metrics_port=values.get("metrics_port"),
-        metrics_host=values.get("metrics_host", "127.0.0.1"),
-        metrics_allow=values.get("metrics_allow", ("127.0.0.0/8", "::1")),
-    )
+
+def _check_together(settings: Settings) -> None:
+    """The rules between settings; each setting's own rule is its parser."""
+    if settings.mtls_port == settings.port:
+        raise ConfigError("setting 'mtls_port' must differ from 'port'")
+    if settings.metrics_port is not None and settings.metrics_port in (
+        settings.port,
+        settings.mtls_port,
+    ):
+        raise ConfigError("setting 'metrics_port' must differ from 'port' and 'mtls_port'")
     if settings.client_address_header and not settings.trusted_proxies:
         raise ConfigError(
             "setting 'client_address_header' is believed only from 'trusted_proxies': "
             "set those too, or leave it empty"
         )
-    for name in ("tls_cert", "tls_key", "client_ca", "signing_key"):
-        path = getattr(settings, name)
-        if not path.is_file():
-            raise ConfigError(f"setting {name!r} names a file that does not exist: {path}")
+
+
+def load_settings(home: Path | str, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings of ``home`` once; raises ConfigError naming the setting."""
+    home = Path(home).expanduser().resolve()
+    given: dict[str, Any] = _read_file(home / CONFIG_FILE)
+    given.update(_env_values(os.environ if environ is None else environ))
+    unknown = sorted(set(given) - set(DECLARED))
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(map(repr, unknown))}; "
+            f"known settings: {', '.join(sorted(DECLARED))}"
+        )
+    values = {
+        spec.attr: _parse(spec, given.get(name, spec.default), home)
+        for name, spec in DECLARED.items()
+    }
+    settings = Settings(home=home, **values)
+    _check_together(settings)
     logging.getLogger(__name__).debug("settings loaded: %r", settings)
     return settings

@@ -141,7 +141,7 @@ def _jwks_uri_context(settings: Settings) -> ssl.SSLContext:
 
 async def _runtime(app: web.Application) -> AsyncIterator[None]:
     settings, tls = app[SETTINGS], app[TLS]
-    store: Store = open_store(settings.database_url)
+    store: Store = open_store(settings.database_url.get())
     await store.open()
     audit = Audit(settings.audit_log)
     remote_jwks = RemoteJWKS(
