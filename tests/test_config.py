@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
-from mtlsauth.issuer.settings import ConfigError, Secret, load_settings
+from mtlsauth.issuer.settings import DECLARED, ConfigError, Secret, load_settings
 from tests.conftest import Home
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 @pytest.mark.parametrize(
@@ -76,3 +81,52 @@ def test_command_variables_are_not_settings(home: Home) -> None:
         "MTLSAUTH_HOME": "/elsewhere",
     }
     assert load_settings(home.path, environ=env).port == home.port
+
+
+def test_database_url_is_a_secret(home: Home) -> None:
+    """A PostgreSQL URL may carry a password: never in a repr, a str or an error."""
+    url = "postgresql://svc:hunter2@127.0.0.1:5432/auth"
+    settings = load_settings(home.path, environ={"MTLSAUTH_DATABASE_URL": url})
+    assert settings.database_url.get() == url
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in str(settings)
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(home.path, environ={"MTLSAUTH_DATABASE_URL": "mysql://svc:hunter2@db/auth"})
+    assert "'database_url'" in str(excinfo.value)
+    assert "hunter2" not in str(excinfo.value)
+
+
+def _readme_defaults() -> dict[str, str]:
+    """setting → default cell of README's configuration table (a row may list several)."""
+    section = README.read_text().split("## Configuration reference", 1)[1].split("\n## ", 1)[0]
+    defaults: dict[str, str] = {}
+    for row in section.splitlines():
+        if not row.startswith("| `"):
+            continue
+        names_cell, default_cell = row.split(" | ")[:2]
+        names = re.findall(r"`([^`]+)`", names_cell)
+        cells = default_cell.split(", ") if len(names) > 1 else [default_cell]
+        assert len(cells) == len(names), row
+        for name, cell in zip(names, cells, strict=True):
+            assert name not in defaults, f"{name} has two rows"
+            defaults[name] = cell
+    return defaults
+
+
+def _shown(default: object) -> str:
+    """A declared default as the README writes it."""
+    if default is None:
+        return "unset"
+    if default == "":
+        return "none"
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    return f"`{default}`"
+
+
+def test_readme_table_matches_the_declared_settings() -> None:
+    """Every declared setting has a row with its default, and every row is a declared setting."""
+    readme = _readme_defaults()
+    assert set(readme) - set(DECLARED) == set(), "README rows that are not settings"
+    assert set(DECLARED) - set(readme) == set(), "settings missing from README"
+    assert {name: _shown(spec.default) for name, spec in DECLARED.items()} == readme
