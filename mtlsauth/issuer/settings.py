@@ -211,12 +211,16 @@ _UNSAFE_XFCC_MODES: Final[Mapping[str, str]] = {
 }
 
 
+def _lowered(text: str) -> str:
+    return text.strip().lower()
+
+
 def _xfcc_mode() -> Parser[XfccMode]:
     """Envoy's mode in lower case: SANITIZE_SET (one element) or APPEND_FORWARD (the last)."""
-    modes = _choice(XFCC_MODES, lambda text: text.strip().lower())
+    modes = _choice(XFCC_MODES, _lowered)
 
     def parse(value: Any, home: Path) -> XfccMode:
-        why = _UNSAFE_XFCC_MODES.get(str(value).strip().lower())
+        why = _UNSAFE_XFCC_MODES.get(_lowered(str(value)))
         if why:
             raise Refused(
                 f"refuses {value!r}, which is unsafe ({why}): "
@@ -253,9 +257,10 @@ _NETWORKS: Final = Parser("comma-separated addresses or CIDRs", _networks)
 
 
 def _header_name(value: Any, _: Path) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", _text_of(value)):
+    text = _text_of(value)
+    if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", text):
         raise ValueError(value)
-    return str(value)
+    return text
 
 
 _HEADER_NAME: Final = Parser("an HTTP header name", _header_name)
@@ -263,19 +268,21 @@ _HEADER_NAME: Final = Parser("an HTTP header name", _header_name)
 
 def _issuer(value: Any, _: Path) -> str:
     """RFC 8414 §2: an https URL with no query or fragment."""
-    parts = urlsplit(_text_of(value))
+    text = _text_of(value)
+    parts = urlsplit(text)
     if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
         raise ValueError(value)
-    return str(value).rstrip("/")
+    return text.rstrip("/")
 
 
 _ISSUER: Final = Parser("an https URL with a host and no query or fragment", _issuer)
 
 
 def _absolute_uri(value: Any, _: Path) -> str:
-    if not urlsplit(_text_of(value)).scheme:
+    text = _text_of(value)
+    if not urlsplit(text).scheme:
         raise ValueError(value)
-    return str(value)
+    return text
 
 
 _ABSOLUTE_URI: Final = Parser("an absolute URI", _absolute_uri)
@@ -435,6 +442,7 @@ class Settings:
 
 
 def _declared() -> dict[str, Spec]:
+    """Each field's Spec by setting name, with its name and field filled in."""
     specs = {}
     for declared in dataclasses.fields(Settings):
         if _SPEC in declared.metadata:
@@ -473,6 +481,7 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def _parse(spec: Spec, value: Any, home: Path) -> Any:
+    """The parsed value; a bad one becomes a ConfigError naming the setting and what it allows."""
     try:
         return spec.parser.parse(value, home)
     except Refused as exc:
