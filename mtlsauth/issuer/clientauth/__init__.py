@@ -25,7 +25,8 @@ from mtlsauth.issuer.clientauth.jwt_assertion import (
 )
 from mtlsauth.issuer.clientauth.mtls import authenticate_pki, authenticate_self_signed
 from mtlsauth.issuer.clientauth.secret import authenticate_secret, parse_basic
-from mtlsauth.issuer.model import AuthMethod, Client, ClientRegistry
+from mtlsauth.issuer.model import AuthMethod, Client
+from mtlsauth.issuer.registry import ClientRegistry
 
 __all__ = [
     "ASSERTION_TYPE",

@@ -49,7 +49,8 @@ from mtlsauth.issuer.http.signing import SigningKeys
 from mtlsauth.issuer.http.token import token
 from mtlsauth.issuer.introspection import TokenInspector
 from mtlsauth.issuer.metrics import Metrics
-from mtlsauth.issuer.model import Client, ClientRegistry
+from mtlsauth.issuer.model import Client
+from mtlsauth.issuer.registry import ClientRegistry
 from mtlsauth.issuer.settings import Settings
 from mtlsauth.issuer.store import Store, StoreError, open_store
 from mtlsauth.issuer.throttle import Throttle, ThrottlePolicy

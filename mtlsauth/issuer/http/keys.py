@@ -11,7 +11,7 @@ from mtlsauth.issuer.grant import ClientCredentialsGrant
 from mtlsauth.issuer.http.signing import SigningKeys
 from mtlsauth.issuer.introspection import TokenInspector
 from mtlsauth.issuer.metrics import Metrics
-from mtlsauth.issuer.model import ClientRegistry
+from mtlsauth.issuer.registry import ClientRegistry
 from mtlsauth.issuer.settings import Settings
 from mtlsauth.issuer.store import Store
 from mtlsauth.issuer.tls.contexts import TLSManager
