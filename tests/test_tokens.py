@@ -11,7 +11,7 @@ import jwt
 import pytest
 
 from mtlsauth.issuer.keys import generate_signing_key
-from mtlsauth.issuer.tokens import TokenIssuer
+from mtlsauth.issuer.tokens import TokenSigner
 
 CASES = [
     ("plain", ("https://api.example",), ("read",), "A" * 43),
@@ -30,8 +30,8 @@ def test_payload_is_the_claims(
     x5t: str | None,
 ) -> None:
     key = generate_signing_key(tmp_path / "signing.pem")
-    issuer = TokenIssuer(issuer='https://issuer.example/"ü"', key=key, ttl=300)
-    token = issuer.issue(client_id=client_id, audience=audience, scope=scope, x5t_s256=x5t)
+    issuer = TokenSigner(issuer='https://issuer.example/"ü"', key=key, ttl=300)
+    token = issuer.sign(client_id=client_id, audience=audience, scope=scope, x5t_s256=x5t)
 
     payload_segment = token.token.split(".")[1]
     raw = base64.urlsafe_b64decode(payload_segment + "=" * (-len(payload_segment) % 4))

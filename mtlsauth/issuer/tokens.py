@@ -16,7 +16,7 @@ from typing import Any
 from mtlsauth.core.thumbprint import b64url
 from mtlsauth.issuer.keys import SIGNING_ALG, SigningKey
 
-__all__ = ["AccessToken", "TokenIssuer"]
+__all__ = ["AccessToken", "TokenSigner"]
 
 # A JSON string literal (json.dumps of a str takes the encoder's C fast path).
 _quote = json.dumps
@@ -29,8 +29,8 @@ class AccessToken:
     claims: dict[str, Any]
 
 
-class TokenIssuer:
-    """Builds and signs RFC 9068 access tokens for one issuer and signing key."""
+class TokenSigner:
+    """Builds and signs RFC 9068 access tokens for one issuer (the URL) and signing key."""
 
     def __init__(self, *, issuer: str, key: SigningKey, ttl: int) -> None:
         self.issuer = issuer
@@ -44,7 +44,7 @@ class TokenIssuer:
         self._header_b64 = b64url(json.dumps(header, separators=(",", ":")).encode()) + "."
         self.key = key
 
-    def issue(
+    def sign(
         self,
         *,
         client_id: str,

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import Final
 
 from mtlsauth.core.errors import InvalidClient, InvalidRequest
+from mtlsauth.core.peer import PeerCertificate
 from mtlsauth.issuer.clientauth.base import (
     AssertionPolicy,
     AuthContext,
     Authenticator,
     AuthRequest,
-    PeerCertificate,
 )
 from mtlsauth.issuer.clientauth.jwt_assertion import (
     ASSERTION_TYPE,
@@ -35,7 +35,6 @@ __all__ = [
     "AuthContext",
     "AuthRequest",
     "Authenticated",
-    "PeerCertificate",
     "authenticate",
     "claimed_client_id",
     "parse_basic",
@@ -62,6 +61,8 @@ class Authenticated:
     client: Client
     #: The hash of the secret that matched (secret and client_secret_jwt methods).
     secret_hash: str | None
+    #: The certificate the request came with, whatever the method: tokens are bound to it.
+    peer: PeerCertificate | None
 
 
 def _presented(request: AuthRequest) -> str:
@@ -127,4 +128,4 @@ async def authenticate(
         raise
     if not registered:  # unreachable: the decoy's secret is known to no one
         raise InvalidClient(f"unknown client_id {client_id[:100]!r}", reason="unknown_client")
-    return Authenticated(client=client, secret_hash=secret_hash)
+    return Authenticated(client=client, secret_hash=secret_hash, peer=request.peer)
