@@ -101,12 +101,14 @@ class ClientCredentialsGrant:
             )
         self._metrics.token_issued(client.auth_method, bound=thumbprint is not None)
         self._metrics.token_latency(client.auth_method, time.perf_counter() - started)
-        # The token is base64url and dots, so it needs no JSON escaping; scope does.
-        scope_member = f',"scope":{json.dumps(" ".join(scope))}' if scope else ""
-        return (
-            f'{{"access_token":"{token.token}","token_type":"Bearer",'
-            f'"expires_in":{token.expires_in}{scope_member}}}'
-        ).encode()
+        response: dict[str, object] = {
+            "access_token": token.token,
+            "token_type": "Bearer",
+            "expires_in": token.expires_in,
+        }
+        if scope:
+            response["scope"] = " ".join(scope)
+        return json.dumps(response, separators=(",", ":")).encode()
 
 
 def _granted_scope(client: Client, requested: str | None) -> tuple[str, ...]:
