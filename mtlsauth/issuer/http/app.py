@@ -1,4 +1,5 @@
-"""The aiohttp application: routes, middlewares, and what lives as long as the app.
+"""The aiohttp application of the token service (RFC 6749 §3 endpoints, RFC 8414 metadata):
+routes, the middleware, and what lives as long as the app.
 
 Everything opened at start (store, client registry, audit log, the background loop) is owned
 by a ``cleanup_ctx`` and closed on shutdown.

@@ -1,4 +1,4 @@
-"""Typed application state (``web.AppKey``): no string keys anywhere."""
+"""Typed application state of the token service (``web.AppKey``): no string keys anywhere."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The signing keys a running server uses and publishes, reloaded when the manifest changes."""
+"""The signing keys a running server uses and publishes (RFC 7517 §5 JWK Set), reloaded when
+the key manifest changes (rotation)."""
 
 from __future__ import annotations
 
