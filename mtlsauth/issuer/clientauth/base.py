@@ -7,16 +7,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import Final, NamedTuple
 
 from mtlsauth.core.peer import PeerCertificate
+from mtlsauth.issuer.clientauth.remote_jwks import RemoteJWKS
 from mtlsauth.issuer.model import Client, SecretEntry
 from mtlsauth.issuer.secrets import generate_secret, hash_secret
+from mtlsauth.issuer.store import Store
 from mtlsauth.issuer.tls.contexts import ClientCA
-
-if TYPE_CHECKING:
-    from mtlsauth.issuer.clientauth.remote_jwks import RemoteJWKS
-    from mtlsauth.issuer.store import Store
 
 __all__ = [
     "AssertionPolicy",
