@@ -17,7 +17,7 @@ from aiohttp.test_utils import unused_port
 from mtlsauth.client import form_encode
 from mtlsauth.core.thumbprint import x5t_s256
 from mtlsauth.issuer.keys import SigningKey
-from mtlsauth.issuer.tokens import TokenIssuer
+from mtlsauth.issuer.tokens import TokenSigner
 from mtlsauth.resource import JWKSCache, TokenVerifier, VerifierConfig
 from tests.conftest import ClientCert, Home, Service, cli_json, run_cli, running
 from tests.proxies import PROXY_ADDRESS
@@ -85,21 +85,21 @@ async def test_introspection(home: Home, parties: dict[str, Any], tmp_path: Path
         settings = home.settings
         key = SigningKey.load(settings.signing_key)
         expired = (
-            TokenIssuer(issuer=settings.issuer, key=key, ttl=-60)
-            .issue(client_id="svc", audience=(settings.issuer,), scope=("read",), x5t_s256=None)
+            TokenSigner(issuer=settings.issuer, key=key, ttl=-60)
+            .sign(client_id="svc", audience=(settings.issuer,), scope=("read",), x5t_s256=None)
             .token
         )
         from mtlsauth.issuer.keys import generate_signing_key
 
         foreign_key = generate_signing_key(tmp_path / "foreign.pem")
         foreign = (
-            TokenIssuer(issuer=settings.issuer, key=foreign_key, ttl=60)
-            .issue(client_id="svc", audience=(settings.issuer,), scope=("read",), x5t_s256=None)
+            TokenSigner(issuer=settings.issuer, key=foreign_key, ttl=60)
+            .sign(client_id="svc", audience=(settings.issuer,), scope=("read",), x5t_s256=None)
             .token
         )
         other_issuer = (
-            TokenIssuer(issuer="https://evil.example", key=key, ttl=60)
-            .issue(client_id="svc", audience=(settings.issuer,), scope=("read",), x5t_s256=None)
+            TokenSigner(issuer="https://evil.example", key=key, ttl=60)
+            .sign(client_id="svc", audience=(settings.issuer,), scope=("read",), x5t_s256=None)
             .token
         )
         deep = base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=") + ".e30.c2ln"

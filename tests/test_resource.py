@@ -27,7 +27,7 @@ from mtlsauth.client import TokenClient
 from mtlsauth.core.errors import InvalidToken
 from mtlsauth.core.thumbprint import b64url, x5t_s256
 from mtlsauth.issuer.keys import SigningKey, generate_signing_key
-from mtlsauth.issuer.tokens import TokenIssuer
+from mtlsauth.issuer.tokens import TokenSigner
 from mtlsauth.resource import JWKSCache, TokenVerifier, VerifierConfig
 from tests.conftest import ClientCert, Home, client_context, make_home, run_cli, running
 
@@ -88,12 +88,12 @@ async def get_token(home: Home, cert: ClientCert, client_id: str = "demo") -> st
 def forge(home: Home, cert: ClientCert, **overrides: Any) -> str:
     """A token signed with the issuer's real key but with chosen issuer/audience/lifetime."""
     settings = home.settings
-    issuer = TokenIssuer(
+    signer = TokenSigner(
         issuer=overrides.get("issuer", settings.issuer),
         key=SigningKey.load(settings.signing_key),
         ttl=overrides.get("ttl", 300),
     )
-    return issuer.issue(
+    return signer.sign(
         client_id="demo",
         audience=overrides.get("audience", (settings.audience,)),
         scope=("demo.read",),
@@ -190,9 +190,9 @@ async def test_bad_tokens(home: Home, svc: tuple[ClientCert, ClientCert]) -> Non
 async def test_other_issuer(home: Home, svc: tuple[ClientCert, ClientCert], tmp_path: Path) -> None:
     right, _ = svc
     second = await asyncio.to_thread(make_home, tmp_path / "second")
-    foreign = TokenIssuer(
+    foreign = TokenSigner(
         issuer=second.settings.issuer, key=SigningKey.load(second.settings.signing_key), ttl=300
-    ).issue(
+    ).sign(
         client_id="demo", audience=(home.settings.audience,), scope=("demo.read",),
         x5t_s256=x5t_s256(right.der),
     ).token  # fmt: skip

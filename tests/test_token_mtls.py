@@ -267,7 +267,8 @@ async def test_self_signed_cert_cannot_pose_as_client_ca(home: Home, tmp_path: P
 async def test_self_signed_expired_is_rejected(home: Home, tmp_path: Path) -> None:
     """Decision D6: a registered certificate that has since expired no longer authenticates."""
     from mtlsauth.core.errors import InvalidClient
-    from mtlsauth.issuer.clientauth import AuthContext, AuthRequest, PeerCertificate
+    from mtlsauth.core.peer import PeerCertificate
+    from mtlsauth.issuer.clientauth import AuthContext, AuthRequest
     from mtlsauth.issuer.clientauth.mtls import authenticate_self_signed
     from mtlsauth.issuer.model import Client, RegisteredCert
     from mtlsauth.issuer.tls.contexts import ClientCA

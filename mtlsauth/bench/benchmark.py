@@ -48,7 +48,7 @@ from mtlsauth.issuer.http.token import NO_STORE
 from mtlsauth.issuer.keys import KeyRing
 from mtlsauth.issuer.settings import load_settings
 from mtlsauth.issuer.tls.contexts import ServerTLSConfig, build_server_context
-from mtlsauth.issuer.tokens import TokenIssuer
+from mtlsauth.issuer.tokens import TokenSigner
 from mtlsauth.resource import TokenVerifier, VerifierConfig
 
 try:
@@ -454,11 +454,11 @@ def _resource_checks(home: Path, seconds: float) -> list[dict[str, Any]]:
     settings = load_settings(home)
     ring = KeyRing.load(settings.signing_key.parent, settings.signing_key)
     source = _StaticKeys(jwt.PyJWK(ring.active.public_jwk(), algorithm="ES256"))
-    issuer = TokenIssuer(issuer=settings.issuer, key=ring.active, ttl=600)
+    signer = TokenSigner(issuer=settings.issuer, key=ring.active, ttl=600)
     der = b"benchmark-peer-certificate"
     count = 20000
     tokens = [
-        issuer.issue(client_id="bench", audience=(settings.audience,), scope=("read",),
+        signer.sign(client_id="bench", audience=(settings.audience,), scope=("read",),
                      x5t_s256=x5t_s256(der)).token
         for _ in range(count)
     ]  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,3 @@ def emit(args: argparse.Namespace, data: Any, text: str | None = None) -> None:
             print(f"{key}: {value}")
     else:
         print(data)
-
-
-def warn(message: str) -> None:
-    print(message, file=sys.stderr)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 from typing import Final
 
@@ -39,7 +39,8 @@ class _Worker:
     started_at: float = 0.0
     backoff: float = 0.0
     restart_at: float = 0.0
-    restarts: int = field(default=0)
+    #: Whether it was ever restarted: only a first start that fails stops the supervisor.
+    restarted: bool = False
 
 
 class Supervisor:
@@ -76,7 +77,7 @@ class Supervisor:
                     break
                 if proc is not None and proc.poll() is not None:
                     quick = now - worker.started_at < _QUICK_DEATH
-                    if quick and worker.restarts == 0 and proc.returncode == _CANNOT_START:
+                    if quick and not worker.restarted and proc.returncode == _CANNOT_START:
                         # Its first start failed (a taken port, say): a restart finds the same.
                         log.error("worker %d could not start (exit 1); stopping", worker.index)
                         self._stopping = True
@@ -84,7 +85,7 @@ class Supervisor:
                         break
                     worker.backoff = min(_MAX_BACKOFF, worker.backoff * 2 or 0.5) if quick else 0.0
                     worker.restart_at = now + worker.backoff
-                    worker.restarts += 1
+                    worker.restarted = True
                     log.warning(
                         "worker %d (pid %d) exited with %s; restarting in %.1f s",
                         worker.index, proc.pid, proc.returncode, worker.backoff,

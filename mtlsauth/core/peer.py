@@ -1,4 +1,8 @@
-"""Where the client certificate of a request comes from: the TLS connection, or a trusted proxy.
+"""The client certificate of a request (RFC 8705 §2), and where it comes from: the TLS
+connection, or a trusted proxy.
+
+:class:`PeerCertificate` is the one object the token service and the resource checkers hold
+for it: the DER, with its thumbprint (RFC 8705 §3.1) and parsed form worked out once.
 
 Behind a TLS-terminating proxy the certificate arrives in a header. That header is believed
 only from the configured proxy addresses; from anyone else a request that carries it is
@@ -28,6 +32,7 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Final, Literal, get_args
 from urllib.parse import unquote
 
@@ -35,12 +40,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from multidict import MultiMapping
 
+from mtlsauth.core.thumbprint import x5t_s256
 from mtlsauth.core.xfcc import XfccElement, XfccError, parse_xfcc
 
 __all__ = [
     "HEADER_FORMATS",
     "XFCC_MODES",
     "HeaderFormat",
+    "PeerCertificate",
     "ProxyConfig",
     "ProxyHeaderError",
     "XfccMode",
@@ -54,6 +61,30 @@ HEADER_FORMATS: Final[tuple[HeaderFormat, ...]] = get_args(HeaderFormat)
 XfccMode = Literal["sanitize_set", "append_forward"]
 XFCC_MODES: Final[tuple[XfccMode, ...]] = get_args(XfccMode)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class PeerCertificate:
+    """The client's leaf certificate: the DER, lazily its thumbprint and the parsed certificate.
+
+    The token service makes one per TLS connection in the handshake, so what is learned about
+    it is worked out once per connection, not once per request; a certificate forwarded by a
+    trusted proxy gets one per request (one proxy connection carries many clients).
+    """
+
+    __slots__ = ("__dict__", "der")
+
+    def __init__(self, der: bytes) -> None:
+        self.der = der
+
+    @cached_property
+    def thumbprint(self) -> str:
+        """``x5t#S256`` (RFC 8705 §3.1)."""
+        return x5t_s256(self.der)
+
+    @cached_property
+    def cert(self) -> x509.Certificate:
+        """The parsed certificate; ValueError when the DER does not parse."""
+        return x509.load_der_x509_certificate(self.der)
 
 
 class ProxyHeaderError(ValueError):

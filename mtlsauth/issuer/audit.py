@@ -1,4 +1,5 @@
-"""Audit events as JSON lines: what was issued to whom, and every failed authentication.
+"""Audit events as JSON lines: what was issued to whom (RFC 9068 tokens, by ``jti``), and every
+failed authentication (RFC 6749 §5.2 ``invalid_client``).
 
 One line per event, appended to ``audit_log`` (0600), flushed as written:
 

@@ -1,7 +1,8 @@
-"""The client credentials grant (RFC 6749 §4.4) from authenticated client to signed token.
+"""The client credentials grant (RFC 6749 §4.4): from authenticated client to signed token.
 
-Knows nothing of HTTP: it takes the decoded parameters and the client's credentials, and
-returns the token response body or raises an OAuthError.
+Knows nothing of HTTP, credentials or sources: it takes the authenticated client, the decoded
+parameters and the client's certificate, and returns the token response body (§5.1) or raises
+an OAuthError.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from mtlsauth.core.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
-from mtlsauth.issuer.clientauth import AuthRequest
-from mtlsauth.issuer.clientauth.guard import ClientGuard
+from mtlsauth.core.peer import PeerCertificate
+from mtlsauth.issuer.audit import Audit
+from mtlsauth.issuer.metrics import Metrics
 from mtlsauth.issuer.model import Client
 from mtlsauth.issuer.registration import validate_scope_tokens
-from mtlsauth.issuer.tokens import TokenIssuer
+from mtlsauth.issuer.tokens import TokenSigner
 
 __all__ = ["GRANT_TYPE", "ClientCredentialsGrant", "TokenParams"]
 
@@ -39,36 +41,43 @@ class TokenParams:
     scope: str | None
     resources: Sequence[str]
 
+    def __post_init__(self) -> None:
+        # Refused before the client is authenticated: a malformed request is not a failure.
+        if not self.grant_type:
+            raise InvalidRequest("grant_type is missing")
+
 
 class ClientCredentialsGrant:
-    """Authenticates the client, settles scope and audience, binds and signs the token."""
+    """Settles scope and audience for an authenticated client, binds and signs the token."""
 
     def __init__(
-        self,
-        *,
-        guard: ClientGuard,
-        issuer: TokenIssuer,
-        default_audience: str,
+        self, *, signer: TokenSigner, default_audience: str, audit: Audit, metrics: Metrics
     ) -> None:
-        self._guard = guard
-        self.issuer = issuer
+        self._signer = signer
         self._default_audience = (default_audience,)
+        self._audit = audit
+        self._metrics = metrics
 
-    async def issue(self, params: TokenParams, credentials: AuthRequest, source: str) -> bytes:
-        """The JSON token response (RFC 6749 §5.1), serialised once."""
-        if not params.grant_type:
-            raise InvalidRequest("grant_type is missing")
-        started = time.perf_counter()
-        client = (await self._guard.authenticate(credentials, source)).client
+    def issue(
+        self,
+        client: Client,
+        params: TokenParams,
+        peer: PeerCertificate | None,
+        *,
+        started: float,
+    ) -> bytes:
+        """The JSON token response (RFC 6749 §5.1) for ``client``, bound to ``peer`` when the
+        client registered for bound tokens (RFC 8705 §3). ``started`` is the request's
+        ``time.perf_counter()``, so the latency histogram includes the authentication."""
         if params.grant_type != GRANT_TYPE:
-            raise UnsupportedGrantType(f"grant_type {params.grant_type[:40]!r}")
+            raise UnsupportedGrantType(f"grant_type {str(params.grant_type)[:40]!r}")
         if GRANT_TYPE not in client.grant_types:
             raise UnauthorizedClient(f"client {client.client_id!r} may not use {GRANT_TYPE}")
         scope = _granted_scope(client, params.scope)
         audience = _audience(client, params.resources) or self._default_audience
         thumbprint = None
         if client.bound_tokens:
-            if credentials.peer is None:
+            if peer is None:
                 # Decision D3: the client asked for bound tokens but brought no certificate.
                 raise InvalidRequest(
                     f"client {client.client_id!r} is registered for certificate-bound tokens "
@@ -76,13 +85,12 @@ class ClientCredentialsGrant:
                     description="This client's tokens are certificate-bound: present a TLS "
                     "client certificate.",
                 )
-            thumbprint = credentials.peer.thumbprint
-        token = self.issuer.issue(
+            thumbprint = peer.thumbprint
+        token = self._signer.sign(
             client_id=client.client_id, audience=audience, scope=scope, x5t_s256=thumbprint
         )
-        audit = self._guard.audit
-        if audit.enabled:
-            audit.event(
+        if self._audit.enabled:
+            self._audit.event(
                 "token.issued",
                 client_id=client.client_id,
                 jti=token.claims["jti"],
@@ -91,15 +99,16 @@ class ClientCredentialsGrant:
                 scope=" ".join(scope),
                 aud=list(audience),
             )
-        metrics = self._guard.metrics
-        metrics.token_issued(client.auth_method, bound=thumbprint is not None)
-        metrics.token_latency(client.auth_method, time.perf_counter() - started)
-        # The token is base64url and dots, so it needs no JSON escaping; scope does.
-        scope_member = f',"scope":{json.dumps(" ".join(scope))}' if scope else ""
-        return (
-            f'{{"access_token":"{token.token}","token_type":"Bearer",'
-            f'"expires_in":{token.expires_in}{scope_member}}}'
-        ).encode()
+        self._metrics.token_issued(client.auth_method, bound=thumbprint is not None)
+        self._metrics.token_latency(client.auth_method, time.perf_counter() - started)
+        response: dict[str, object] = {
+            "access_token": token.token,
+            "token_type": "Bearer",
+            "expires_in": token.expires_in,
+        }
+        if scope:
+            response["scope"] = " ".join(scope)
+        return json.dumps(response, separators=(",", ":")).encode()
 
 
 def _granted_scope(client: Client, requested: str | None) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""Prometheus metrics (text exposition format 0.0.4), per process, without dependencies.
+"""Prometheus metrics (text exposition format 0.0.4) of the token service, per process, without
+dependencies.
 
 * ``mtlsauth_http_requests_total{endpoint,status}``
 * ``mtlsauth_token_request_seconds{auth_method}`` — histogram of token request latency

@@ -1,25 +1,20 @@
-"""Registered clients: the model, and the in-memory cache the token endpoint reads.
+"""The registered-client model: a client, its secrets and certificates, its auth method.
 
-The cache holds every client; the hot path never touches the database. A background refresh
-asks the store whether anything changed (cheaply) and reloads when it did, so a client added
-or removed with the CLI is seen by a running server within ``reload_interval``.
+Field names follow the RFC 7591 §2 client metadata where one exists (``token_endpoint_auth_method``
+values of RFC 7591 §2, RFC 7523 §2.2 and RFC 8705 §2); the store persists it and the registry
+(registry.py) caches it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 from cryptography import x509
 
 from mtlsauth.core.dn import CertificateName
 from mtlsauth.core.thumbprint import x5t_s256
-
-if TYPE_CHECKING:
-    from mtlsauth.issuer.store import Store
 
 __all__ = [
     "AUTH_METHODS",
@@ -27,12 +22,9 @@ __all__ = [
     "SECRET_METHODS",
     "AuthMethod",
     "Client",
-    "ClientRegistry",
     "RegisteredCert",
     "SecretEntry",
 ]
-
-log = logging.getLogger(__name__)
 
 AuthMethod = Literal[
     "client_secret_basic",
@@ -105,36 +97,3 @@ class Client:
             if cert.thumbprint == thumbprint:
                 return cert
         return None
-
-
-class ClientRegistry:
-    """Every client in memory, refreshed from the store when it reports a change."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._clients: Mapping[str, Client] = {}
-        self._marker: object = object()
-        self._listeners: list[Callable[[Mapping[str, Client]], None]] = []
-
-    def get(self, client_id: str) -> Client | None:
-        return self._clients.get(client_id)
-
-    def all(self) -> Mapping[str, Client]:
-        return self._clients
-
-    def on_change(self, listener: Callable[[Mapping[str, Client]], None]) -> None:
-        """Call ``listener`` with the new client map after every reload."""
-        self._listeners.append(listener)
-
-    async def refresh(self) -> bool:
-        """Reload if the store changed since the last look; True when it reloaded."""
-        marker = await self._store.change_marker()
-        if marker == self._marker:
-            return False
-        clients = await self._store.list_clients()
-        self._clients = {c.client_id: c for c in clients}
-        self._marker = marker
-        log.info("client registry loaded: %d client(s)", len(clients))
-        for listener in self._listeners:
-            listener(self._clients)
-        return True

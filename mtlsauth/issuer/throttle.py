@@ -1,4 +1,5 @@
-"""Throttling of failed client authentication (decision D7).
+"""Throttling of failed client authentication (decision D7; the failures are RFC 6749 §5.2
+``invalid_client``).
 
 Failures are counted per (client_id, source) in the store, so every worker and host shares
 them; once a pair fails ``limit`` times within ``window`` seconds it is refused with 429

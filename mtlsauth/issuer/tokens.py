@@ -1,7 +1,7 @@
 """JWT access tokens (RFC 9068) bound to a client certificate (RFC 8705 §3.1).
 
 The JWS header is fixed per key and encoded once; each token costs one JSON dump of the claims
-and one ES256 signature.
+and one ES256 signature (RFC 7515 §3.1 compact serialization).
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ from typing import Any
 from mtlsauth.core.thumbprint import b64url
 from mtlsauth.issuer.keys import SIGNING_ALG, SigningKey
 
-__all__ = ["AccessToken", "TokenIssuer"]
-
-# A JSON string literal (json.dumps of a str takes the encoder's C fast path).
-_quote = json.dumps
+__all__ = ["AccessToken", "TokenSigner"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +26,11 @@ class AccessToken:
     claims: dict[str, Any]
 
 
-class TokenIssuer:
-    """Builds and signs RFC 9068 access tokens for one issuer and signing key."""
+class TokenSigner:
+    """Builds and signs RFC 9068 access tokens for one issuer (the URL) and signing key."""
 
     def __init__(self, *, issuer: str, key: SigningKey, ttl: int) -> None:
         self.issuer = issuer
-        self._iss_member = '{"iss":' + _quote(issuer)
         self.ttl = ttl
         self.use_key(key)
 
@@ -44,7 +40,7 @@ class TokenIssuer:
         self._header_b64 = b64url(json.dumps(header, separators=(",", ":")).encode()) + "."
         self.key = key
 
-    def issue(
+    def sign(
         self,
         *,
         client_id: str,
@@ -54,8 +50,6 @@ class TokenIssuer:
     ) -> AccessToken:
         """A signed token; ``x5t_s256`` set means the token is bound (``cnf``, RFC 8705 §3.1)."""
         now = int(time.time())
-        exp = now + self.ttl
-        jti = secrets.token_urlsafe(16)
         aud: str | list[str] = audience[0] if len(audience) == 1 else list(audience)
         claims: dict[str, Any] = {
             "iss": self.issuer,
@@ -63,26 +57,14 @@ class TokenIssuer:
             "client_id": client_id,
             "aud": aud,
             "iat": now,
-            "exp": exp,
-            "jti": jti,
+            "exp": now + self.ttl,
+            "jti": secrets.token_urlsafe(16),
         }
-        # The payload is written member by member (strings quoted by the json module's own
-        # escaper) instead of through a JSON encoder: ≈ 10 µs less per token.
-        quoted_id = _quote(client_id)
-        payload = [
-            self._iss_member,
-            ',"sub":', quoted_id,
-            ',"client_id":', quoted_id,
-            ',"aud":', _quote(aud) if isinstance(aud, str) else f"[{','.join(map(_quote, aud))}]",
-            f',"iat":{now},"exp":{exp},"jti":"{jti}"',
-        ]  # fmt: skip
         if scope:
-            claims["scope"] = joined = " ".join(scope)
-            payload += (',"scope":', _quote(joined))
+            claims["scope"] = " ".join(scope)
         if x5t_s256 is not None:
             claims["cnf"] = {"x5t#S256": x5t_s256}
-            payload += (',"cnf":{"x5t#S256":', _quote(x5t_s256), "}")
-        payload.append("}")
-        signing_input = self._header_b64 + b64url("".join(payload).encode("ascii"))
+        payload = json.dumps(claims, separators=(",", ":")).encode()
+        signing_input = self._header_b64 + b64url(payload)
         signature = b64url(self.key.sign(signing_input.encode("ascii")))
         return AccessToken(token=f"{signing_input}.{signature}", expires_in=self.ttl, claims=claims)

@@ -24,7 +24,6 @@ from aiohttp.typedefs import Handler, Middleware
 
 from mtlsauth.core.errors import OAuthError
 from mtlsauth.core.peer import ProxyConfig
-from mtlsauth.issuer.tls.contexts import peer_certificate_der
 from mtlsauth.resource.authorize import authorize, resolve_peer
 from mtlsauth.resource.verify import Claims, TokenVerifier
 
@@ -43,7 +42,8 @@ async def _authorize(
     request: web.Request, scopes: Iterable[str], allow_unbound: bool | None
 ) -> Claims:
     transport = request.transport
-    tls_der = peer_certificate_der(transport.get_extra_info("ssl_object")) if transport else None
+    ssl_object = transport.get_extra_info("ssl_object") if transport else None
+    tls_der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
     peer = resolve_peer(request.app.get(PROXY), request.remote, tls_der, request.headers)
     return await authorize(
         request.app[VERIFIER],

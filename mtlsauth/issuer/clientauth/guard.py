@@ -29,7 +29,8 @@ from mtlsauth.issuer.clientauth import (
     claimed_client_id,
 )
 from mtlsauth.issuer.metrics import Metrics
-from mtlsauth.issuer.model import AuthMethod, ClientRegistry
+from mtlsauth.issuer.model import AuthMethod
+from mtlsauth.issuer.registry import ClientRegistry
 from mtlsauth.issuer.store import Store
 from mtlsauth.issuer.throttle import Throttle
 

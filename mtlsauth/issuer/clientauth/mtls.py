@@ -17,12 +17,11 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mtlsauth.core.errors import InvalidClient
-from mtlsauth.issuer.clientauth.base import AuthContext, AuthRequest, PeerCertificate, PkiVerdict
+from mtlsauth.core.peer import PeerCertificate
+from mtlsauth.issuer.clientauth.base import AuthContext, AuthRequest
 from mtlsauth.issuer.model import Client
 
 __all__ = ["authenticate_pki", "authenticate_self_signed"]
-
-_MAX_VERDICTS = 16384
 
 
 def _peer(client: Client, request: AuthRequest) -> PeerCertificate:
@@ -32,6 +31,13 @@ def _peer(client: Client, request: AuthRequest) -> PeerCertificate:
             reason="no_certificate",
         )
     return request.peer
+
+
+def _parsed(peer: PeerCertificate) -> x509.Certificate:
+    try:
+        return peer.cert
+    except ValueError as exc:
+        raise InvalidClient(f"client certificate does not parse: {exc}") from exc
 
 
 def _check_period(
@@ -49,7 +55,7 @@ def _check_period(
 
 def _check_purpose(client: Client, peer: PeerCertificate) -> None:
     try:
-        usages = peer.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        usages = _parsed(peer).extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         return  # no restriction (RFC 5280 §4.2.1.12)
     except ValueError as exc:
@@ -71,13 +77,14 @@ async def authenticate_pki(client: Client, request: AuthRequest, context: AuthCo
     which must be valid now and meant for client authentication."""
     peer = _peer(client, request)
     generation = context.client_ca.generation
-    known = context.pki_verdicts.get(peer.thumbprint)
-    if known is not None and known.client is client and known.generation == generation:
+    known = context.pki_verdicts.period(peer.thumbprint, client, generation)
+    if known is not None:
         # Proved before, and neither the client nor the CA changed since; time did.
-        _check_period(client, peer, known.not_before, known.not_after)
+        _check_period(client, peer, *known)
         return
-    cert = peer.cert
-    _check_period(client, peer, cert.not_valid_before_utc, cert.not_valid_after_utc)
+    cert = _parsed(peer)
+    period = (cert.not_valid_before_utc, cert.not_valid_after_utc)
+    _check_period(client, peer, *period)
     _check_purpose(client, peer)
     if not context.client_ca.issued(cert):
         raise InvalidClient(
@@ -85,17 +92,13 @@ async def authenticate_pki(client: Client, request: AuthRequest, context: AuthCo
             "client CA",
             reason="bad_certificate",
         )
-    if client.tls_name is None or not client.tls_name.matches(peer.cert):
+    if client.tls_name is None or not client.tls_name.matches(cert):
         raise InvalidClient(
             f"client {client.client_id!r}: certificate {peer.thumbprint} does not carry the "
             f"registered {client.tls_name.kind if client.tls_name else 'name'}",
             reason="bad_certificate",
         )
-    if len(context.pki_verdicts) >= _MAX_VERDICTS:
-        context.pki_verdicts.clear()
-    context.pki_verdicts[peer.thumbprint] = PkiVerdict(
-        client, generation, cert.not_valid_before_utc, cert.not_valid_after_utc
-    )
+    context.pki_verdicts.remember(peer.thumbprint, client, generation, period)
 
 
 async def authenticate_self_signed(

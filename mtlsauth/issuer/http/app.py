@@ -1,4 +1,5 @@
-"""The aiohttp application: routes, middlewares, and what lives as long as the app.
+"""The aiohttp application of the token service (RFC 6749 §3 endpoints, RFC 8414 metadata):
+routes, the middleware, and what lives as long as the app.
 
 Everything opened at start (store, client registry, audit log, the background loop) is owned
 by a ``cleanup_ctx`` and closed on shutdown.
@@ -27,7 +28,7 @@ from mtlsauth.issuer.http.health import health
 from mtlsauth.issuer.http.introspect import introspect
 from mtlsauth.issuer.http.jwks import jwks
 from mtlsauth.issuer.http.keys import (
-    AUTH_CONTEXT,
+    AUDIT,
     GRANT,
     GUARD,
     INSPECTOR,
@@ -37,6 +38,7 @@ from mtlsauth.issuer.http.keys import (
     PROXY,
     REGISTRY,
     SETTINGS,
+    SIGNER,
     SIGNING_KEYS,
     STORE,
     TLS,
@@ -49,13 +51,14 @@ from mtlsauth.issuer.http.signing import SigningKeys
 from mtlsauth.issuer.http.token import token
 from mtlsauth.issuer.introspection import TokenInspector
 from mtlsauth.issuer.metrics import Metrics
-from mtlsauth.issuer.model import Client, ClientRegistry
+from mtlsauth.issuer.model import Client
+from mtlsauth.issuer.registry import ClientRegistry
 from mtlsauth.issuer.settings import Settings
 from mtlsauth.issuer.store import Store, StoreError, open_store
 from mtlsauth.issuer.throttle import Throttle, ThrottlePolicy
 from mtlsauth.issuer.tls.contexts import ServerTLSConfig, TLSManager
 from mtlsauth.issuer.tls.revocation import renew_crl_if_due
-from mtlsauth.issuer.tokens import TokenIssuer
+from mtlsauth.issuer.tokens import TokenSigner
 
 __all__ = ["create_app", "create_metrics_app", "create_tls"]
 
@@ -120,10 +123,11 @@ async def _refresh_forever(app: web.Application) -> None:
             log.exception("store refresh failed unexpectedly; serving from the caches")
             await asyncio.sleep(settings.reload_interval)
         tls.reload_if_changed()
-        app[SIGNING_KEYS].reload_if_changed(app[GRANT].issuer)
+        if app[SIGNING_KEYS].reload_if_changed():
+            app[SIGNER].use_key(app[SIGNING_KEYS].active)
         if loop.time() >= next_tallies:
             next_tallies = loop.time() + AUDIT_TALLY_INTERVAL
-            app[GUARD].audit.flush_tallies()
+            app[AUDIT].flush_tallies()
         if loop.time() >= next_housekeeping:
             next_housekeeping = loop.time() + HOUSEKEEPING_INTERVAL
             try:
@@ -183,13 +187,17 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         raise
     app[STORE] = store
     app[REGISTRY] = registry
-    app[AUTH_CONTEXT] = context
+    app[AUDIT] = audit
     app[GUARD] = guard
     keys = app[SIGNING_KEYS]
+    signer = app[SIGNER] = TokenSigner(
+        issuer=settings.issuer, key=keys.active, ttl=settings.token_ttl
+    )
     app[GRANT] = ClientCredentialsGrant(
-        guard=guard,
-        issuer=TokenIssuer(issuer=settings.issuer, key=keys.active, ttl=settings.token_ttl),
+        signer=signer,
         default_audience=settings.audience,
+        audit=audit,
+        metrics=app[METRICS],
     )
     app[INSPECTOR] = TokenInspector(
         issuer=settings.issuer, keys=keys.published, store=store, audit=audit

@@ -1,4 +1,4 @@
-"""What one TCP connection may hold, and for how long.
+"""What one TCP connection may hold, and for how long (RFC 9112 message framing limits).
 
 aiohttp on its own lets a client hold a connection while it trickles a request's headers or
 body one byte at a time, accepts about 1 MB of headers per request, answers parser errors in

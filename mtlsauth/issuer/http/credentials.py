@@ -1,21 +1,23 @@
-"""Client credentials of a request, as every authenticated endpoint reads them:
-the Authorization header (RFC 6749 §2.3.1), the form, the assertion (RFC 7523), the TLS client
-certificate (RFC 8705) or a trusted proxy's header."""
+"""How every authenticated endpoint (/token, /introspect, /revoke) authenticates its client.
+
+The credentials come from the Authorization header (RFC 6749 §2.3.1), the form (§2.3.1, RFC 7523
+§2.2 assertions) and the client certificate (RFC 8705 §2): the TLS connection's, or a trusted
+proxy's header. The guard then authenticates them, throttled, audited and measured.
+"""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 
 from aiohttp import hdrs, web
 
 from mtlsauth.core.errors import InvalidClient, InvalidRequest
-from mtlsauth.core.peer import ProxyHeaderError
-from mtlsauth.issuer.clientauth import AuthRequest, PeerCertificate, parse_basic
-from mtlsauth.issuer.http.keys import PROXY, TLS
-from mtlsauth.issuer.tls.contexts import peer_certificate_der
+from mtlsauth.core.peer import PeerCertificate, ProxyHeaderError
+from mtlsauth.issuer.clientauth import Authenticated, AuthRequest, parse_basic
+from mtlsauth.issuer.http.keys import GUARD, PROXY, TLS
+from mtlsauth.issuer.tls.contexts import CheckingSSLObject
 
-__all__ = ["client_credentials", "one", "peer_certificate", "source_of"]
+__all__ = ["authenticate", "one"]
 
 
 def one(form: Mapping[str, tuple[str, ...]], name: str) -> str | None:
@@ -23,7 +25,12 @@ def one(form: Mapping[str, tuple[str, ...]], name: str) -> str | None:
     return values[0] if values else None
 
 
-def source_of(request: web.Request) -> str:
+async def authenticate(request: web.Request, form: Mapping[str, tuple[str, ...]]) -> Authenticated:
+    """The request's client, authenticated by the guard; InvalidClient or InvalidRequest."""
+    return await request.app[GUARD].authenticate(_credentials(request, form), _source(request))
+
+
+def _source(request: web.Request) -> str:
     """The address failures are counted against (D7): the one a trusted proxy vouches for in
     ``client_address_header``, otherwise the TCP peer."""
     proxy = request.app.get(PROXY)
@@ -38,30 +45,21 @@ def source_of(request: web.Request) -> str:
         ) from exc
 
 
-def _connection_peer(ssl_object: object) -> PeerCertificate | None:
-    """The peer of this TLS connection, made once per connection and kept on it."""
-    peer: PeerCertificate | None = getattr(ssl_object, "mtlsauth_peer", None)
-    if peer is None:
-        der = peer_certificate_der(ssl_object)  # type: ignore[arg-type]
-        if not der:
-            return None
-        peer = PeerCertificate(der)
-        with contextlib.suppress(AttributeError):
-            ssl_object.mtlsauth_peer = peer  # type: ignore[attr-defined]
-    return peer
-
-
-def peer_certificate(request: web.Request) -> PeerCertificate | None:
-    """The client's leaf: from the TLS connection, or from a trusted proxy's header."""
+def _connection_peer(request: web.Request) -> PeerCertificate | None:
+    """The peer the TLS handshake of this connection made (see CheckingSSLObject)."""
     transport = request.transport
     ssl_object = transport.get_extra_info("ssl_object") if transport else None
+    return ssl_object.peer if isinstance(ssl_object, CheckingSSLObject) else None
+
+
+def _peer(request: web.Request) -> PeerCertificate | None:
+    """The client's leaf: from the TLS connection, or from a trusted proxy's header."""
+    peer = _connection_peer(request)
     proxy = request.app.get(PROXY)
-    if proxy is None:
-        peer = _connection_peer(ssl_object) if ssl_object is not None else None
-    else:
-        # One proxy connection carries many clients: nothing is kept per connection.
+    if proxy is not None:
+        # One proxy connection carries many clients: a forwarded certificate is one request's.
         try:
-            der = proxy.peer_der(request.remote, peer_certificate_der(ssl_object), request.headers)
+            der = proxy.peer_der(request.remote, peer.der if peer else None, request.headers)
         except ProxyHeaderError as exc:
             raise InvalidRequest(
                 str(exc), description="The client certificate header is not accepted."
@@ -69,18 +67,13 @@ def peer_certificate(request: web.Request) -> PeerCertificate | None:
         peer = PeerCertificate(der) if der else None
     if peer is None:
         return None
-    # The handshake already refused revoked certificates; a keep-alive connection that
-    # predates the revocation is caught here (the verdict is redone when the CRL changes).
-    state = request.app[TLS].revocation
-    if peer.revocation_state is not state:
-        peer.refusal = state.refusal(peer.der)
-        peer.revocation_state = state
-    if peer.refusal is not None:
-        raise InvalidClient(peer.refusal, reason="revoked_certificate")
+    refusal = request.app[TLS].refusal(peer)
+    if refusal is not None:
+        raise InvalidClient(refusal, reason="revoked_certificate")
     return peer
 
 
-def client_credentials(request: web.Request, form: Mapping[str, tuple[str, ...]]) -> AuthRequest:
+def _credentials(request: web.Request, form: Mapping[str, tuple[str, ...]]) -> AuthRequest:
     client_id = one(form, "client_id")
     basic_secret = None
     authorization = request.headers.getall(hdrs.AUTHORIZATION, [])
@@ -97,5 +90,5 @@ def client_credentials(request: web.Request, form: Mapping[str, tuple[str, ...]]
         post_secret=one(form, "client_secret"),
         assertion=one(form, "client_assertion"),
         assertion_type=one(form, "client_assertion_type"),
-        peer=peer_certificate(request),
+        peer=_peer(request),
     )

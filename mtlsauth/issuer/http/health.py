@@ -1,4 +1,4 @@
-"""GET /health for load balancers: 200 when the store answers, 503 otherwise."""
+"""GET /health for load balancers (no RFC): 200 when the store answers, 503 otherwise."""
 
 from __future__ import annotations
 

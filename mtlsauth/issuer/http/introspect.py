@@ -7,9 +7,9 @@ import json
 from aiohttp import web
 
 from mtlsauth.core.errors import InvalidRequest
-from mtlsauth.issuer.http.credentials import client_credentials, one, source_of
+from mtlsauth.issuer.http.credentials import authenticate, one
 from mtlsauth.issuer.http.forms import parse_form
-from mtlsauth.issuer.http.keys import GUARD, INSPECTOR
+from mtlsauth.issuer.http.keys import INSPECTOR
 from mtlsauth.issuer.http.token import NO_STORE
 
 __all__ = ["introspect"]
@@ -17,9 +17,7 @@ __all__ = ["introspect"]
 
 async def introspect(request: web.Request) -> web.Response:
     form = parse_form(await request.read(), request.content_type, request.charset)
-    caller = await request.app[GUARD].authenticate(
-        client_credentials(request, form), source_of(request)
-    )
+    caller = await authenticate(request, form)
     token = one(form, "token")
     if token is None:
         raise InvalidRequest("introspection without a token parameter")

@@ -1,23 +1,24 @@
-"""Typed application state (``web.AppKey``): no string keys anywhere."""
+"""Typed application state of the token service (``web.AppKey``): no string keys anywhere."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from mtlsauth.core.peer import IPNetwork, ProxyConfig
-from mtlsauth.issuer.clientauth import AuthContext
+from mtlsauth.issuer.audit import Audit
 from mtlsauth.issuer.clientauth.guard import ClientGuard
 from mtlsauth.issuer.grant import ClientCredentialsGrant
 from mtlsauth.issuer.http.signing import SigningKeys
 from mtlsauth.issuer.introspection import TokenInspector
 from mtlsauth.issuer.metrics import Metrics
-from mtlsauth.issuer.model import ClientRegistry
+from mtlsauth.issuer.registry import ClientRegistry
 from mtlsauth.issuer.settings import Settings
 from mtlsauth.issuer.store import Store
 from mtlsauth.issuer.tls.contexts import TLSManager
+from mtlsauth.issuer.tokens import TokenSigner
 
 __all__ = [
-    "AUTH_CONTEXT",
+    "AUDIT",
     "GRANT",
     "GUARD",
     "INSPECTOR",
@@ -27,6 +28,7 @@ __all__ = [
     "PROXY",
     "REGISTRY",
     "SETTINGS",
+    "SIGNER",
     "SIGNING_KEYS",
     "STORE",
     "TLS",
@@ -35,12 +37,14 @@ __all__ = [
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 REGISTRY = web.AppKey("registry", ClientRegistry)
-AUTH_CONTEXT = web.AppKey("auth_context", AuthContext)
+AUDIT = web.AppKey("audit", Audit)
 GUARD = web.AppKey("guard", ClientGuard)
 GRANT = web.AppKey("grant", ClientCredentialsGrant)
 INSPECTOR = web.AppKey("inspector", TokenInspector)
 METRICS = web.AppKey("metrics", Metrics)
 SIGNING_KEYS = web.AppKey("signing_keys", SigningKeys)
+#: Signs the tokens; the refresh loop hands it each newly active key (rotation).
+SIGNER = web.AppKey("signer", TokenSigner)
 METADATA = web.AppKey("metadata", bytes)
 TLS = web.AppKey("tls", TLSManager)
 #: Present only when a TLS-terminating proxy is trusted to forward client certificates.

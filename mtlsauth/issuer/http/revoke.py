@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from mtlsauth.core.errors import InvalidRequest, UnsupportedTokenType
-from mtlsauth.issuer.http.credentials import client_credentials, one, source_of
+from mtlsauth.issuer.http.credentials import authenticate, one
 from mtlsauth.issuer.http.forms import parse_form
-from mtlsauth.issuer.http.keys import GUARD, INSPECTOR
+from mtlsauth.issuer.http.keys import INSPECTOR
 
 __all__ = ["revoke"]
 
@@ -16,9 +16,7 @@ _HINTS = frozenset({"access_token", "refresh_token"})
 
 async def revoke(request: web.Request) -> web.Response:
     form = parse_form(await request.read(), request.content_type, request.charset)
-    caller = await request.app[GUARD].authenticate(
-        client_credentials(request, form), source_of(request)
-    )
+    caller = await authenticate(request, form)
     token = one(form, "token")
     if token is None:
         raise InvalidRequest("revocation without a token parameter")

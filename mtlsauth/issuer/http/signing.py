@@ -1,4 +1,5 @@
-"""The signing keys a running server uses and publishes, reloaded when the manifest changes."""
+"""The signing keys a running server uses and publishes (RFC 7517 §5 JWK Set), reloaded when
+the key manifest changes (rotation)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import time
 from pathlib import Path
 
 from mtlsauth.issuer.keys import KeyRing, SigningKey, SigningKeyError, jwks
-from mtlsauth.issuer.tokens import TokenIssuer
 
 __all__ = ["SigningKeys"]
 
@@ -44,7 +44,9 @@ class SigningKeys:
             self._jwks = (now, json.dumps(jwks(self.published())).encode())
         return self._jwks[1]
 
-    def reload_if_changed(self, issuer: TokenIssuer) -> bool:
+    def reload_if_changed(self) -> bool:
+        """Reload when the manifest changed; True when a new ring (maybe a new active key) is
+        in force. A manifest that does not load is logged and the old keys are kept."""
         mtime = self._stat()
         if mtime == self._mtime:
             return False
@@ -58,6 +60,5 @@ class SigningKeys:
             return False
         self.ring = ring
         self._jwks = None
-        issuer.use_key(ring.active)
         log.info("signing keys reloaded: active kid %s", ring.active.kid)
         return True
