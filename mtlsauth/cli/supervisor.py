@@ -27,6 +27,10 @@ log = logging.getLogger("mtlsauth.cli.supervisor")
 #: Set in a worker's environment: bind with SO_REUSEPORT and stay a single process.
 WORKER_ENV: Final = "MTLSAUTH_WORKER"
 _QUICK_DEATH: Final = 2.0
+#: A worker's FIRST start that ends with exit 1 within this long is a start-up failure (a taken
+#: port, an unreadable key): restarting finds the same. Generous, since a loaded machine can
+#: take several seconds to import and bind; a later crash of a started worker is restarted.
+_FIRST_START_WINDOW: Final = 30.0
 _USAGE_ERROR: Final = 2
 _CANNOT_START: Final = 1
 _MAX_BACKOFF: Final = 10.0
@@ -77,7 +81,10 @@ class Supervisor:
                     break
                 if proc is not None and proc.poll() is not None:
                     quick = now - worker.started_at < _QUICK_DEATH
-                    if quick and not worker.restarted and proc.returncode == _CANNOT_START:
+                    first_start = not worker.restarted and now - worker.started_at < (
+                        _FIRST_START_WINDOW
+                    )
+                    if first_start and proc.returncode == _CANNOT_START:
                         # Its first start failed (a taken port, say): a restart finds the same.
                         log.error("worker %d could not start (exit 1); stopping", worker.index)
                         self._stopping = True
