@@ -43,8 +43,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from mtlsauth.core.errors import JSON_NO_STORE
 from mtlsauth.core.thumbprint import x5t_s256
-from mtlsauth.issuer.http.token import NO_STORE
 from mtlsauth.issuer.keys import KeyRing
 from mtlsauth.issuer.settings import load_settings
 from mtlsauth.issuer.tls.contexts import ServerTLSConfig, build_server_context
@@ -271,7 +271,7 @@ def _reference_server(home: Path, port: int, kind: str) -> None:
 
     async def handler(request: web.Request) -> web.Response:
         await request.read()
-        return web.Response(body=_FIXED_BODY, headers=NO_STORE)
+        return web.Response(body=_FIXED_BODY, headers=JSON_NO_STORE)
 
     async def run() -> None:
         loop = asyncio.get_running_loop()

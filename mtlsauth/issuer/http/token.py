@@ -7,18 +7,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from mtlsauth.core.errors import JSON_NO_STORE
 from mtlsauth.issuer.grant import TokenParams
 from mtlsauth.issuer.http.credentials import client_credentials, one, source_of
 from mtlsauth.issuer.http.forms import parse_form
 from mtlsauth.issuer.http.keys import GRANT
 
-__all__ = ["NO_STORE", "token"]
-
-NO_STORE = {
-    "Content-Type": "application/json",
-    "Cache-Control": "no-store",
-    "Pragma": "no-cache",
-}
+__all__ = ["token"]
 
 
 async def token(request: web.Request) -> web.Response:
@@ -30,4 +25,4 @@ async def token(request: web.Request) -> web.Response:
     )
     credentials = client_credentials(request, form)
     body = await request.app[GRANT].issue(params, credentials, source_of(request))
-    return web.Response(body=body, headers=NO_STORE)
+    return web.Response(body=body, headers=JSON_NO_STORE)
