@@ -1,5 +1,8 @@
 """JWT access tokens (RFC 9068) bound to a client certificate (RFC 8705 §3.1).
 
+The profile (header, algorithm, claims, ``cnf``) is :mod:`mtlsauth.core.access_token`; this
+module writes and signs tokens to it.
+
 The JWS header is fixed per key and encoded once; each token costs one JSON dump of the claims
 and one ES256 signature.
 """
@@ -13,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mtlsauth.core.access_token import confirmation, header
 from mtlsauth.core.thumbprint import b64url
-from mtlsauth.issuer.keys import SIGNING_ALG, SigningKey
+from mtlsauth.issuer.keys import SigningKey
 
 __all__ = ["AccessToken", "TokenIssuer"]
 
@@ -40,8 +44,8 @@ class TokenIssuer:
 
     def use_key(self, key: SigningKey) -> None:
         """Sign from now on with ``key`` (signing key rotation)."""
-        header = {"alg": SIGNING_ALG, "kid": key.kid, "typ": "at+jwt"}
-        self._header_b64 = b64url(json.dumps(header, separators=(",", ":")).encode()) + "."
+        encoded = json.dumps(header(key.kid), separators=(",", ":")).encode()
+        self._header_b64 = b64url(encoded) + "."
         self.key = key
 
     def issue(
@@ -80,7 +84,8 @@ class TokenIssuer:
             claims["scope"] = joined = " ".join(scope)
             payload += (',"scope":', _quote(joined))
         if x5t_s256 is not None:
-            claims["cnf"] = {"x5t#S256": x5t_s256}
+            claims["cnf"] = confirmation(x5t_s256)
+            # The same member as json.dumps(confirmation(...)) writes, without the encoder.
             payload += (',"cnf":{"x5t#S256":', _quote(x5t_s256), "}")
         payload.append("}")
         signing_input = self._header_b64 + b64url("".join(payload).encode("ascii"))
