@@ -26,6 +26,7 @@ import base64
 import binascii
 import hashlib
 import ipaddress
+import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
@@ -46,6 +47,7 @@ __all__ = [
     "XfccMode",
     "cert_from_header",
     "parse_networks",
+    "peer_certificate_der",
 ]
 
 HeaderFormat = Literal["rfc9440", "nginx", "xfcc", "base64-der"]
@@ -54,6 +56,19 @@ HEADER_FORMATS: Final[tuple[HeaderFormat, ...]] = get_args(HeaderFormat)
 XfccMode = Literal["sanitize_set", "append_forward"]
 XFCC_MODES: Final[tuple[XfccMode, ...]] = get_args(XfccMode)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def peer_certificate_der(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> bytes | None:
+    """The DER of the TLS connection's verified client leaf, or None (RFC 8705 §3).
+
+    A server may record the leaf on its ssl object at the handshake (``peer_der``, as the token
+    service's connections do); that record is preferred, since it is what the handshake
+    checked and costs no call into OpenSSL.
+    """
+    if ssl_object is None:
+        return None
+    known = getattr(ssl_object, "peer_der", None)
+    return known if known is not None else ssl_object.getpeercert(binary_form=True)
 
 
 class ProxyHeaderError(ValueError):

@@ -23,8 +23,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from mtlsauth.core.errors import OAuthError
-from mtlsauth.core.peer import ProxyConfig
-from mtlsauth.issuer.tls.contexts import peer_certificate_der
+from mtlsauth.core.peer import ProxyConfig, peer_certificate_der
 from mtlsauth.resource.authorize import authorize, resolve_peer
 from mtlsauth.resource.verify import Claims, TokenVerifier
 

@@ -10,10 +10,9 @@ from collections.abc import Mapping
 from aiohttp import hdrs, web
 
 from mtlsauth.core.errors import InvalidClient, InvalidRequest
-from mtlsauth.core.peer import ProxyHeaderError
+from mtlsauth.core.peer import ProxyHeaderError, peer_certificate_der
 from mtlsauth.issuer.clientauth import AuthRequest, PeerCertificate, parse_basic
 from mtlsauth.issuer.http.keys import PROXY, TLS
-from mtlsauth.issuer.tls.contexts import peer_certificate_der
 
 __all__ = ["client_credentials", "one", "peer_certificate", "source_of"]
 

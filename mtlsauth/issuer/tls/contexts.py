@@ -1,4 +1,5 @@
-"""Server TLS: building SSLContexts, swapping them without a restart, and the peer certificate.
+"""Server TLS: building SSLContexts, swapping them without a restart, and recording the peer
+certificate at the handshake (read with :func:`mtlsauth.core.peer.peer_certificate_der`).
 
 Why a forwarding context: mutating a live SSLContext (loading a new CA or CRL into it) lets a
 client resume a TLS session established under the old trust, and an ``sni_callback`` swap keeps
@@ -38,7 +39,6 @@ __all__ = [
     "TLSManager",
     "build_server_context",
     "connection_age",
-    "peer_certificate_der",
 ]
 
 log = logging.getLogger(__name__)
@@ -153,14 +153,6 @@ class SwappableContext(ssl.SSLContext):
 
     def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
         return self._current.wrap_socket(*args, **kwargs)
-
-
-def peer_certificate_der(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> bytes | None:
-    """The DER of the verified client leaf certificate, or None (also on resumed sessions)."""
-    if ssl_object is None:
-        return None
-    known = getattr(ssl_object, "peer_der", None)
-    return known if known is not None else ssl_object.getpeercert(binary_form=True)
 
 
 class ClientCA:
