@@ -11,15 +11,12 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+from typing import Any, Final, Literal, Protocol, get_args
 
 from cryptography import x509
 
 from mtlsauth.core.dn import CertificateName
 from mtlsauth.core.thumbprint import x5t_s256
-
-if TYPE_CHECKING:
-    from mtlsauth.issuer.store import Store
 
 __all__ = [
     "AUTH_METHODS",
@@ -28,6 +25,7 @@ __all__ = [
     "AuthMethod",
     "Client",
     "ClientRegistry",
+    "ClientSource",
     "RegisteredCert",
     "SecretEntry",
 ]
@@ -107,10 +105,22 @@ class Client:
         return None
 
 
+class ClientSource(Protocol):
+    """What the registry reads of a store (:class:`mtlsauth.issuer.store.Store` is one).
+
+    Named here rather than imported: the store's modules import this model, and the model
+    must not import them back (no import cycles).
+    """
+
+    async def list_clients(self) -> list[Client]: ...
+
+    async def change_marker(self) -> object: ...
+
+
 class ClientRegistry:
     """Every client in memory, refreshed from the store when it reports a change."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: ClientSource) -> None:
         self._store = store
         self._clients: Mapping[str, Client] = {}
         self._marker: object = object()
