@@ -1,5 +1,8 @@
 """Where the client certificate of a request comes from: the TLS connection, or a trusted proxy.
 
+RFC 8705 §3 binds a token to the certificate of the TLS connection that presents it; this
+module says which certificate that is, for the token service and the checkers alike.
+
 Behind a TLS-terminating proxy the certificate arrives in a header. That header is believed
 only from the configured proxy addresses; from anyone else a request that carries it is
 refused (a client could otherwise claim any certificate). The token service and the resource

@@ -1,4 +1,5 @@
-"""aiohttp integration: a middleware for a whole app, or a per-route requirement.
+"""aiohttp integration: a middleware for a whole app, or a per-route requirement (RFC 6750 §2.1
+bearer tokens, bound to the client certificate by RFC 8705 §3).
 
 ::
 
