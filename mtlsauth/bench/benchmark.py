@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from mtlsauth.core.access_token import ALGORITHM
 from mtlsauth.core.errors import JSON_NO_STORE
 from mtlsauth.core.thumbprint import x5t_s256
 from mtlsauth.issuer.keys import KeyRing
@@ -453,7 +454,7 @@ def _resource_checks(home: Path, seconds: float) -> list[dict[str, Any]]:
     """In-process verifications per second on this (pinned) core."""
     settings = load_settings(home)
     ring = KeyRing.load(settings.signing_key.parent, settings.signing_key)
-    source = _StaticKeys(jwt.PyJWK(ring.active.public_jwk(), algorithm="ES256"))
+    source = _StaticKeys(jwt.PyJWK(ring.active.public_jwk(), algorithm=ALGORITHM))
     issuer = TokenIssuer(issuer=settings.issuer, key=ring.active, ttl=600)
     der = b"benchmark-peer-certificate"
     count = 20000
