@@ -26,9 +26,9 @@ from aiohttp.test_utils import unused_port
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mtlsauth.bench.demo_api import demo_api_ssl_context
+from mtlsauth.core import jwks as core_jwks
 from mtlsauth.core.errors import InvalidClient, TemporarilyUnavailable
 from mtlsauth.core.fetch import AddressPolicy, FetchError, FilteringResolver, fetch_json
-from mtlsauth.issuer.clientauth import remote_jwks
 from mtlsauth.issuer.clientauth.remote_jwks import RemoteJWKS
 from mtlsauth.issuer.http.keys import GUARD
 from mtlsauth.issuer.settings import ConfigError, Settings, load_settings
@@ -360,7 +360,7 @@ async def test_unknown_kid_refetch_is_rate_limited(
 
 async def test_remembered_uris_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     """Failure records and cached documents are bounded (least recently used go first)."""
-    monkeypatch.setattr(remote_jwks, "MAX_URIS", 3)
+    monkeypatch.setattr(core_jwks, "MAX_URIS", 3)
     remote = RemoteJWKS(ssl.create_default_context(), timeout=1.0)
     try:
         for n in range(10):
@@ -375,7 +375,7 @@ async def test_remembered_uris_are_capped(monkeypatch: pytest.MonkeyPatch) -> No
 
 async def test_fetches_in_flight_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     """While the cap of concurrent fetches is reached, another URI fails at once, unfetched."""
-    monkeypatch.setattr(remote_jwks, "MAX_IN_FLIGHT", 1)
+    monkeypatch.setattr(core_jwks, "MAX_IN_FLIGHT", 1)
     allow = AddressPolicy(allowed=(ipaddress.ip_network("127.0.0.0/8"),))
     async with silent_server() as (uri, connections), silent_server() as (other, others):
         remote = RemoteJWKS(ssl.create_default_context(), policy=allow, timeout=2.0)

@@ -43,8 +43,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from mtlsauth.core.access_token import ALGORITHM
+from mtlsauth.core.errors import JSON_NO_STORE
 from mtlsauth.core.thumbprint import x5t_s256
-from mtlsauth.issuer.http.token import NO_STORE
 from mtlsauth.issuer.keys import KeyRing
 from mtlsauth.issuer.settings import load_settings
 from mtlsauth.issuer.tls.contexts import ServerTLSConfig, build_server_context
@@ -271,7 +272,7 @@ def _reference_server(home: Path, port: int, kind: str) -> None:
 
     async def handler(request: web.Request) -> web.Response:
         await request.read()
-        return web.Response(body=_FIXED_BODY, headers=NO_STORE)
+        return web.Response(body=_FIXED_BODY, headers=JSON_NO_STORE)
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
@@ -453,7 +454,7 @@ def _resource_checks(home: Path, seconds: float) -> list[dict[str, Any]]:
     """In-process verifications per second on this (pinned) core."""
     settings = load_settings(home)
     ring = KeyRing.load(settings.signing_key.parent, settings.signing_key)
-    source = _StaticKeys(jwt.PyJWK(ring.active.public_jwk(), algorithm="ES256"))
+    source = _StaticKeys(jwt.PyJWK(ring.active.public_jwk(), algorithm=ALGORITHM))
     signer = TokenSigner(issuer=settings.issuer, key=ring.active, ttl=600)
     der = b"benchmark-peer-certificate"
     count = 20000

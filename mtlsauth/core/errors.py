@@ -30,9 +30,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import ClassVar
+from types import MappingProxyType
+from typing import ClassVar, Final
 
 __all__ = [
+    "JSON_NO_STORE",
+    "NO_STORE",
+    "REALM",
     "BearerError",
     "HeadersTooLarge",
     "InsufficientScope",
@@ -53,8 +57,19 @@ __all__ = [
     "UnsupportedTokenType",
 ]
 
-#: The realm named in ``WWW-Authenticate: Basic`` challenges (decision D4).
-BASIC_REALM = "mtlsauth"
+#: The realm of every challenge: ``WWW-Authenticate: Basic`` (decision D4) and ``Bearer``
+#: (RFC 6750 §3).
+REALM: Final = "mtlsauth"
+
+#: RFC 6749 §5.1: a response carrying a token, or anything about one, must not be cached.
+#: Every response of the service that is not meant for caches carries these.
+NO_STORE: Final[Mapping[str, str]] = MappingProxyType(
+    {"Cache-Control": "no-store", "Pragma": "no-cache"}
+)
+#: The headers of a JSON body that must not be cached (token, introspection and error responses).
+JSON_NO_STORE: Final[Mapping[str, str]] = MappingProxyType(
+    {"Content-Type": "application/json", **NO_STORE}
+)
 
 
 class OAuthError(Exception):
@@ -80,13 +95,8 @@ class OAuthError(Exception):
         super().__init__(self.detail)
 
     def headers(self) -> dict[str, str]:
-        """Headers the response must carry besides the RFC 6749 §5.1 no-store pair."""
-        return {
-            "Content-Type": "application/json",
-            "Cache-Control": "no-store",
-            "Pragma": "no-cache",
-            **self._headers,
-        }
+        """The response's headers: JSON, never cached (RFC 6749 §5.1), and the error's own."""
+        return {**JSON_NO_STORE, **self._headers}
 
     def body(self) -> dict[str, str]:
         return {"error": self.error, "error_description": self.description}
@@ -118,7 +128,7 @@ class InvalidClient(OAuthError):
     default_description = "Client authentication failed."
 
     def headers(self) -> dict[str, str]:
-        return {**super().headers(), "WWW-Authenticate": f'Basic realm="{BASIC_REALM}"'}
+        return {**super().headers(), "WWW-Authenticate": f'Basic realm="{REALM}"'}
 
 
 class InvalidGrant(OAuthError):
@@ -186,7 +196,6 @@ def _quoted(value: str) -> str:
 class BearerError(OAuthError):
     """An RFC 6750 §3 error: the challenge goes into ``WWW-Authenticate: Bearer``."""
 
-    realm: ClassVar[str] = "mtlsauth"
     include_error: ClassVar[bool] = True
 
     def __init__(
@@ -196,7 +205,7 @@ class BearerError(OAuthError):
         self.scope = scope
 
     def challenge(self) -> str:
-        params = [f"realm={_quoted(self.realm)}"]
+        params = [f"realm={_quoted(REALM)}"]
         if self.include_error:
             params.append(f"error={_quoted(self.error)}")
             params.append(f"error_description={_quoted(self.description)}")

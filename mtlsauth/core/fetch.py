@@ -1,7 +1,8 @@
-"""Bounded fetching of small JSON documents (JWK Sets, RFC 8414 metadata) over https.
+"""Bounded fetching of small JSON documents (JWK Sets, RFC 7517 §5; RFC 8414 §3 metadata) over
+https.
 
-Shared by the token service (clients' ``jwks_uri``, RFC 7591 §2) and the resource checker (the
-issuer's keys); it imports nothing else of the project so it can move into the core as is.
+Shared, through :mod:`mtlsauth.core.jwks`, by the token service (clients' ``jwks_uri``, RFC 7591
+§2) and the resource checker (the issuer's keys).
 
 * https only, and redirects are never followed: a 3xx is a failure (a redirect could send the
   fetch to plain http or to an internal address).

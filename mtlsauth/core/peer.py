@@ -4,6 +4,9 @@ connection, or a trusted proxy.
 :class:`PeerCertificate` is the one object the token service and the resource checkers hold
 for it: the DER, with its thumbprint (RFC 8705 §3.1) and parsed form worked out once.
 
+RFC 8705 §3 binds a token to the certificate of the TLS connection that presents it; this
+module says which certificate that is, for the token service and the checkers alike.
+
 Behind a TLS-terminating proxy the certificate arrives in a header. That header is believed
 only from the configured proxy addresses; from anyone else a request that carries it is
 refused (a client could otherwise claim any certificate). The token service and the resource
@@ -30,6 +33,7 @@ import base64
 import binascii
 import hashlib
 import ipaddress
+import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -53,6 +57,7 @@ __all__ = [
     "XfccMode",
     "cert_from_header",
     "parse_networks",
+    "peer_certificate_der",
 ]
 
 HeaderFormat = Literal["rfc9440", "nginx", "xfcc", "base64-der"]
@@ -85,6 +90,14 @@ class PeerCertificate:
     def cert(self) -> x509.Certificate:
         """The parsed certificate; ValueError when the DER does not parse."""
         return x509.load_der_x509_certificate(self.der)
+
+
+def peer_certificate_der(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> bytes | None:
+    """The DER of the TLS connection's verified client leaf, or None (RFC 8705 §3).
+
+    It is there on resumed sessions too.
+    """
+    return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
 
 
 class ProxyHeaderError(ValueError):

@@ -1,5 +1,8 @@
 """Envoy's ``x-forwarded-client-cert`` (XFCC) header, parsed exactly as Envoy writes it.
 
+No RFC defines this header (RFC 9440 ``Client-Cert`` is the standard one, in
+:mod:`mtlsauth.core.peer`); its grammar is Envoy's.
+
 Envoy's grammar (its documentation of ``x-forwarded-client-cert``): elements separated by
 ``,``; each element is ``key=value`` pairs separated by ``;``; a value is either unquoted (with
 no ``"``, ``,`` or ``;`` in it) or wholly double-quoted with ``\\"`` (and ``\\\\``) escapes.

@@ -13,16 +13,21 @@ from typing import Any, Final
 
 import jwt
 
+from mtlsauth.core.access_token import (
+    ALGORITHM,
+    ALGORITHMS,
+    MAX_TOKEN_LENGTH,
+    REQUIRED_CLAIMS,
+    typ_accepted,
+)
 from mtlsauth.core.errors import InvalidRequest
 from mtlsauth.issuer.audit import Audit
-from mtlsauth.issuer.keys import SIGNING_ALG, SigningKey
+from mtlsauth.issuer.keys import SigningKey
 from mtlsauth.issuer.store import Store
 
 __all__ = ["INACTIVE", "TokenInspector"]
 
 INACTIVE: Final[dict[str, Any]] = {"active": False}
-_REQUIRED: Final = ["iss", "sub", "aud", "exp", "iat", "jti", "client_id"]
-_MAX_TOKEN: Final = 8192
 
 
 class TokenInspector:
@@ -41,22 +46,26 @@ class TokenInspector:
 
     def parse(self, token: str) -> dict[str, Any] | None:
         """The claims of a token we issued (expired ones too), or None."""
-        if not token or len(token) > _MAX_TOKEN:
+        if not token or len(token) > MAX_TOKEN_LENGTH:
             return None
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             return None
         key = next((k for k in self._keys() if k.kid == header.get("kid")), None)
-        if key is None or header.get("alg") != SIGNING_ALG:
+        if key is None or header.get("alg") != ALGORITHM or not typ_accepted(header.get("typ")):
             return None
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key=key.private_key.public_key(),
-                algorithms=[SIGNING_ALG],
+                algorithms=list(ALGORITHMS),
                 issuer=self.issuer,
-                options={"verify_exp": False, "verify_aud": False, "require": _REQUIRED},
+                options={
+                    "verify_exp": False,
+                    "verify_aud": False,
+                    "require": list(REQUIRED_CLAIMS),
+                },
             )
         except jwt.PyJWTError:
             return None
@@ -73,7 +82,7 @@ class TokenInspector:
         response: dict[str, Any] = {
             "active": True,
             "token_type": "Bearer",
-            **{k: claims[k] for k in ("client_id", "sub", "aud", "iss", "exp", "iat", "jti")},
+            **{k: claims[k] for k in REQUIRED_CLAIMS},
         }
         if "scope" in claims:
             response["scope"] = claims["scope"]

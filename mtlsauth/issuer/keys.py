@@ -1,6 +1,7 @@
 """Signing keys: generation, the key id (RFC 7638 JWK thumbprint) and the public JWKS.
 
-The access-token signature is ES256 (ECDSA P-256 with SHA-256, RFC 7518 §3.4): the raw
+The access-token signature is ES256 (ECDSA P-256 with SHA-256, RFC 7518 §3.4; the algorithm
+of :mod:`mtlsauth.core.access_token`): the raw
 ``r || s`` signature is produced by cryptography; nothing here implements crypto itself.
 """
 
@@ -17,11 +18,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from mtlsauth.core.access_token import ALGORITHM
 from mtlsauth.core.thumbprint import b64url
 from pki import write_private
 
 __all__ = [
-    "SIGNING_ALG",
     "KeyEntry",
     "KeyRing",
     "SigningKey",
@@ -30,7 +31,6 @@ __all__ = [
     "jwks",
 ]
 
-SIGNING_ALG: Final = "ES256"
 _ES256: Final = ec.ECDSA(hashes.SHA256())
 _P256_BYTES: Final = 32
 
@@ -67,7 +67,7 @@ class SigningKey:
         return {
             **_public_jwk_members(self.private_key),
             "use": "sig",
-            "alg": SIGNING_ALG,
+            "alg": ALGORITHM,
             "kid": self.kid,
         }
 
@@ -78,7 +78,7 @@ class SigningKey:
         return r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
 
     def __repr__(self) -> str:
-        return f"SigningKey(kid={self.kid!r}, alg={SIGNING_ALG!r})"
+        return f"SigningKey(kid={self.kid!r}, alg={ALGORITHM!r})"
 
 
 def _public_jwk_members(key: ec.EllipticCurvePrivateKey) -> dict[str, str]:

@@ -1,5 +1,8 @@
 """JWT access tokens (RFC 9068) bound to a client certificate (RFC 8705 §3.1).
 
+The profile (header, algorithm, claims, ``cnf``) is :mod:`mtlsauth.core.access_token`; this
+module writes and signs tokens to it.
+
 The JWS header is fixed per key and encoded once; each token costs one JSON dump of the claims
 and one ES256 signature (RFC 7515 §3.1 compact serialization).
 """
@@ -13,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mtlsauth.core.access_token import confirmation, header
 from mtlsauth.core.thumbprint import b64url
-from mtlsauth.issuer.keys import SIGNING_ALG, SigningKey
+from mtlsauth.issuer.keys import SigningKey
 
 __all__ = ["AccessToken", "TokenSigner"]
 
@@ -36,8 +40,8 @@ class TokenSigner:
 
     def use_key(self, key: SigningKey) -> None:
         """Sign from now on with ``key`` (signing key rotation)."""
-        header = {"alg": SIGNING_ALG, "kid": key.kid, "typ": "at+jwt"}
-        self._header_b64 = b64url(json.dumps(header, separators=(",", ":")).encode()) + "."
+        encoded = json.dumps(header(key.kid), separators=(",", ":")).encode()
+        self._header_b64 = b64url(encoded) + "."
         self.key = key
 
     def sign(
@@ -63,7 +67,7 @@ class TokenSigner:
         if scope:
             claims["scope"] = " ".join(scope)
         if x5t_s256 is not None:
-            claims["cnf"] = {"x5t#S256": x5t_s256}
+            claims["cnf"] = confirmation(x5t_s256)
         payload = json.dumps(claims, separators=(",", ":")).encode()
         signing_input = self._header_b64 + b64url(payload)
         signature = b64url(self.key.sign(signing_input.encode("ascii")))

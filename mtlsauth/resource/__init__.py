@@ -1,7 +1,9 @@
-"""The resource-server checker: verify a token and that the presenting certificate is its own.
+"""The resource-server checker: verify a token (RFC 9068 §4) and that the presenting
+certificate is its own (RFC 8705 §3); errors are RFC 6750 §3 challenges.
 
 Core: :class:`TokenVerifier` (framework-free) with a :class:`JWKSCache`. Integrations:
-:mod:`mtlsauth.resource.aiohttp` and :mod:`mtlsauth.resource.asgi`.
+:mod:`mtlsauth.resource.aiohttp` and :mod:`mtlsauth.resource.asgi`. It imports nothing of
+mtlsauth but :mod:`mtlsauth.core` (tests/test_layout.py pins it, and its public names).
 """
 
 from mtlsauth.resource.authorize import authorize, bearer_token

@@ -1,4 +1,5 @@
-"""aiohttp integration: a middleware for a whole app, or a per-route requirement.
+"""aiohttp integration: a middleware for a whole app, or a per-route requirement (RFC 6750 §2.1
+bearer tokens, bound to the client certificate by RFC 8705 §3).
 
 ::
 
@@ -23,7 +24,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from mtlsauth.core.errors import OAuthError
-from mtlsauth.core.peer import ProxyConfig
+from mtlsauth.core.peer import ProxyConfig, peer_certificate_der
 from mtlsauth.resource.authorize import authorize, resolve_peer
 from mtlsauth.resource.verify import Claims, TokenVerifier
 
@@ -43,7 +44,7 @@ async def _authorize(
 ) -> Claims:
     transport = request.transport
     ssl_object = transport.get_extra_info("ssl_object") if transport else None
-    tls_der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    tls_der = peer_certificate_der(ssl_object)
     peer = resolve_peer(request.app.get(PROXY), request.remote, tls_der, request.headers)
     return await authorize(
         request.app[VERIFIER],

@@ -1,4 +1,5 @@
-"""ASGI middleware (Starlette, FastAPI, any ASGI app).
+"""ASGI middleware (Starlette, FastAPI, any ASGI app): RFC 6750 §2.1 bearer tokens, bound to
+the client certificate by RFC 8705 §3.
 
 ::
 

@@ -1,9 +1,10 @@
 """Verifying an access token and its certificate binding: the framework-free core.
 
-RFC 9068 §4: signature with a fixed algorithm allow-list (ES256), ``typ`` ``at+jwt``, ``iss``,
-``aud``, ``exp``/``nbf``/``iat`` with a small leeway, and the required claims. RFC 8705 §3: a
-token with ``cnf.x5t#S256`` is accepted only over a connection whose client certificate has
-that thumbprint; whether unbound tokens are accepted at all is a setting (off by default).
+RFC 9068 §4: signature with the profile's algorithm allow-list (ES256), ``typ`` ``at+jwt``,
+``iss``, ``aud``, ``exp``/``nbf``/``iat`` with a small leeway, and the required claims (the
+profile itself is :mod:`mtlsauth.core.access_token`). RFC 8705 §3: a token with
+``cnf.x5t#S256`` is accepted only over a connection whose client certificate has that
+thumbprint; whether unbound tokens are accepted at all is a setting (off by default).
 
 A verified token is cached by its SHA-256 until it expires, so a token reused for many calls
 costs a dictionary lookup after the first; the binding is still checked on every call.
@@ -24,16 +25,19 @@ from typing import Any, Final, Protocol
 
 import jwt
 
+from mtlsauth.core.access_token import (
+    ALGORITHMS,
+    MAX_TOKEN_LENGTH,
+    REQUIRED_CLAIMS,
+    bound_thumbprint,
+    typ_accepted,
+)
 from mtlsauth.core.errors import InsufficientScope, InvalidToken
 from mtlsauth.core.thumbprint import x5t_s256
 
 __all__ = ["ALGORITHMS", "Claims", "KeySource", "TokenVerifier", "VerifierConfig", "require_scopes"]
 
 Claims = dict[str, Any]
-ALGORITHMS: Final = ("ES256",)
-REQUIRED_CLAIMS: Final = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
-_TYPES: Final = frozenset({"at+jwt", "application/at+jwt"})
-_MAX_TOKEN: Final = 8192
 # RFC 6750 §2.1 b64token; a JWS compact serialisation is a subset of it.
 _B64TOKEN: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*\Z")
 _B64URL_SEGMENT: Final = re.compile(r"[A-Za-z0-9_-]+={0,2}\Z")
@@ -105,7 +109,7 @@ class TokenVerifier:
             raise InvalidToken("the token is bound to another certificate")
 
     async def _verify_jwt(self, token: str) -> _Verified:
-        if len(token) > _MAX_TOKEN or not _B64TOKEN.match(token):
+        if len(token) > MAX_TOKEN_LENGTH or not _B64TOKEN.match(token):
             raise InvalidToken("the token is not a well-formed JWS")
         kid = _key_id(token.partition(".")[0])
         key = await self._keys.key(kid)
@@ -121,13 +125,7 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"{type(exc).__name__}: {exc}") from exc
-        cnf = claims.get("cnf")
-        bound_to = None
-        if cnf is not None:
-            if not isinstance(cnf, dict) or not isinstance(cnf.get("x5t#S256"), str):
-                raise InvalidToken("the token's cnf is not an x5t#S256 certificate binding")
-            bound_to = cnf["x5t#S256"]
-        return _Verified(claims=claims, exp=float(claims["exp"]), bound_to=bound_to)
+        return _Verified(claims=claims, exp=float(claims["exp"]), bound_to=bound_thumbprint(claims))
 
 
 @functools.lru_cache(maxsize=64)
@@ -149,7 +147,7 @@ def _key_id(segment: str) -> str:
     alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
     if alg not in ALGORITHMS:
         raise InvalidToken(f"algorithm {str(alg)[:20]!r} is not allowed")
-    if not isinstance(typ, str) or typ.lower() not in _TYPES:
+    if not typ_accepted(typ):
         raise InvalidToken(f"typ {str(typ)[:30]!r} is not at+jwt (RFC 9068 §4)")
     if not isinstance(kid, str):
         raise InvalidToken("the token header has no kid")

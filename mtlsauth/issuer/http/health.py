@@ -7,6 +7,7 @@ import logging
 
 from aiohttp import web
 
+from mtlsauth.core.errors import NO_STORE
 from mtlsauth.issuer.http.keys import STORE
 from mtlsauth.issuer.store import StoreError
 
@@ -24,6 +25,6 @@ async def health(request: web.Request) -> web.Response:
         return web.json_response(
             {"status": "unavailable", "store": "down"},
             status=503,
-            headers={"Cache-Control": "no-store"},
+            headers=NO_STORE,
         )
-    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+    return web.json_response({"status": "ok"}, headers=NO_STORE)

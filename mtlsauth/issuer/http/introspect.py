@@ -6,11 +6,10 @@ import json
 
 from aiohttp import web
 
-from mtlsauth.core.errors import InvalidRequest
+from mtlsauth.core.errors import JSON_NO_STORE, InvalidRequest
 from mtlsauth.issuer.http.credentials import authenticate, one
 from mtlsauth.issuer.http.forms import parse_form
 from mtlsauth.issuer.http.keys import INSPECTOR
-from mtlsauth.issuer.http.token import NO_STORE
 
 __all__ = ["introspect"]
 
@@ -22,4 +21,4 @@ async def introspect(request: web.Request) -> web.Response:
     if token is None:
         raise InvalidRequest("introspection without a token parameter")
     result = await request.app[INSPECTOR].introspect(token, caller.client.client_id)
-    return web.Response(body=json.dumps(result, separators=(",", ":")), headers=NO_STORE)
+    return web.Response(body=json.dumps(result, separators=(",", ":")), headers=JSON_NO_STORE)

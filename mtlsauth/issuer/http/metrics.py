@@ -11,6 +11,7 @@ import ipaddress
 
 from aiohttp import web
 
+from mtlsauth.core.errors import NO_STORE
 from mtlsauth.issuer.http.keys import METRICS, METRICS_ALLOW
 
 __all__ = ["metrics"]
@@ -39,5 +40,5 @@ async def metrics(request: web.Request) -> web.Response:
         text=request.app[METRICS].render(),
         content_type="text/plain",
         charset="utf-8",
-        headers={"Cache-Control": "no-store"},
+        headers=NO_STORE,
     )

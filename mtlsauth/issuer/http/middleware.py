@@ -21,7 +21,13 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
-from mtlsauth.core.errors import InvalidRequest, OAuthError, ServerError, TemporarilyUnavailable
+from mtlsauth.core.errors import (
+    NO_STORE,
+    InvalidRequest,
+    OAuthError,
+    ServerError,
+    TemporarilyUnavailable,
+)
 from mtlsauth.issuer.metrics import Metrics
 from mtlsauth.issuer.store import StoreError
 from mtlsauth.issuer.tls.contexts import connection_age
@@ -76,7 +82,7 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
         return web.json_response(
             {"error": error, "error_description": exc.reason},
             status=exc.status,
-            headers={"Cache-Control": "no-store", **headers},
+            headers={**NO_STORE, **headers},
         )
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from mtlsauth.core.errors import InvalidRequest, UnsupportedTokenType
+from mtlsauth.core.errors import NO_STORE, InvalidRequest, UnsupportedTokenType
 from mtlsauth.issuer.http.credentials import authenticate, one
 from mtlsauth.issuer.http.forms import parse_form
 from mtlsauth.issuer.http.keys import INSPECTOR
@@ -25,4 +25,4 @@ async def revoke(request: web.Request) -> web.Response:
         raise UnsupportedTokenType(f"token_type_hint {hint[:40]!r}")
     await request.app[INSPECTOR].revoke(token, caller.client.client_id)
     # RFC 7009 §2.2: 200 whether or not the token was known.
-    return web.Response(status=200, headers={"Cache-Control": "no-store"})
+    return web.Response(status=200, headers=NO_STORE)

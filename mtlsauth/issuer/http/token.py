@@ -10,18 +10,13 @@ import time
 
 from aiohttp import web
 
+from mtlsauth.core.errors import JSON_NO_STORE
 from mtlsauth.issuer.grant import TokenParams
 from mtlsauth.issuer.http.credentials import authenticate, one
 from mtlsauth.issuer.http.forms import parse_form
 from mtlsauth.issuer.http.keys import GRANT
 
-__all__ = ["NO_STORE", "token"]
-
-NO_STORE = {
-    "Content-Type": "application/json",
-    "Cache-Control": "no-store",
-    "Pragma": "no-cache",
-}
+__all__ = ["token"]
 
 
 async def token(request: web.Request) -> web.Response:
@@ -34,4 +29,4 @@ async def token(request: web.Request) -> web.Response:
     )
     caller = await authenticate(request, form)
     body = request.app[GRANT].issue(caller.client, params, caller.peer, started=started)
-    return web.Response(body=body, headers=NO_STORE)
+    return web.Response(body=body, headers=JSON_NO_STORE)
