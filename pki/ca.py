@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from mtlsauth.core.dn import CertificateName, DNError
 from pki.constraints import NameConstraintError, NameConstraints, check_names
 
 __all__ = [
@@ -172,22 +173,46 @@ class SubjectAltNames:
     email: Sequence[str] = ()
 
     def general_names(self) -> list[x509.GeneralName]:
-        # cryptography says ValueError (UnicodeEncodeError included) for a name it cannot
-        # encode, e.g. a non-ASCII DNS name or a lone surrogate from the command line.
-        try:
-            names: list[x509.GeneralName] = [x509.DNSName(v) for v in self.dns]
-            names += [x509.UniformResourceIdentifier(v) for v in self.uri]
-        except ValueError as exc:
-            raise CAError(f"invalid subject alternative name: {exc}") from exc
-        try:
-            names += [x509.IPAddress(ipaddress.ip_address(v)) for v in self.ip]
-        except ValueError as exc:
-            raise CAError(f"not an IP address: {exc}") from exc
-        try:
-            names += [x509.RFC822Name(v) for v in self.email]
-        except ValueError as exc:
-            raise CAError(f"invalid subject alternative name: {exc}") from exc
-        return names
+        """The entries as GeneralNames, each validated by the same rules client registration
+        applies (:meth:`CertificateName.parse`): a name no client could be registered with is
+        refused here, not signed. Values are kept in that canonical form."""
+        entries = [("san_dns", v) for v in self.dns] + [("san_uri", v) for v in self.uri]
+        entries += [("san_ip", v) for v in self.ip] + [("san_email", v) for v in self.email]
+        names: list[x509.GeneralName] = []
+        for kind, value in entries:
+            label = _SAN_LABELS[kind]
+            try:
+                canonical = CertificateName.parse(kind, value).value
+            except DNError as exc:
+                raise CAError(f"invalid subject alternative name {label}:{value}: {exc}") from exc
+            # cryptography says ValueError (UnicodeEncodeError included) for a name it cannot
+            # encode, e.g. a non-ASCII DNS name.
+            try:
+                names.append(_general_name(kind, canonical))
+            except ValueError as exc:
+                raise CAError(f"invalid subject alternative name {label}:{value}: {exc}") from exc
+        return list(dict.fromkeys(names))
+
+    def __add__(self, other: SubjectAltNames) -> SubjectAltNames:
+        return SubjectAltNames(
+            dns=[*self.dns, *other.dns],
+            uri=[*self.uri, *other.uri],
+            ip=[*self.ip, *other.ip],
+            email=[*self.email, *other.email],
+        )
+
+
+_SAN_LABELS: Final = {"san_dns": "DNS", "san_uri": "URI", "san_ip": "IP", "san_email": "email"}
+
+
+def _general_name(kind: str, value: str) -> x509.GeneralName:
+    if kind == "san_dns":
+        return x509.DNSName(value)
+    if kind == "san_uri":
+        return x509.UniformResourceIdentifier(value)
+    if kind == "san_ip":
+        return x509.IPAddress(ipaddress.ip_address(value))
+    return x509.RFC822Name(value)
 
 
 @dataclass(frozen=True, slots=True)
