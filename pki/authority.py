@@ -41,6 +41,7 @@ from pki.ca import (
     write_private,
 )
 from pki.constraints import NameConstraints
+from pki.csr import requested_sans, requested_subject
 from pki.inventory import Inventory, Record
 
 __all__ = [
@@ -227,16 +228,27 @@ class Authority:
     def issue_client(
         self,
         *,
-        common_name: str,
+        common_name: str | None = None,
         sans: SubjectAltNames | None = None,
         days: int = 90,
         key_type: KeyType = "ec-p256",
         csr: x509.CertificateSigningRequest | None = None,
         out: Path | None = None,
     ) -> Issued:
+        """A client certificate. With a CSR, its subject (``common_name`` replacing the CN)
+        and its requested SANs are kept, ``sans`` added to them; every name is checked as for
+        a certificate without a CSR, and one that is not allowed refuses the whole request."""
+        sans = sans or SubjectAltNames()
+        subject: x509.Name | None = None
+        if csr is not None:
+            subject = requested_subject(csr, common_name)
+            sans = requested_sans(csr) + sans
+        elif common_name is None:
+            raise CAError("a client certificate needs a common name: give --cn")
         issued = self.issuing().issue_client(
-            common_name=common_name,
-            sans=sans or SubjectAltNames(),
+            common_name=common_name or "",
+            subject=subject,
+            sans=sans,
             days=days,
             key_type=key_type,
             csr=csr,

@@ -146,14 +146,8 @@ def _cmd_issue(args: argparse.Namespace) -> int:
 
 def _cmd_sign(args: argparse.Namespace) -> int:
     csr = _read_csr(args.csr)
-    cn = args.cn
-    if cn is None:
-        names = csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        if not names:
-            raise CAError("the CSR has no common name: give --cn")
-        cn = str(names[0].value)
     issued = _authority(args).issue_client(
-        common_name=cn,
+        common_name=args.cn,
         sans=_sans(args),
         days=args.days,
         csr=csr,
