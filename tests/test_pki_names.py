@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime
 import subprocess
 from pathlib import Path
 
@@ -185,3 +186,33 @@ def test_issue_and_registration_accept_the_same_good_sans(
     # pki verify agrees with what issue did.
     code, _, err = pki(home.path, "verify", "--cert", out["cert"])
     assert code == 0, err
+
+
+def test_verify_refuses_a_certificate_with_an_invalid_san(tmp_path: Path) -> None:
+    """A certificate signed outside pki issue (here: the CA key used directly) with a SAN
+    registration refuses is not reported as one that would be accepted."""
+    home = make_home(tmp_path)
+    ca = home.ca
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "odd")]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("bad_name!")]), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    path = tmp_path / "odd.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    code, out, _ = pki(home.path, "verify", "--cert", str(path))
+    assert code == 1, out
+    failed = [c["check"] for c in out["checks"] if not c["ok"]]
+    assert failed == ["san_syntax"]
