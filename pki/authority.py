@@ -43,6 +43,7 @@ from pki.ca import (
 from pki.constraints import NameConstraints
 from pki.csr import requested_sans, requested_subject
 from pki.inventory import Inventory, Record
+from pki.serials import normalize_serial
 
 __all__ = [
     "CRL_DAYS",
@@ -311,6 +312,7 @@ class Authority:
         """
         if new_key and csr is not None:
             raise CAError("--new-key and --csr are two ways to rotate the key: pick one")
+        serial = normalize_serial(serial)
         record = self.inventory.get(serial)
         old = self.inventory.certificate(serial)
         if record is None or old is None:
@@ -361,6 +363,7 @@ class Authority:
     def revoke(self, serial: str, reason: str = "unspecified") -> Record:
         if reason not in REASONS:
             raise CAError(f"unknown reason {reason!r}; allowed: {', '.join(sorted(REASONS))}")
+        serial = normalize_serial(serial)
         record = self.inventory.get(serial)
         if record is None:
             raise CAError(f"no certificate with serial {serial} in the inventory")

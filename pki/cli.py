@@ -34,6 +34,7 @@ from pki.ca import (
     write_private,
 )
 from pki.constraints import NameConstraintError, NameConstraints
+from pki.serials import normalize_serial
 from pki.verify import explain
 
 __all__ = ["CA_DIR", "add_commands", "authority_for", "main", "run"]
@@ -158,22 +159,24 @@ def _cmd_sign(args: argparse.Namespace) -> int:
 
 
 def _cmd_renew(args: argparse.Namespace) -> int:
+    serial = normalize_serial(args.serial)
     issued = _authority(args).renew(
-        args.serial.lower(),
+        serial,
         csr=_read_csr(args.csr) if args.csr else None,
         days=args.days,
         out=Path(args.out) if args.out else None,
         revoke_old=args.revoke_old,
         new_key=args.new_key,
     )
-    _emit(args, issued.summary() | {"renewed_from": args.serial.lower()})
+    _emit(args, issued.summary() | {"renewed_from": serial})
     return 0
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    serial = (
-        args.serial.lower() if args.serial else format(_read_cert(args.cert).serial_number, "x")
-    )
+    if args.serial is not None:
+        serial = normalize_serial(args.serial)
+    else:
+        serial = format(_read_cert(args.cert).serial_number, "x")
     record = _authority(args).revoke(serial, args.reason)
     _emit(
         args,
@@ -207,6 +210,7 @@ def _cmd_crl(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     records = _authority(args).inventory.query(
+        serial=args.serial,
         status=args.status,
         profile=args.profile,
         expiring_within=dt.timedelta(days=args.expiring) if args.expiring is not None else None,
@@ -236,8 +240,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     authority = _authority(args)
-    record = authority.inventory.get(args.serial.lower())
-    cert = authority.inventory.certificate(args.serial.lower())
+    serial = normalize_serial(args.serial)
+    record = authority.inventory.get(serial)
+    cert = authority.inventory.certificate(serial)
     if record is None or cert is None:
         raise CAError(f"no certificate with serial {args.serial} in the inventory")
     key_path = args.key or record.key_path
@@ -394,6 +399,7 @@ def _add_issuing_commands(sub: Subparsers) -> None:
 def _add_inventory_commands(sub: Subparsers) -> None:
     lst = sub.add_parser("list", help="the inventory of everything issued")
     _common(lst)
+    lst.add_argument("--serial", metavar="HEX", help="only this serial (any common hex form)")
     lst.add_argument("--status", choices=("valid", "revoked", "expired"))
     lst.add_argument("--profile", choices=("client", "server"))
     lst.add_argument("--expiring", type=int, metavar="DAYS", help="valid, expiring within DAYS")
