@@ -245,6 +245,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     cert = authority.inventory.certificate(serial)
     if record is None or cert is None:
         raise CAError(f"no certificate with serial {args.serial} in the inventory")
+    if record.status == "revoked" and not args.force:
+        # A revoked certificate is refused by every verifier: exporting it silently hands an
+        # operator a bundle that cannot work (or one that should no longer exist).
+        raise CAError(
+            f"certificate {record.serial} is revoked ({record.reason}, {record.revoked_at}): "
+            "refusing to export it; --force exports it anyway"
+        )
     key_path = args.key or record.key_path
     if not key_path or not Path(key_path).is_file():
         raise CAError("the private key is not known here: give --key FILE")
@@ -413,6 +420,7 @@ def _add_inventory_commands(sub: Subparsers) -> None:
     export.add_argument("--key", help="the private key (default: where issue wrote it)")
     export.add_argument("--out", required=True, help="the .p12 file to write (0600)")
     export.add_argument("--password-file", help=f"PKCS#12 password file (or ${P12_PASSWORD_ENV})")
+    export.add_argument("--force", action="store_true", help="export even a revoked certificate")
     export.set_defaults(pki_handler=_cmd_export)
 
     verify = sub.add_parser(
