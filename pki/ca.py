@@ -288,6 +288,8 @@ class CA:
         self.key = key
         self.chain = tuple(chain)
         self.constraints = NameConstraints.from_certificate(cert)
+        #: Where this CA's CRL is published (RFC 5280 §4.2.1.13); put in what it issues.
+        self.crl_url: str | None = None
 
     # -- creation and storage ------------------------------------------------------------
 
@@ -317,7 +319,8 @@ class CA:
         days: int = 1825,
         constraints: NameConstraints | None = None,
     ) -> CA:
-        """An issuing CA signed by this one (pathLen 0: it issues only end-entity certs)."""
+        """An issuing CA signed by this one (pathLen 0: it issues only end-entity certs); it
+        names this CA's CRL in its CRL distribution points when :attr:`crl_url` is set."""
         constraints = constraints or NameConstraints()
         check_names(self.constraints, constraints.permitted)
         key = generate_key(key_type)
@@ -333,6 +336,8 @@ class CA:
         extension = constraints.extension()
         if extension is not None:
             builder = builder.add_extension(extension, critical=True)
+        if self.crl_url is not None:
+            builder = builder.add_extension(_distribution_points(self.crl_url), critical=False)
         cert = builder.sign(self.key, _signature_hash(self.key))
         return CA(cert, key, chain=(self.cert, *self.chain))
 
@@ -492,6 +497,8 @@ class CA:
         )
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        if self.crl_url is not None:
+            builder = builder.add_extension(_distribution_points(self.crl_url), critical=False)
         cert = builder.sign(self.key, _signature_hash(self.key))
         # The chain a TLS peer sends: the issuing CA, not the root (the verifier has that).
         return IssuedCert(cert=cert, key=key, chain=(self.cert, *self.chain[:-1]))
@@ -525,6 +532,21 @@ class CA:
                 entry = entry.add_extension(x509.CRLReason(flag), critical=False)
             builder = builder.add_revoked_certificate(entry.build())
         return builder.sign(self.key, _signature_hash(self.key))
+
+
+def _distribution_points(url: str) -> x509.CRLDistributionPoints:
+    """RFC 5280 §4.2.1.13: one distribution point, a full name (the URL), no reasons (so the
+    CRL there covers every reason), the CRL issued by the certificate's issuer."""
+    return x509.CRLDistributionPoints(
+        [
+            x509.DistributionPoint(
+                full_name=[x509.UniformResourceIdentifier(url)],
+                relative_name=None,
+                reasons=None,
+                crl_issuer=None,
+            )
+        ]
+    )
 
 
 def _ca_name(common_name: str, organization: str | None) -> x509.Name:

@@ -34,6 +34,7 @@ from pki.ca import (
     write_private,
 )
 from pki.constraints import NameConstraintError, NameConstraints
+from pki.publish import crl_url
 from pki.serials import normalize_serial
 from pki.verify import explain
 
@@ -111,6 +112,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         organization=args.org,
         name=args.name,
         constraints=constraints,
+        crl_base_url=args.crl_base_url,
     )
     if passphrase is None:
         print(
@@ -124,6 +126,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
             "ca_cert": str(authority.root_cert_path),
             "client_ca": str(authority.bundle_path),
             "crl": str(authority.crl_path),
+            "crl_bundle": str(authority.crl_bundle_path),
+            "crl_urls": _crl_urls(authority),
             "issuing_ca": authority.issuing_cert().subject.rfc4514_string(),
             "name_constraints": constraints.describe(),
         },
@@ -196,6 +200,14 @@ def _crl_info(crl: x509.CertificateRevocationList) -> dict[str, Any]:
     }
 
 
+def _crl_urls(authority: Authority) -> list[str]:
+    """Where the issuing and the root CA's CRLs are published, if anywhere."""
+    base = authority.crl_base_url
+    if base is None:
+        return []
+    return [crl_url(base, authority.issuing_cert()), crl_url(base, authority.root_cert())]
+
+
 def _cmd_crl(args: argparse.Namespace) -> int:
     authority = _authority(args)
     if args.info:
@@ -204,7 +216,15 @@ def _cmd_crl(args: argparse.Namespace) -> int:
             raise CAError("no CRL yet: run 'pki crl' to sign one")
     else:
         crl = authority.write_crl(days=args.days)
-    _emit(args, _crl_info(crl) | {"path": str(authority.crl_path)})
+    _emit(
+        args,
+        _crl_info(crl)
+        | {
+            "path": str(authority.crl_path),
+            "bundle": str(authority.crl_bundle_path),
+            "urls": _crl_urls(authority),
+        },
+    )
     return 0
 
 
@@ -346,9 +366,19 @@ def _add_ca_commands(sub: Subparsers) -> None:
     init.add_argument("--permit-email", action="append", default=[], metavar="DOMAIN")
     init.add_argument("--permit-ip", action="append", default=[], metavar="CIDR")
     init.add_argument("--exclude-dns", action="append", default=[], metavar="DOMAIN")  # fmt: skip
+    init.add_argument(
+        "--crl-base-url",
+        metavar="URL",
+        help="publish CRLs under URL/crl/<keyid>.crl and name that in every certificate's CRL "
+        "distribution points (mtlsauth init: the issuer URL)",
+    )
     init.set_defaults(pki_handler=_cmd_init)
 
-    crl = sub.add_parser("crl", help="sign a fresh CRL (or show the current one with --info)")
+    crl = sub.add_parser(
+        "crl",
+        help="sign fresh CRLs: crl.pem, root-crl.pem, crl-bundle.pem, crl/<keyid>.crl "
+        "(or show the current one with --info)",
+    )
     _common(crl)
     crl.add_argument("--days", type=int, default=7, help="validity of the CRL (default 7)")
     crl.add_argument("--info", action="store_true", help="show the current CRL, sign nothing")

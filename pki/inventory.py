@@ -161,13 +161,14 @@ class Inventory:
             ).fetchall()
         return [(int(s, 16), dt.datetime.fromisoformat(at), reason) for s, at, reason in rows]
 
-    def next_crl_number(self) -> int:
+    def next_crl_number(self, counter: str = "crl_number") -> int:
+        """The next number of one CA's CRLs (each CA counts its own)."""
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
-            row = db.execute("SELECT value FROM meta WHERE key = 'crl_number'").fetchone()
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (counter,)).fetchone()
             number = int(row[0]) + 1 if row else 1
             db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('crl_number', ?)", (str(number),)
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (counter, str(number))
             )
             db.execute("COMMIT")
         return number
