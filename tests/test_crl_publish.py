@@ -99,7 +99,7 @@ def test_openssl_checks_the_whole_chain_with_the_bundle(home: Home) -> None:
     ca_dir = home.path / "ca"
     good = home.issue("good", dns=["good"])
     bad = home.issue("bad", dns=["bad"])
-    code, out, err = pki(home.path, "revoke", "--serial", format(cert_of(bad).serial_number, "x"))
+    code, _, err = pki(home.path, "revoke", "--serial", format(cert_of(bad).serial_number, "x"))
     assert code == 0, err
 
     def verify(cert: Path, crls: Path) -> subprocess.CompletedProcess[str]:
