@@ -37,6 +37,7 @@ from pki.audit import AuditLog
 from pki.ca import (
     CA,
     REASONS,
+    CAConfigError,
     CAError,
     CertificatePublicKey,
     IssuedCert,
@@ -143,19 +144,29 @@ class Authority:
         return read_base_url(self.directory)
 
     def root_cert(self) -> x509.Certificate:
-        return x509.load_pem_x509_certificate(self.root_cert_path.read_bytes())
+        try:
+            return x509.load_pem_x509_certificate(self.root_cert_path.read_bytes())
+        except FileNotFoundError as exc:
+            raise CAConfigError(f"no CA in {self.directory}: run 'pki init' first") from exc
+        except (OSError, ValueError) as exc:
+            raise CAError(f"cannot read the root CA certificate: {exc}") from exc
+
+    def require(self) -> None:
+        """CAConfigError unless this directory holds a CA (before anything is created in it)."""
+        if not (self.directory / "issuing.pem").is_file():
+            raise CAConfigError(f"no CA in {self.directory}: run 'pki init' first")
 
     def issuing_cert(self) -> x509.Certificate:
         try:
             return x509.load_pem_x509_certificate((self.directory / "issuing.pem").read_bytes())
         except FileNotFoundError as exc:
-            raise CAError(f"no CA in {self.directory}: run 'pki init' first") from exc
+            raise CAConfigError(f"no CA in {self.directory}: run 'pki init' first") from exc
 
     def issuing(self) -> CA:
         """The issuing CA with its key (needs the passphrase)."""
         if self._issuing is None:
             if self._passphrase is None and not (self.directory / "issuing.key").exists():
-                raise CAError(f"no CA in {self.directory}: run 'pki init' first")
+                raise CAConfigError(f"no CA in {self.directory}: run 'pki init' first")
             issuing = CA.load(self.directory, "issuing", passphrase=self._passphrase)
             base = self.crl_base_url
             issuing.crl_url = crl_url(base, issuing.cert) if base else None

@@ -32,6 +32,7 @@ __all__ = [
     "CA",
     "KEY_TYPES",
     "REASONS",
+    "CAConfigError",
     "CAError",
     "CertificatePublicKey",
     "IssuedCert",
@@ -65,7 +66,15 @@ _BACKDATE: Final = dt.timedelta(minutes=5)
 
 
 class CAError(Exception):
-    """A CA operation was refused (bad input, missing files, policy)."""
+    """A CA operation was refused (bad input, missing files, policy): the CLI's exit 1."""
+
+    exit_code: int = 1
+
+
+class CAConfigError(CAError):
+    """There is nothing to operate on: no home given, or no CA in it. The CLI's exit 2."""
+
+    exit_code = 2
 
 
 def generate_key(key_type: KeyType = "ec-p256") -> PrivateKey:
@@ -513,6 +522,8 @@ class CA:
         days: float = 7,
     ) -> x509.CertificateRevocationList:
         """A CRL (RFC 5280 §5) of ``(serial, revoked_at, reason)`` entries, valid ``days``."""
+        if not 0 < days <= 366:
+            raise CAError(f"a CRL's validity (--days) must be from 1 to 366 days, got {days}")
         now = dt.datetime.now(dt.UTC)
         builder = (
             x509.CertificateRevocationListBuilder()

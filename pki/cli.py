@@ -4,8 +4,9 @@ Every command takes ``--home DIR`` (env ``MTLSAUTH_HOME``; the CA lives in ``<ho
 ``--json``. Passphrases come from ``--passphrase-file``, ``MTLSAUTH_CA_PASSPHRASE``,
 ``MTLSAUTH_CA_PASSPHRASE_FILE`` or ``<home>/ca/passphrase`` — never from a flag's value.
 
-Exit codes: 0 success (``verify``: would be accepted); 1 refused or failed (``verify``: would
-be refused); 2 usage error.
+Exit codes: 0 success (``verify``: would be accepted); 1 refused or failed — bad input, an
+unreadable or malformed file, a policy refusal (``verify``: would be refused); 2 usage or
+configuration — a bad flag, no home given, no CA in the home. Never a traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import datetime as dt
 import io
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ from pki.authority import Authority, resolve_passphrase
 from pki.ca import (
     KEY_TYPES,
     REASONS,
+    CAConfigError,
     CAError,
     IssuedCert,
     SubjectAltNames,
@@ -48,12 +51,14 @@ P12_PASSWORD_ENV = "MTLSAUTH_P12_PASSWORD"  # noqa: S105 - a variable name
 def _home(value: str | None) -> Path:
     home = value or os.environ.get("MTLSAUTH_HOME")
     if not home:
-        raise CAError("no home directory: pass --home DIR or set MTLSAUTH_HOME")
+        raise CAConfigError("no home directory: pass --home DIR or set MTLSAUTH_HOME")
     return Path(home).expanduser().resolve()
 
 
 def authority_for(home: Path, passphrase_file: str | None = None) -> Authority:
     directory = home / CA_DIR
+    # Before anything else: reading the inventory of a missing CA would create files in it.
+    Authority(directory).require()
     return Authority(directory, passphrase=resolve_passphrase(directory, passphrase_file))
 
 
@@ -80,6 +85,13 @@ def _read_cert(path: str) -> x509.Certificate:
         return x509.load_pem_x509_certificates(Path(path).read_bytes())[0]
     except (OSError, ValueError, IndexError) as exc:
         raise CAError(f"cannot read the certificate {path}: {exc}") from exc
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CAError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
 
 
 def _read_csr(path: str) -> x509.CertificateSigningRequest:
@@ -136,8 +148,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_issue(args: argparse.Namespace) -> int:
+    authority = _authority(args)
     csr = _read_csr(args.csr) if args.csr else None
-    issued = _authority(args).issue_client(
+    issued = authority.issue_client(
         common_name=args.cn,
         sans=_sans(args),
         days=args.days,
@@ -150,8 +163,9 @@ def _cmd_issue(args: argparse.Namespace) -> int:
 
 
 def _cmd_sign(args: argparse.Namespace) -> int:
+    authority = _authority(args)
     csr = _read_csr(args.csr)
-    issued = _authority(args).issue_client(
+    issued = authority.issue_client(
         common_name=args.cn,
         sans=_sans(args),
         days=args.days,
@@ -163,8 +177,9 @@ def _cmd_sign(args: argparse.Namespace) -> int:
 
 
 def _cmd_renew(args: argparse.Namespace) -> int:
+    authority = _authority(args)
     serial = normalize_serial(args.serial)
-    issued = _authority(args).renew(
+    issued = authority.renew(
         serial,
         csr=_read_csr(args.csr) if args.csr else None,
         days=args.days,
@@ -177,11 +192,12 @@ def _cmd_renew(args: argparse.Namespace) -> int:
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
+    authority = _authority(args)
     if args.serial is not None:
         serial = normalize_serial(args.serial)
     else:
         serial = format(_read_cert(args.cert).serial_number, "x")
-    record = _authority(args).revoke(serial, args.reason)
+    record = authority.revoke(serial, args.reason)
     _emit(
         args,
         {"serial": record.serial, "subject": record.subject, "status": record.status,
@@ -276,16 +292,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if not key_path or not Path(key_path).is_file():
         raise CAError("the private key is not known here: give --key FILE")
     if args.password_file:
-        password = Path(args.password_file).read_bytes().strip()
+        password = _read_file(args.password_file, "the password file").strip()
     else:
         password = os.environ.get(P12_PASSWORD_ENV, "").encode()
     if not password:
         raise CAError(f"a PKCS#12 password is needed: --password-file F or ${P12_PASSWORD_ENV}")
-    key = load_private_key(Path(key_path).read_bytes(), None)
+    try:
+        key = load_private_key(_read_file(key_path, "the private key"), None)
+    except CAError as exc:
+        raise CAError(f"the private key {key_path}: {exc}") from exc
     issuing = authority.issuing_cert()
     data = IssuedCert(cert=cert, key=key, chain=(issuing,)).pkcs12(password)
     out = Path(args.out)
-    write_private(out, data)
+    try:
+        write_private(out, data)
+    except OSError as exc:
+        raise CAError(f"cannot write {out}: {exc}") from exc
     authority.record_export(record.serial, out)
     _emit(args, {"serial": record.serial, "pkcs12": str(out)})
     return 0
@@ -465,11 +487,19 @@ def _add_inventory_commands(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run a parsed pki command; CA errors become exit 1 with the reason on stderr."""
+    """Run a parsed pki command; a refusal becomes exit 1 (2 for no home or no CA) with the
+    reason on stderr, never a traceback."""
     try:
         return int(args.pki_handler(args))
     except CAError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        # A file the command needed (passphrase, CA file, output directory) is not usable.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:
+        print(f"error: the CA inventory cannot be used: {exc}", file=sys.stderr)
         return 1
 
 
