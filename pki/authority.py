@@ -9,6 +9,10 @@
     <dir>/issuing-chain.pem   the root, above the issuing CA
     <dir>/client-ca.pem       bundle a server verifies client certificates with (issuing + root)
     <dir>/crl.pem             the issuing CA's CRL
+    <dir>/root-crl.pem        the root CA's CRL
+    <dir>/crl-bundle.pem      both CRLs, for verifiers that check the whole chain (nginx ssl_crl)
+    <dir>/crl/<keyid>.crl     both CRLs, DER, as published at <crl-base-url>/crl/<keyid>.crl
+    <dir>/crl-base-url        where CRLs are published (named in certificates' CDPs), if anywhere
     <dir>/inventory.db        everything issued
     <dir>/audit.log           append-only JSON lines
 
@@ -33,21 +37,27 @@ from pki.audit import AuditLog
 from pki.ca import (
     CA,
     REASONS,
+    CAConfigError,
     CAError,
     CertificatePublicKey,
     IssuedCert,
     KeyType,
     SubjectAltNames,
+    load_private_key,
     write_private,
 )
 from pki.constraints import NameConstraints
+from pki.csr import requested_sans, requested_subject
 from pki.inventory import Inventory, Record
+from pki.publish import BASE_URL_FILE, crl_url, publish, read_base_url, validate_base_url
+from pki.serials import normalize_serial
 
 __all__ = [
     "CRL_DAYS",
     "PASSPHRASE_ENV",
     "PASSPHRASE_FILE",
     "PASSPHRASE_FILE_ENV",
+    "ROOT_CRL_NUMBER",
     "Authority",
     "Issued",
     "resolve_passphrase",
@@ -58,6 +68,8 @@ PASSPHRASE_ENV: Final = "MTLSAUTH_CA_PASSPHRASE"  # noqa: S105
 PASSPHRASE_FILE_ENV: Final = "MTLSAUTH_CA_PASSPHRASE_FILE"  # noqa: S105
 #: A dev home keeps a generated passphrase here; production keeps it elsewhere.
 PASSPHRASE_FILE: Final = "passphrase"  # noqa: S105
+#: The inventory's counter of root CRL numbers (RFC 5280 §5.2.3: per CA, increasing).
+ROOT_CRL_NUMBER: Final = "root_crl_number"
 #: CRL lifetime: long enough to survive a weekend, regenerated when half of it is gone.
 CRL_DAYS: Final = 7
 
@@ -119,22 +131,59 @@ class Authority:
     def crl_path(self) -> Path:
         return self.directory / "crl.pem"
 
+    @property
+    def root_crl_path(self) -> Path:
+        return self.directory / "root-crl.pem"
+
+    @property
+    def crl_bundle_path(self) -> Path:
+        return self.directory / "crl-bundle.pem"
+
+    @property
+    def crl_base_url(self) -> str | None:
+        return read_base_url(self.directory)
+
     def root_cert(self) -> x509.Certificate:
-        return x509.load_pem_x509_certificate(self.root_cert_path.read_bytes())
+        try:
+            return x509.load_pem_x509_certificate(self.root_cert_path.read_bytes())
+        except FileNotFoundError as exc:
+            raise CAConfigError(f"no CA in {self.directory}: run 'pki init' first") from exc
+        except (OSError, ValueError) as exc:
+            raise CAError(f"cannot read the root CA certificate: {exc}") from exc
+
+    def require(self) -> None:
+        """CAConfigError unless this directory holds a CA (before anything is created in it)."""
+        if not (self.directory / "issuing.pem").is_file():
+            raise CAConfigError(f"no CA in {self.directory}: run 'pki init' first")
 
     def issuing_cert(self) -> x509.Certificate:
         try:
             return x509.load_pem_x509_certificate((self.directory / "issuing.pem").read_bytes())
         except FileNotFoundError as exc:
-            raise CAError(f"no CA in {self.directory}: run 'pki init' first") from exc
+            raise CAConfigError(f"no CA in {self.directory}: run 'pki init' first") from exc
 
     def issuing(self) -> CA:
         """The issuing CA with its key (needs the passphrase)."""
         if self._issuing is None:
             if self._passphrase is None and not (self.directory / "issuing.key").exists():
-                raise CAError(f"no CA in {self.directory}: run 'pki init' first")
-            self._issuing = CA.load(self.directory, "issuing", passphrase=self._passphrase)
+                raise CAConfigError(f"no CA in {self.directory}: run 'pki init' first")
+            issuing = CA.load(self.directory, "issuing", passphrase=self._passphrase)
+            base = self.crl_base_url
+            issuing.crl_url = crl_url(base, issuing.cert) if base else None
+            self._issuing = issuing
         return self._issuing
+
+    def _root(self) -> CA:
+        """The root CA with its key (needs the passphrase): it signs only the root CRL."""
+        try:
+            key_data = (self.directory / "root.key").read_bytes()
+        except OSError as exc:
+            raise CAError(f"cannot read the root CA key: {exc}") from exc
+        try:
+            key = load_private_key(key_data, self._passphrase)
+        except CAError as exc:
+            raise CAError(f"CA key {self.directory / 'root.key'}: {exc}") from exc
+        return CA(self.root_cert(), key)
 
     # -- CA lifecycle ------------------------------------------------------------------------
 
@@ -150,11 +199,15 @@ class Authority:
         constraints: NameConstraints | None = None,
         root_days: int = 3650,
         issuing_days: int = 1825,
+        crl_base_url: str | None = None,
     ) -> Authority:
         """Create a root and an issuing CA; without a passphrase one is generated into
-        ``<dir>/passphrase`` (0600) so the keys are still encrypted at rest."""
+        ``<dir>/passphrase`` (0600) so the keys are still encrypted at rest. With
+        ``crl_base_url`` every certificate names its issuer's CRL under it (RFC 5280
+        §4.2.1.13), and ``pki crl`` writes the files to publish there."""
         if (directory / "issuing.key").exists() or (directory / "ca.pem").exists():
             raise CAError(f"{directory} already holds a CA: refusing to overwrite it")
+        base = validate_base_url(crl_base_url) if crl_base_url is not None else None
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(0o700)
         generated = passphrase is None
@@ -167,6 +220,7 @@ class Authority:
             key_type=key_type,
             days=root_days,
         )
+        root.crl_url = crl_url(base, root.cert) if base else None
         issuing = root.create_intermediate(
             common_name=f"{name} issuing CA",
             organization=organization,
@@ -180,6 +234,9 @@ class Authority:
         (directory / "ca.pem").write_bytes(root_pem)
         issuing.save(directory, "issuing", passphrase=passphrase)
         (directory / "client-ca.pem").write_bytes(issuing.cert_pem() + root_pem)
+        if base:
+            (directory / BASE_URL_FILE).write_text(base + "\n")
+            issuing.crl_url = crl_url(base, issuing.cert)
         authority = cls(directory, passphrase=passphrase)
         authority._issuing = issuing
         authority.audit.record(
@@ -189,6 +246,7 @@ class Authority:
             key_type=key_type,
             constraints=issuing.constraints.describe(),
             passphrase="generated into passphrase file" if generated else "supplied",
+            crl_base_url=base,
         )
         authority.write_crl()
         return authority
@@ -227,16 +285,27 @@ class Authority:
     def issue_client(
         self,
         *,
-        common_name: str,
+        common_name: str | None = None,
         sans: SubjectAltNames | None = None,
         days: int = 90,
         key_type: KeyType = "ec-p256",
         csr: x509.CertificateSigningRequest | None = None,
         out: Path | None = None,
     ) -> Issued:
+        """A client certificate. With a CSR, its subject (``common_name`` replacing the CN)
+        and its requested SANs are kept, ``sans`` added to them; every name is checked as for
+        a certificate without a CSR, and one that is not allowed refuses the whole request."""
+        sans = sans or SubjectAltNames()
+        subject: x509.Name | None = None
+        if csr is not None:
+            subject = requested_subject(csr, common_name)
+            sans = requested_sans(csr) + sans
+        elif common_name is None:
+            raise CAError("a client certificate needs a common name: give --cn")
         issued = self.issuing().issue_client(
-            common_name=common_name,
-            sans=sans or SubjectAltNames(),
+            common_name=common_name or "",
+            subject=subject,
+            sans=sans,
             days=days,
             key_type=key_type,
             csr=csr,
@@ -299,6 +368,7 @@ class Authority:
         """
         if new_key and csr is not None:
             raise CAError("--new-key and --csr are two ways to rotate the key: pick one")
+        serial = normalize_serial(serial)
         record = self.inventory.get(serial)
         old = self.inventory.certificate(serial)
         if record is None or old is None:
@@ -349,6 +419,7 @@ class Authority:
     def revoke(self, serial: str, reason: str = "unspecified") -> Record:
         if reason not in REASONS:
             raise CAError(f"unknown reason {reason!r}; allowed: {', '.join(sorted(REASONS))}")
+        serial = normalize_serial(serial)
         record = self.inventory.get(serial)
         if record is None:
             raise CAError(f"no certificate with serial {serial} in the inventory")
@@ -360,17 +431,35 @@ class Authority:
         return record
 
     def write_crl(self, days: float = CRL_DAYS) -> x509.CertificateRevocationList:
-        """Sign a fresh CRL and replace crl.pem atomically (a server reloads it on change)."""
+        """Sign fresh CRLs and replace the files atomically (a server reloads on change):
+        crl.pem (the issuing CA's), root-crl.pem (the root's, revoking nothing: a verifier
+        that checks the whole chain needs one), crl-bundle.pem (both) and the published DER
+        copies. Returns the issuing CA's CRL."""
         number = self.inventory.next_crl_number()
-        crl = self.issuing().crl(self.inventory.revoked(), number=number, days=days)
-        tmp = self.crl_path.with_suffix(".tmp")
-        tmp.write_bytes(crl.public_bytes(Encoding.PEM))
-        os.replace(tmp, self.crl_path)
+        issuing = self.issuing()
+        crl = issuing.crl(self.inventory.revoked(), number=number, days=days)
+        root = self._root()
+        root_number = self.inventory.next_crl_number(ROOT_CRL_NUMBER)
+        root_crl = root.crl((), number=root_number, days=days)
+        issuing_pem, root_pem = crl.public_bytes(Encoding.PEM), root_crl.public_bytes(Encoding.PEM)
+        try:
+            for path, data in (
+                (self.root_crl_path, root_pem),
+                (self.crl_bundle_path, issuing_pem + root_pem),
+                (self.crl_path, issuing_pem),
+            ):
+                tmp = path.with_suffix(".tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+            publish(self.directory, [(issuing.cert, crl), (root.cert, root_crl)])
+        except OSError as exc:
+            raise CAError(f"cannot write the CRLs in {self.directory}: {exc}") from exc
         self.audit.record(
             "crl.generate",
             number=number,
             revoked=len(crl),
             next_update=crl.next_update_utc.isoformat() if crl.next_update_utc else None,
+            root_number=root_number,
         )
         return crl
 

@@ -25,12 +25,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from mtlsauth.core.dn import CertificateName, DNError
 from pki.constraints import NameConstraintError, NameConstraints, check_names
 
 __all__ = [
     "CA",
     "KEY_TYPES",
     "REASONS",
+    "CAConfigError",
     "CAError",
     "CertificatePublicKey",
     "IssuedCert",
@@ -64,7 +66,15 @@ _BACKDATE: Final = dt.timedelta(minutes=5)
 
 
 class CAError(Exception):
-    """A CA operation was refused (bad input, missing files, policy)."""
+    """A CA operation was refused (bad input, missing files, policy): the CLI's exit 1."""
+
+    exit_code: int = 1
+
+
+class CAConfigError(CAError):
+    """There is nothing to operate on: no home given, or no CA in it. The CLI's exit 2."""
+
+    exit_code = 2
 
 
 def generate_key(key_type: KeyType = "ec-p256") -> PrivateKey:
@@ -172,22 +182,46 @@ class SubjectAltNames:
     email: Sequence[str] = ()
 
     def general_names(self) -> list[x509.GeneralName]:
-        # cryptography says ValueError (UnicodeEncodeError included) for a name it cannot
-        # encode, e.g. a non-ASCII DNS name or a lone surrogate from the command line.
-        try:
-            names: list[x509.GeneralName] = [x509.DNSName(v) for v in self.dns]
-            names += [x509.UniformResourceIdentifier(v) for v in self.uri]
-        except ValueError as exc:
-            raise CAError(f"invalid subject alternative name: {exc}") from exc
-        try:
-            names += [x509.IPAddress(ipaddress.ip_address(v)) for v in self.ip]
-        except ValueError as exc:
-            raise CAError(f"not an IP address: {exc}") from exc
-        try:
-            names += [x509.RFC822Name(v) for v in self.email]
-        except ValueError as exc:
-            raise CAError(f"invalid subject alternative name: {exc}") from exc
-        return names
+        """The entries as GeneralNames, each validated by the same rules client registration
+        applies (:meth:`CertificateName.parse`): a name no client could be registered with is
+        refused here, not signed. Values are kept in that canonical form."""
+        entries = [("san_dns", v) for v in self.dns] + [("san_uri", v) for v in self.uri]
+        entries += [("san_ip", v) for v in self.ip] + [("san_email", v) for v in self.email]
+        names: list[x509.GeneralName] = []
+        for kind, value in entries:
+            label = _SAN_LABELS[kind]
+            try:
+                canonical = CertificateName.parse(kind, value).value
+            except DNError as exc:
+                raise CAError(f"invalid subject alternative name {label}:{value}: {exc}") from exc
+            # cryptography says ValueError (UnicodeEncodeError included) for a name it cannot
+            # encode, e.g. a non-ASCII DNS name.
+            try:
+                names.append(_general_name(kind, canonical))
+            except ValueError as exc:
+                raise CAError(f"invalid subject alternative name {label}:{value}: {exc}") from exc
+        return list(dict.fromkeys(names))
+
+    def __add__(self, other: SubjectAltNames) -> SubjectAltNames:
+        return SubjectAltNames(
+            dns=[*self.dns, *other.dns],
+            uri=[*self.uri, *other.uri],
+            ip=[*self.ip, *other.ip],
+            email=[*self.email, *other.email],
+        )
+
+
+_SAN_LABELS: Final = {"san_dns": "DNS", "san_uri": "URI", "san_ip": "IP", "san_email": "email"}
+
+
+def _general_name(kind: str, value: str) -> x509.GeneralName:
+    if kind == "san_dns":
+        return x509.DNSName(value)
+    if kind == "san_uri":
+        return x509.UniformResourceIdentifier(value)
+    if kind == "san_ip":
+        return x509.IPAddress(ipaddress.ip_address(value))
+    return x509.RFC822Name(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +297,8 @@ class CA:
         self.key = key
         self.chain = tuple(chain)
         self.constraints = NameConstraints.from_certificate(cert)
+        #: Where this CA's CRL is published (RFC 5280 §4.2.1.13); put in what it issues.
+        self.crl_url: str | None = None
 
     # -- creation and storage ------------------------------------------------------------
 
@@ -292,7 +328,8 @@ class CA:
         days: int = 1825,
         constraints: NameConstraints | None = None,
     ) -> CA:
-        """An issuing CA signed by this one (pathLen 0: it issues only end-entity certs)."""
+        """An issuing CA signed by this one (pathLen 0: it issues only end-entity certs); it
+        names this CA's CRL in its CRL distribution points when :attr:`crl_url` is set."""
         constraints = constraints or NameConstraints()
         check_names(self.constraints, constraints.permitted)
         key = generate_key(key_type)
@@ -308,6 +345,8 @@ class CA:
         extension = constraints.extension()
         if extension is not None:
             builder = builder.add_extension(extension, critical=True)
+        if self.crl_url is not None:
+            builder = builder.add_extension(_distribution_points(self.crl_url), critical=False)
         cert = builder.sign(self.key, _signature_hash(self.key))
         return CA(cert, key, chain=(self.cert, *self.chain))
 
@@ -467,6 +506,8 @@ class CA:
         )
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        if self.crl_url is not None:
+            builder = builder.add_extension(_distribution_points(self.crl_url), critical=False)
         cert = builder.sign(self.key, _signature_hash(self.key))
         # The chain a TLS peer sends: the issuing CA, not the root (the verifier has that).
         return IssuedCert(cert=cert, key=key, chain=(self.cert, *self.chain[:-1]))
@@ -481,6 +522,8 @@ class CA:
         days: float = 7,
     ) -> x509.CertificateRevocationList:
         """A CRL (RFC 5280 §5) of ``(serial, revoked_at, reason)`` entries, valid ``days``."""
+        if not 0 < days <= 366:
+            raise CAError(f"a CRL's validity (--days) must be from 1 to 366 days, got {days}")
         now = dt.datetime.now(dt.UTC)
         builder = (
             x509.CertificateRevocationListBuilder()
@@ -500,6 +543,21 @@ class CA:
                 entry = entry.add_extension(x509.CRLReason(flag), critical=False)
             builder = builder.add_revoked_certificate(entry.build())
         return builder.sign(self.key, _signature_hash(self.key))
+
+
+def _distribution_points(url: str) -> x509.CRLDistributionPoints:
+    """RFC 5280 §4.2.1.13: one distribution point, a full name (the URL), no reasons (so the
+    CRL there covers every reason), the CRL issued by the certificate's issuer."""
+    return x509.CRLDistributionPoints(
+        [
+            x509.DistributionPoint(
+                full_name=[x509.UniformResourceIdentifier(url)],
+                relative_name=None,
+                reasons=None,
+                crl_issuer=None,
+            )
+        ]
+    )
 
 
 def _ca_name(common_name: str, organization: str | None) -> x509.Name:

@@ -4,8 +4,9 @@ Every command takes ``--home DIR`` (env ``MTLSAUTH_HOME``; the CA lives in ``<ho
 ``--json``. Passphrases come from ``--passphrase-file``, ``MTLSAUTH_CA_PASSPHRASE``,
 ``MTLSAUTH_CA_PASSPHRASE_FILE`` or ``<home>/ca/passphrase`` — never from a flag's value.
 
-Exit codes: 0 success (``verify``: would be accepted); 1 refused or failed (``verify``: would
-be refused); 2 usage error.
+Exit codes: 0 success (``verify``: would be accepted); 1 refused or failed — bad input, an
+unreadable or malformed file, a policy refusal (``verify``: would be refused); 2 usage or
+configuration — a bad flag, no home given, no CA in the home. Never a traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import datetime as dt
 import io
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ from pki.authority import Authority, resolve_passphrase
 from pki.ca import (
     KEY_TYPES,
     REASONS,
+    CAConfigError,
     CAError,
     IssuedCert,
     SubjectAltNames,
@@ -34,6 +37,8 @@ from pki.ca import (
     write_private,
 )
 from pki.constraints import NameConstraintError, NameConstraints
+from pki.publish import crl_url
+from pki.serials import normalize_serial
 from pki.verify import explain
 
 __all__ = ["CA_DIR", "add_commands", "authority_for", "main", "run"]
@@ -46,12 +51,14 @@ P12_PASSWORD_ENV = "MTLSAUTH_P12_PASSWORD"  # noqa: S105 - a variable name
 def _home(value: str | None) -> Path:
     home = value or os.environ.get("MTLSAUTH_HOME")
     if not home:
-        raise CAError("no home directory: pass --home DIR or set MTLSAUTH_HOME")
+        raise CAConfigError("no home directory: pass --home DIR or set MTLSAUTH_HOME")
     return Path(home).expanduser().resolve()
 
 
 def authority_for(home: Path, passphrase_file: str | None = None) -> Authority:
     directory = home / CA_DIR
+    # Before anything else: reading the inventory of a missing CA would create files in it.
+    Authority(directory).require()
     return Authority(directory, passphrase=resolve_passphrase(directory, passphrase_file))
 
 
@@ -78,6 +85,13 @@ def _read_cert(path: str) -> x509.Certificate:
         return x509.load_pem_x509_certificates(Path(path).read_bytes())[0]
     except (OSError, ValueError, IndexError) as exc:
         raise CAError(f"cannot read the certificate {path}: {exc}") from exc
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CAError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
 
 
 def _read_csr(path: str) -> x509.CertificateSigningRequest:
@@ -110,6 +124,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         organization=args.org,
         name=args.name,
         constraints=constraints,
+        crl_base_url=args.crl_base_url,
     )
     if passphrase is None:
         print(
@@ -123,6 +138,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
             "ca_cert": str(authority.root_cert_path),
             "client_ca": str(authority.bundle_path),
             "crl": str(authority.crl_path),
+            "crl_bundle": str(authority.crl_bundle_path),
+            "crl_urls": _crl_urls(authority),
             "issuing_ca": authority.issuing_cert().subject.rfc4514_string(),
             "name_constraints": constraints.describe(),
         },
@@ -131,8 +148,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_issue(args: argparse.Namespace) -> int:
+    authority = _authority(args)
     csr = _read_csr(args.csr) if args.csr else None
-    issued = _authority(args).issue_client(
+    issued = authority.issue_client(
         common_name=args.cn,
         sans=_sans(args),
         days=args.days,
@@ -145,15 +163,10 @@ def _cmd_issue(args: argparse.Namespace) -> int:
 
 
 def _cmd_sign(args: argparse.Namespace) -> int:
+    authority = _authority(args)
     csr = _read_csr(args.csr)
-    cn = args.cn
-    if cn is None:
-        names = csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        if not names:
-            raise CAError("the CSR has no common name: give --cn")
-        cn = str(names[0].value)
-    issued = _authority(args).issue_client(
-        common_name=cn,
+    issued = authority.issue_client(
+        common_name=args.cn,
         sans=_sans(args),
         days=args.days,
         csr=csr,
@@ -164,23 +177,27 @@ def _cmd_sign(args: argparse.Namespace) -> int:
 
 
 def _cmd_renew(args: argparse.Namespace) -> int:
-    issued = _authority(args).renew(
-        args.serial.lower(),
+    authority = _authority(args)
+    serial = normalize_serial(args.serial)
+    issued = authority.renew(
+        serial,
         csr=_read_csr(args.csr) if args.csr else None,
         days=args.days,
         out=Path(args.out) if args.out else None,
         revoke_old=args.revoke_old,
         new_key=args.new_key,
     )
-    _emit(args, issued.summary() | {"renewed_from": args.serial.lower()})
+    _emit(args, issued.summary() | {"renewed_from": serial})
     return 0
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    serial = (
-        args.serial.lower() if args.serial else format(_read_cert(args.cert).serial_number, "x")
-    )
-    record = _authority(args).revoke(serial, args.reason)
+    authority = _authority(args)
+    if args.serial is not None:
+        serial = normalize_serial(args.serial)
+    else:
+        serial = format(_read_cert(args.cert).serial_number, "x")
+    record = authority.revoke(serial, args.reason)
     _emit(
         args,
         {"serial": record.serial, "subject": record.subject, "status": record.status,
@@ -199,6 +216,14 @@ def _crl_info(crl: x509.CertificateRevocationList) -> dict[str, Any]:
     }
 
 
+def _crl_urls(authority: Authority) -> list[str]:
+    """Where the issuing and the root CA's CRLs are published, if anywhere."""
+    base = authority.crl_base_url
+    if base is None:
+        return []
+    return [crl_url(base, authority.issuing_cert()), crl_url(base, authority.root_cert())]
+
+
 def _cmd_crl(args: argparse.Namespace) -> int:
     authority = _authority(args)
     if args.info:
@@ -207,12 +232,21 @@ def _cmd_crl(args: argparse.Namespace) -> int:
             raise CAError("no CRL yet: run 'pki crl' to sign one")
     else:
         crl = authority.write_crl(days=args.days)
-    _emit(args, _crl_info(crl) | {"path": str(authority.crl_path)})
+    _emit(
+        args,
+        _crl_info(crl)
+        | {
+            "path": str(authority.crl_path),
+            "bundle": str(authority.crl_bundle_path),
+            "urls": _crl_urls(authority),
+        },
+    )
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     records = _authority(args).inventory.query(
+        serial=args.serial,
         status=args.status,
         profile=args.profile,
         expiring_within=dt.timedelta(days=args.expiring) if args.expiring is not None else None,
@@ -242,24 +276,38 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     authority = _authority(args)
-    record = authority.inventory.get(args.serial.lower())
-    cert = authority.inventory.certificate(args.serial.lower())
+    serial = normalize_serial(args.serial)
+    record = authority.inventory.get(serial)
+    cert = authority.inventory.certificate(serial)
     if record is None or cert is None:
         raise CAError(f"no certificate with serial {args.serial} in the inventory")
+    if record.status == "revoked" and not args.force:
+        # A revoked certificate is refused by every verifier: exporting it silently hands an
+        # operator a bundle that cannot work (or one that should no longer exist).
+        raise CAError(
+            f"certificate {record.serial} is revoked ({record.reason}, {record.revoked_at}): "
+            "refusing to export it; --force exports it anyway"
+        )
     key_path = args.key or record.key_path
     if not key_path or not Path(key_path).is_file():
         raise CAError("the private key is not known here: give --key FILE")
     if args.password_file:
-        password = Path(args.password_file).read_bytes().strip()
+        password = _read_file(args.password_file, "the password file").strip()
     else:
         password = os.environ.get(P12_PASSWORD_ENV, "").encode()
     if not password:
         raise CAError(f"a PKCS#12 password is needed: --password-file F or ${P12_PASSWORD_ENV}")
-    key = load_private_key(Path(key_path).read_bytes(), None)
+    try:
+        key = load_private_key(_read_file(key_path, "the private key"), None)
+    except CAError as exc:
+        raise CAError(f"the private key {key_path}: {exc}") from exc
     issuing = authority.issuing_cert()
     data = IssuedCert(cert=cert, key=key, chain=(issuing,)).pkcs12(password)
     out = Path(args.out)
-    write_private(out, data)
+    try:
+        write_private(out, data)
+    except OSError as exc:
+        raise CAError(f"cannot write {out}: {exc}") from exc
     authority.record_export(record.serial, out)
     _emit(args, {"serial": record.serial, "pkcs12": str(out)})
     return 0
@@ -340,9 +388,19 @@ def _add_ca_commands(sub: Subparsers) -> None:
     init.add_argument("--permit-email", action="append", default=[], metavar="DOMAIN")
     init.add_argument("--permit-ip", action="append", default=[], metavar="CIDR")
     init.add_argument("--exclude-dns", action="append", default=[], metavar="DOMAIN")  # fmt: skip
+    init.add_argument(
+        "--crl-base-url",
+        metavar="URL",
+        help="publish CRLs under URL/crl/<keyid>.crl and name that in every certificate's CRL "
+        "distribution points (mtlsauth init: the issuer URL)",
+    )
     init.set_defaults(pki_handler=_cmd_init)
 
-    crl = sub.add_parser("crl", help="sign a fresh CRL (or show the current one with --info)")
+    crl = sub.add_parser(
+        "crl",
+        help="sign fresh CRLs: crl.pem, root-crl.pem, crl-bundle.pem, crl/<keyid>.crl "
+        "(or show the current one with --info)",
+    )
     _common(crl)
     crl.add_argument("--days", type=int, default=7, help="validity of the CRL (default 7)")
     crl.add_argument("--info", action="store_true", help="show the current CRL, sign nothing")
@@ -400,6 +458,7 @@ def _add_issuing_commands(sub: Subparsers) -> None:
 def _add_inventory_commands(sub: Subparsers) -> None:
     lst = sub.add_parser("list", help="the inventory of everything issued")
     _common(lst)
+    lst.add_argument("--serial", metavar="HEX", help="only this serial (any common hex form)")
     lst.add_argument("--status", choices=("valid", "revoked", "expired"))
     lst.add_argument("--profile", choices=("client", "server"))
     lst.add_argument("--expiring", type=int, metavar="DAYS", help="valid, expiring within DAYS")
@@ -413,6 +472,7 @@ def _add_inventory_commands(sub: Subparsers) -> None:
     export.add_argument("--key", help="the private key (default: where issue wrote it)")
     export.add_argument("--out", required=True, help="the .p12 file to write (0600)")
     export.add_argument("--password-file", help=f"PKCS#12 password file (or ${P12_PASSWORD_ENV})")
+    export.add_argument("--force", action="store_true", help="export even a revoked certificate")
     export.set_defaults(pki_handler=_cmd_export)
 
     verify = sub.add_parser(
@@ -427,11 +487,19 @@ def _add_inventory_commands(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run a parsed pki command; CA errors become exit 1 with the reason on stderr."""
+    """Run a parsed pki command; a refusal becomes exit 1 (2 for no home or no CA) with the
+    reason on stderr, never a traceback."""
     try:
         return int(args.pki_handler(args))
     except CAError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        # A file the command needed (passphrase, CA file, output directory) is not usable.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:
+        print(f"error: the CA inventory cannot be used: {exc}", file=sys.stderr)
         return 1
 
 

@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from mtlsauth.core.thumbprint import x5t_s256
+from pki.serials import normalize_serial
 
 __all__ = ["Inventory", "Record"]
 
@@ -136,7 +137,7 @@ class Inventory:
     def certificate(self, serial: str) -> x509.Certificate | None:
         with self._db() as db:
             row = db.execute(
-                "SELECT pem FROM certificates WHERE serial = ?", (serial.lower(),)
+                "SELECT pem FROM certificates WHERE serial = ?", (normalize_serial(serial),)
             ).fetchone()
         return x509.load_pem_x509_certificate(row[0].encode()) if row else None
 
@@ -146,7 +147,7 @@ class Inventory:
             db.execute(
                 "UPDATE certificates SET status = 'revoked', reason = ?, revoked_at = ?"
                 " WHERE serial = ? AND status = 'valid'",
-                (reason, now, serial.lower()),
+                (reason, now, normalize_serial(serial)),
             )
         record = self.get(serial)
         assert record is not None
@@ -160,13 +161,14 @@ class Inventory:
             ).fetchall()
         return [(int(s, 16), dt.datetime.fromisoformat(at), reason) for s, at, reason in rows]
 
-    def next_crl_number(self) -> int:
+    def next_crl_number(self, counter: str = "crl_number") -> int:
+        """The next number of one CA's CRLs (each CA counts its own)."""
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
-            row = db.execute("SELECT value FROM meta WHERE key = 'crl_number'").fetchone()
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (counter,)).fetchone()
             number = int(row[0]) + 1 if row else 1
             db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('crl_number', ?)", (str(number),)
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (counter, str(number))
             )
             db.execute("COMMIT")
         return number
@@ -185,7 +187,7 @@ class Inventory:
         args: list[str] = []
         if serial is not None:
             clauses.append("serial = ?")
-            args.append(serial.lower())
+            args.append(normalize_serial(serial))
         if profile is not None:
             clauses.append("profile = ?")
             args.append(profile)

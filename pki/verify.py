@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from mtlsauth.core.dn import CertificateName, DNError
 from pki.constraints import NameConstraintError, NameConstraints, check_names
 
 __all__ = ["CRL_WARN_BEFORE", "Check", "Report", "explain"]
@@ -76,6 +77,7 @@ def explain(
     _check_validity(report, leaf, now)
     _check_eku(report, leaf)
     _check_key_usage(report, leaf)
+    _check_san_syntax(report, leaf)
     _check_name_constraints(report, leaf, issuing)
     if leaf.issuer == issuing.subject:
         _check_crl(report, leaf, issuing, crl, now)
@@ -165,6 +167,33 @@ def _check_key_usage(report: Report, leaf: x509.Certificate) -> None:
         usage.digital_signature,
         "digitalSignature set" if usage.digital_signature else "digitalSignature missing",
     )
+
+
+_SAN_KINDS: Final[dict[type, str]] = {
+    x509.DNSName: "san_dns",
+    x509.UniformResourceIdentifier: "san_uri",
+    x509.IPAddress: "san_ip",
+    x509.RFC822Name: "san_email",
+}
+
+
+def _check_san_syntax(report: Report, leaf: x509.Certificate) -> None:
+    """Every SAN must pass the validation client registration applies (the one pki issue
+    uses): a name no client can be registered with authenticates nobody."""
+    try:
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return
+    for name in sans:
+        kind = _SAN_KINDS.get(type(name))
+        if kind is None:
+            continue
+        try:
+            CertificateName.parse(kind, str(name.value))
+        except DNError as exc:
+            report.add("san_syntax", False, f"{type(name).__name__} {name.value!r}: {exc}")
+            return
+    report.add("san_syntax", True, "every SAN is a valid name")
 
 
 def _check_name_constraints(

@@ -43,15 +43,20 @@ def nginx(
     upstream_ca: Path | None = None,
     verify_client: str = "optional",
     forward_address: bool = False,
+    crl: Path | None = None,
 ) -> Iterator[str]:
     """Serve ``https://127.0.0.1:PORT`` → ``upstream``, forwarding $ssl_client_escaped_cert
-    (and, with ``forward_address``, the client's address appended to X-Forwarded-For)."""
+    (and, with ``forward_address``, the client's address appended to X-Forwarded-For); with
+    ``crl``, nginx checks the client chain against those CRLs itself (``ssl_crl``)."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(binary).exists():
         raise RuntimeError("nginx is not installed: scripts/test installs it")
     workdir.mkdir(parents=True, exist_ok=True)
     port = unused_port()
     client_ca_line = f"ssl_client_certificate {client_ca};" if client_ca else ""
+    if crl is not None:
+        # The chain is leaf, issuing CA, root: depth 2, and nginx wants a CRL for each CA.
+        client_ca_line += f" ssl_verify_depth 2; ssl_crl {crl};"
     address_line = (
         f"proxy_set_header {ADDRESS_HEADER} $proxy_add_x_forwarded_for;" if forward_address else ""
     )

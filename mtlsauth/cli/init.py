@@ -39,7 +39,10 @@ def _run(args: argparse.Namespace) -> int:
     home.chmod(0o700)
     ca_dir = home / CA_DIR
     try:
-        authority = Authority.init(ca_dir, passphrase=resolve_passphrase(ca_dir))
+        # CRLs are published by the token service itself, under the issuer URL.
+        authority = Authority.init(
+            ca_dir, passphrase=resolve_passphrase(ca_dir), crl_base_url=issuer
+        )
         hostnames = list(dict.fromkeys(["localhost", "127.0.0.1", "::1", host]))
         authority.issue_server(hostnames=hostnames, out=home / "tls")
     except CAError as exc:

@@ -24,6 +24,7 @@ from mtlsauth.issuer.clientauth import AssertionPolicy, AuthContext
 from mtlsauth.issuer.clientauth.guard import ClientGuard
 from mtlsauth.issuer.clientauth.remote_jwks import RemoteJWKS
 from mtlsauth.issuer.grant import ClientCredentialsGrant
+from mtlsauth.issuer.http.crl import crl
 from mtlsauth.issuer.http.health import health
 from mtlsauth.issuer.http.introspect import introspect
 from mtlsauth.issuer.http.jwks import jwks
@@ -239,6 +240,7 @@ def create_app(settings: Settings, tls: TLSManager) -> web.Application:
     app.router.add_get(WELL_KNOWN, metadata, name="metadata")
     app.router.add_get("/jwks", jwks, name="jwks")
     app.router.add_get("/health", health, name="health")
+    app.router.add_get("/crl/{name}", crl, name="crl")
     if settings.metrics_port is None:
         # Otherwise /metrics lives only on its own listener (serve starts it).
         app[METRICS_ALLOW] = parse_networks(settings.metrics_allow)
