@@ -196,6 +196,7 @@ PUBLIC = {
         "KEY_TYPES",
         "REASONS",
         "Authority",
+        "CAConfigError",
         "CAError",
         "Issued",
         "IssuedCert",
