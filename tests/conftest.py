@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import io
 import json
+import secrets
 import signal
 import ssl
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 import trustme
 from aiohttp import web
@@ -35,6 +37,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from mtlsauth.cli import main
 from mtlsauth.issuer.http.app import create_app, create_tls
 from mtlsauth.issuer.settings import Settings, load_settings
+from mtlsauth.issuer.store import Store, open_store
+from mtlsauth.issuer.store.postgres import PostgresStore
 from mtlsauth.issuer.tls.contexts import TLSManager
 from pki import CA, Authority, IssuedCert, SubjectAltNames
 from pki.cli import authority_for
@@ -318,3 +322,55 @@ def serve_process(home: Home, *args: str, **env: str) -> Iterator[ServeProcess]:
         except subprocess.TimeoutExpired:
             proc.kill()
             running.stderr = proc.communicate()[1]
+
+
+# The store behaviour suites run against SQLite and the real PostgreSQL server.
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test; dropped afterwards."""
+    name = f"mtlsauth_test_{secrets.token_hex(6)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        with fresh_database() as url:
+            yield url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = open_store(store_url)
+    await s.migrate()
+    if isinstance(s, PostgresStore):
+        await s.close()
+        s = open_store(store_url)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()

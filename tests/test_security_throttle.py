@@ -11,7 +11,7 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,13 +26,11 @@ import mtlsauth.issuer.secrets
 from mtlsauth.issuer.clientauth import ASSERTION_TYPE
 from mtlsauth.issuer.http.keys import GUARD
 from mtlsauth.issuer.settings import ConfigError, Settings, load_settings
-from mtlsauth.issuer.store import Store, open_store
-from mtlsauth.issuer.store.postgres import PostgresStore
+from mtlsauth.issuer.store import Store
 from mtlsauth.issuer.throttle import UNKNOWN_CLIENT, Throttle, ThrottlePolicy, source_key
 from tests.conftest import ClientCert, Home, Service, client_context, running
 from tests.proxies import ADDRESS_HEADER, CERT_HEADER, PROXY_ADDRESS, nginx
 from tests.test_assertions import public_jwk
-from tests.test_stores import fresh_database
 
 ATTACKER = "127.0.0.10"
 VICTIM = "127.0.0.11"
@@ -337,29 +335,6 @@ async def test_unknown_ids_are_throttled_together_and_real_ids_still_are(
             (UNKNOWN_CLIENT, "127.0.0.1"),
             ("billing", "127.0.0.1"),
         ]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        with fresh_database() as url:
-            yield url
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    s = open_store(store_url)
-    await s.migrate()
-    if isinstance(s, PostgresStore):  # migrate() leaves a PostgreSQL store closed
-        await s.close()
-        s = open_store(store_url)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def test_in_memory_maps_are_capped(store: Store) -> None:

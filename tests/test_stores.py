@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -23,56 +23,6 @@ from mtlsauth.issuer.store.postgres import SCHEMA_VERSION, PostgresStore
 from mtlsauth.issuer.store.sqlite import SQLiteStore
 from tests.conftest import Home, cli_json, eventually, running
 from tests.pgcluster import PrivateCluster, private_cluster
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@contextlib.contextmanager
-def fresh_database() -> Iterator[str]:
-    """A new, empty PostgreSQL database for one test; dropped afterwards."""
-    name = f"mtlsauth_test_{secrets.token_hex(6)}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    with fresh_database() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        with fresh_database() as url:
-            yield url
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    s = open_store(store_url)
-    await s.migrate()
-    if isinstance(s, PostgresStore):
-        await s.close()
-        s = open_store(store_url)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 def a_client(client_id: str = "c1") -> tuple[Client, str]:
