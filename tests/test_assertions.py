@@ -226,6 +226,8 @@ async def test_bad_assertions(home: Home, pkjwt: str, ec_key: ec.EllipticCurvePr
         "iss differs": jwt.encode(claims | {"iss": "someone"}, ec_key, "ES256", {"kid": "k1"}),
         "unknown kid": assertion(home, pkjwt, ec_key, "ES256", kid="k2"),
         "garbage": "not.a.jwt",
+        "alg is a list": _forged({"alg": ["ES256"], "kid": "k1"}, claims),
+        "alg is an object": _forged({"alg": {"ES256": 1}, "kid": "k1"}, claims),
         "header nested too deeply": f"{_b64(b'[' * 5000)}.{_b64(json.dumps(claims).encode())}.c2ln",
     }
     lenient = dataclasses.replace(home.settings, throttle_limit=1000)  # many failures on purpose

@@ -110,7 +110,7 @@ async def authenticate_assertion(
     allowed = (
         SECRET_ALGORITHMS if client.auth_method == "client_secret_jwt" else PRIVATE_KEY_ALGORITHMS
     )
-    if alg not in allowed:
+    if not isinstance(alg, str) or alg not in allowed:  # a JSON list or object is unhashable
         raise _bad(
             client.client_id, f"alg {str(alg)[:20]!r} is not allowed for {client.auth_method}"
         )
