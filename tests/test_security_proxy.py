@@ -563,3 +563,39 @@ async def test_asgi_websocket_handshake_needs_a_token(issued: Issued) -> None:
     assert await call(other) == [{"type": "websocket.close", "code": 1008}]
     await middleware({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
     assert len(reached) == 2
+
+
+# --- review: the nginx format holds exactly one PEM certificate and nothing else -----------------
+
+
+def _nginx(der: bytes) -> str:
+    pem = x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode()
+    return quote(pem, safe="")
+
+
+async def test_nginx_header_with_anything_beside_the_certificate_is_refused(home: Home) -> None:
+    """A hop that merges repeated header lines joins them with ", ": the victim's public
+    certificate followed by anything must not authenticate as the victim."""
+    await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "svc",
+                           "--san-dns", "svc")  # fmt: skip
+    victim, other = home.issue("svc", dns=["svc"]), home.issue("other", dns=["other"])
+    settings = dataclasses.replace(
+        home.settings,
+        trusted_proxies=(f"{PROXY_ADDRESS}/32",),
+        client_cert_header="X-SSL-Client-Cert",
+        client_cert_format="nginx",
+    )
+    async with running(home, settings) as service:
+        exact = [("X-SSL-Client-Cert", _nginx(victim.der))]
+        status, body = await post_from_proxy(service.url, home, exact, client_id="svc")
+        assert status == 200, body
+        for value in (
+            f"{_nginx(victim.der)},{_nginx(other.der)}",
+            f"{_nginx(victim.der)}, {_nginx(other.der)}",
+            f"{_nginx(victim.der)}{_nginx(other.der)}",
+            f"junk{_nginx(victim.der)}",
+            f"{_nginx(victim.der)}trailing",
+        ):
+            headers = [("X-SSL-Client-Cert", value)]
+            status, body = await post_from_proxy(service.url, home, headers, client_id="svc")
+            assert (status, body.get("error")) == (400, "invalid_request"), value[-40:]

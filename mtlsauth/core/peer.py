@@ -33,6 +33,7 @@ import base64
 import binascii
 import hashlib
 import ipaddress
+import re
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -115,7 +116,17 @@ def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+#: Exactly one PEM certificate and nothing else: OpenSSL's PEM reader takes the first block it
+#: finds, so text around it (a second certificate joined by a hop that merged repeated header
+#: lines) would otherwise pass unseen.
+_ONE_PEM: Final = re.compile(
+    r"\s*-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----\s*"
+)
+
+
 def _pem_to_der(pem: str) -> bytes:
+    if not _ONE_PEM.fullmatch(pem):
+        raise ProxyHeaderError("the forwarded value is not exactly one PEM certificate")
     try:
         return x509.load_pem_x509_certificate(pem.encode()).public_bytes(Encoding.DER)
     except ValueError as exc:
