@@ -378,6 +378,10 @@ def test_metrics_on_the_public_listener_only_for_allowed_peers(home: Home) -> No
         assert status == 404
         assert json.loads(body)["error"] == "invalid_request"
         assert https_get(home, "/health")[0] == 200
+    # A trusted proxy on this host speaks for clients elsewhere: its loopback address does not
+    # make them allowed (found by the review).
+    with serve_process(home, MTLSAUTH_TRUSTED_PROXIES="127.0.0.1"):
+        assert https_get(home, "/metrics")[0] == 404
 
 
 @pytest.mark.parametrize("workers", [1, 2])

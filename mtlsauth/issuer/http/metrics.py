@@ -2,7 +2,8 @@
 
 Counters tell an outsider how the service is used, so /metrics is not public: it is served on
 a separate plain-HTTP listener (``metrics_port``, loopback by default), or, without one, on the
-public listeners to peers in ``metrics_allow`` only; anyone else gets the 404 of a missing page.
+public listeners to peers in ``metrics_allow`` only (never to a trusted proxy, which relays
+others' requests); anyone else gets the 404 of a missing page.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import ipaddress
 from aiohttp import web
 
 from mtlsauth.core.errors import NO_STORE
-from mtlsauth.issuer.http.keys import METRICS, METRICS_ALLOW
+from mtlsauth.issuer.http.keys import METRICS, METRICS_ALLOW, PROXY
 
 __all__ = ["metrics"]
 
@@ -30,7 +31,13 @@ def _allowed(request: web.Request) -> bool:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return address is not None and any(address in network for network in allow)
+    if address is None:
+        return False
+    # A trusted proxy relays requests of clients elsewhere: its own address vouches for none.
+    proxy = request.app.get(PROXY)
+    if proxy is not None and proxy.is_trusted(str(address)):
+        return False
+    return any(address in network for network in allow)
 
 
 async def metrics(request: web.Request) -> web.Response:
