@@ -125,6 +125,7 @@ def test_client_lifecycle(home: Home) -> None:
         (["--auth-method", "client_secret_basic", "--san-dns", "a"], "only for tls_client_auth"),
         (["--auth-method", "client_secret_basic", "--scope", 'a "b'], "invalid scope"),
         (["--auth-method", "client_secret_basic", "--audience", "relative"], "absolute URI"),
+        (["--auth-method", "client_secret_basic", "--audience", "https://[::1"], "does not parse"),
         (["--auth-method", "client_secret_basic", "--client-id", " lead"], "VSCHAR"),
         (["--auth-method", "private_key_jwt"], "exactly one of --jwks FILE, --jwks-uri URL"),
         (["--auth-method", "private_key_jwt", "--jwks-uri", "http://plain/jwks"], "https"),

@@ -183,6 +183,7 @@ async def test_unbound_secret_client_with_certificate(
         ("grant_type=client_credentials&scope=%22read", 400, "invalid_scope"),
         ("grant_type=client_credentials&resource=https://evil.example.com", 400, "invalid_target"),
         ("grant_type=client_credentials&resource=not-a-uri", 400, "invalid_target"),
+        ("grant_type=client_credentials&resource=https://%5B::1", 400, "invalid_target"),
         ("grant_type=client_credentials&resource=https://api.example.com%23frag", 400,
          "invalid_target"),
         ("grant_type=client_credentials&client_id=someone-else", 400, "invalid_request"),

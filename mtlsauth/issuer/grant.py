@@ -130,7 +130,10 @@ def _audience(client: Client, resources: Sequence[str]) -> tuple[str, ...]:
     """RFC 8707 §2: each ``resource`` is an absolute URI without fragment, allowed for the
     client."""
     for resource in resources:
-        parts = urlsplit(resource)
+        try:
+            parts = urlsplit(resource)
+        except ValueError as exc:  # e.g. an unclosed IPv6 literal
+            raise InvalidTarget(f"resource {resource[:80]!r} does not parse: {exc}") from exc
         if not parts.scheme or (not parts.netloc and not parts.path) or parts.fragment:
             raise InvalidTarget(f"resource {resource[:80]!r} is not an absolute URI")
         if resource not in client.audiences:

@@ -269,7 +269,10 @@ def register(
     except ValueError as exc:
         raise RegistrationError(f"--scope: {exc}") from exc
     for aud in audiences:
-        parts = urlsplit(aud)
+        try:
+            parts = urlsplit(aud)
+        except ValueError as exc:  # e.g. an unclosed IPv6 literal
+            raise RegistrationError(f"--audience does not parse: {aud!r}") from exc
         if not parts.scheme or parts.fragment:
             raise RegistrationError(f"--audience must be an absolute URI without fragment: {aud!r}")
     for grant in grant_types:
