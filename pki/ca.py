@@ -90,6 +90,26 @@ def generate_key(key_type: KeyType = "ec-p256") -> PrivateKey:
     raise CAError(f"unknown key type {key_type!r}; allowed: {', '.join(KEY_TYPES)}")
 
 
+_CURVES: Final = (ec.SECP256R1, ec.SECP384R1)
+_RSA_BITS: Final = range(2048, 8193)
+
+
+def check_public_key(key: object) -> CertificatePublicKey:
+    """``key`` if it is of a type ``--key-type`` offers (EC P-256/P-384, Ed25519, RSA 2048-8192
+    bits); CAError otherwise. A CSR's key is held to the same list as a generated one."""
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, _CURVES):
+        return key
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size in _RSA_BITS:
+        return key
+    detail = getattr(getattr(key, "curve", None), "name", None) or getattr(key, "key_size", "")
+    raise CAError(
+        f"the key ({type(key).__name__.removesuffix('PublicKey')} {detail}) is not allowed: "
+        "use EC P-256 or P-384, Ed25519, or RSA of 2048 to 8192 bits"
+    )
+
+
 def _signature_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | None:
     # Ed25519 signs without a separate digest; the others use SHA-256 or SHA-384.
     if isinstance(key, ed25519.Ed25519PrivateKey):
@@ -466,11 +486,10 @@ class CA:
         if csr is not None:
             if not csr.is_signature_valid:
                 raise CAError("the CSR's signature does not verify: it was not made with its key")
-            requested = csr.public_key()
-            if not isinstance(requested, CertificatePublicKey):
-                raise CAError("the CSR's key type is not supported (use EC, Ed25519 or RSA)")
-            public_key = requested
-        elif public_key is None:
+            public_key = check_public_key(csr.public_key())
+        elif public_key is not None:
+            check_public_key(public_key)
+        else:
             key = generate_key(key_type)
             public_key = key.public_key()
         if subject is None:

@@ -216,3 +216,35 @@ def test_verify_refuses_a_certificate_with_an_invalid_san(tmp_path: Path) -> Non
     assert code == 1, out
     failed = [c["check"] for c in out["checks"] if not c["ok"]]
     assert failed == ["san_syntax"]
+
+
+@pytest.mark.parametrize(
+    ("newkey", "allowed"),
+    [
+        (["-newkey", "rsa:1024"], False),
+        (["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp256k1"], False),
+        (["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-521"], False),
+        (["-newkey", "rsa:2048"], True),
+        (["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"], True),
+        (["-newkey", "ed25519"], True),
+    ],
+)
+def test_sign_takes_only_the_key_types_issue_offers(
+    tmp_path: Path, newkey: list[str], allowed: bool
+) -> None:
+    """A CSR's key is held to the same list as ``pki issue --key-type`` (found by the review:
+    RSA-1024 and secp256k1 CSRs were signed)."""
+    home = tmp_path / "home"
+    assert pki(home, "init")[0] == 0
+    csr = tmp_path / "k.csr"
+    subprocess.run(
+        ["openssl", "req", "-new", *newkey, "-nodes", "-keyout", str(tmp_path / "k.key"),
+         "-subj", "/CN=weak", "-out", str(csr)],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    code, _, err = pki(home, "sign", "--csr", str(csr), "--out", str(tmp_path / "out"))
+    if allowed:
+        assert code == 0, err
+    else:
+        assert code == 1
+        assert "key" in err
