@@ -222,15 +222,21 @@ async def test_ipv6_loopback_refused_unless_allowed(
     "address",
     [
         "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-        "0.0.0.0", "224.0.0.1",  # noqa: S104 (an address to refuse, not to bind) "255.255.255.255", "::1", "::", "fe80::1", "fc00::1",
+        "0.0.0.0",  # noqa: S104 (an address to refuse, not to bind)
+        "224.0.0.1", "255.255.255.255", "::1", "::", "fe80::1", "fc00::1",
         "::ffff:127.0.0.1", "::ffff:10.0.0.1", "not an address",
+        # IPv4 inside IPv6 (found by the review): NAT64 and 6to4 reach the embedded address.
+        "64:ff9b::a00:1", "64:ff9b::7f00:1", "64:ff9b:1::a00:1", "2002:7f00:1::1",
+        "2002:a00:1::1",
     ],
 )  # fmt: skip
 def test_non_global_addresses_are_refused(address: str) -> None:
     assert not AddressPolicy().permits(address)
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"])
+@pytest.mark.parametrize(
+    "address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "64:ff9b::808:808", "2002:808:808::1"]
+)
 def test_global_unicast_addresses_are_permitted(address: str) -> None:
     assert AddressPolicy().permits(address)
 

@@ -48,6 +48,23 @@ class FetchError(Exception):
     """A document could not be fetched or is not JSON; the message says why (log only)."""
 
 
+_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 well-known prefix
+#: RFC 8215 local-use NAT64: the embedded address may sit anywhere in the prefix, and the
+#: translator is the operator's own, so it counts as a private network.
+_LOCAL_NAT64: Final = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address reaches: IPv4-mapped (``::ffff:a.b.c.d``), NAT64
+    (RFC 6052 ``64:ff9b::a.b.c.d``) or 6to4 (RFC 3056 ``2002:AABB:CCDD::``). Such an address
+    is judged as the IPv4 address, so ``64:ff9b::a00:1`` is private like 10.0.0.1."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour
+
+
 @dataclass(frozen=True, slots=True)
 class AddressPolicy:
     """Which addresses an outbound fetch may connect to.
@@ -65,10 +82,12 @@ class AddressPolicy:
             ip = ipaddress.ip_address(address) if isinstance(address, str) else address
         except ValueError:
             return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 reaches 127.0.0.1
+        if isinstance(ip, ipaddress.IPv6Address):
+            ip = _embedded_ipv4(ip) or ip
         if any(ip in network for network in self.allowed):
             return True
+        if ip in _LOCAL_NAT64:
+            return False
         return ip.is_global and not ip.is_multicast and not ip.is_unspecified
 
 
