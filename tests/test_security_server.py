@@ -241,8 +241,24 @@ async def test_a_megabyte_of_headers_is_refused_with_json(home: Home) -> None:
         (b"GET /health HTTX/1.1\r\nHost: localhost\r\n\r\n", 400),  # bad request line
         (b"GET /<evil>" + b"s" * 9000 + b" HTTP/1.1\r\n\r\n", 431),  # request line too long
         (b"GET /health HTTP/1.1\r\nBad <evil> Header: x\r\n\r\n", 400),  # bad header name
+        # An Expect aiohttp does not know is refused before any middleware runs (the review).
+        (
+            b"POST /token HTTP/1.1\r\nHost: x\r\nExpect: 999-<evil>\r\nConnection: close\r\n\r\n",
+            417,
+        ),
+        (
+            b"GET /nowhere HTTP/1.1\r\nHost: x\r\nExpect: 999-<evil>\r\nConnection: close\r\n\r\n",
+            417,
+        ),
     ],
-    ids=["bad-method", "bad-request-line", "long-request-line", "bad-header"],
+    ids=[
+        "bad-method",
+        "bad-request-line",
+        "long-request-line",
+        "bad-header",
+        "expect",
+        "expect-unrouted",
+    ],
 )
 async def test_parser_errors_are_json_and_echo_nothing(
     home: Home, request_bytes: bytes, expected: int

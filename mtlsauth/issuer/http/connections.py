@@ -37,6 +37,7 @@ from aiohttp.web_server import Server
 
 from mtlsauth.core.errors import HeadersTooLarge, InvalidRequest, OAuthError, ServerError
 from mtlsauth.core.peer import IPNetwork
+from mtlsauth.issuer.http.middleware import http_error
 
 __all__ = [
     "ConnectionCounter",
@@ -231,6 +232,9 @@ class GuardedRequestHandler(RequestHandler):
     async def finish_response(
         self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
+        if isinstance(resp, web.HTTPException) and resp.status >= 400:
+            # Raised before any middleware ran (an unknown Expect, say): same JSON shape.
+            resp = http_error(resp)
         result = await super().finish_response(request, resp, start_time)
         if self._phase == _BUSY and not self._messages:
             self._phase = _HEADERS

@@ -32,13 +32,25 @@ from mtlsauth.issuer.metrics import Metrics
 from mtlsauth.issuer.store import StoreError
 from mtlsauth.issuer.tls.contexts import connection_age
 
-__all__ = ["render", "service_middleware"]
+__all__ = ["http_error", "render", "service_middleware"]
 
 log = logging.getLogger("mtlsauth.issuer.http")
 
 
 def render(error: OAuthError) -> web.Response:
     return web.Response(status=error.status, body=error.body_bytes(), headers=error.headers())
+
+
+def http_error(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own HTTP error (404, 405, 413, 417...) in the OAuth JSON shape: the standard
+    reason phrase only, never the text aiohttp put in (it can echo request bytes)."""
+    error = "invalid_request" if exc.status < 500 else "server_error"
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
+    return web.json_response(
+        {"error": error, "error_description": exc.reason},
+        status=exc.status,
+        headers={**NO_STORE, **headers},
+    )
 
 
 async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -77,13 +89,7 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        error = "invalid_request" if exc.status < 500 else "server_error"
-        headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
-        return web.json_response(
-            {"error": error, "error_description": exc.reason},
-            status=exc.status,
-            headers={**NO_STORE, **headers},
-        )
+        return http_error(exc)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return render(ServerError("unhandled exception (see the traceback above)"))
