@@ -302,3 +302,17 @@ async def test_method_and_size_limits(home: Home) -> None:
         assert (status, body["error"]) == (413, "invalid_request")
         status, body = await service.get("/nope")
         assert status == 404
+
+
+async def test_a_repeated_parameter_is_named_back_only_when_plain(
+    home: Home, secret_clients: dict[str, str]
+) -> None:
+    auth = {"Authorization": basic("b", secret_clients["b"])}
+    async with running(home) as service:
+        _, _, plain = await post_raw(service, "grant_type=client_credentials&scope=a&scope=b", auth)
+        _, _, odd = await post_raw(
+            service, "grant_type=client_credentials&%3Cevil%3E=1&%3Cevil%3E=2", auth
+        )
+    assert (plain["error"], odd["error"]) == ("invalid_request", "invalid_request")
+    assert "'scope'" in plain["error_description"]
+    assert "evil" not in odd["error_description"]

@@ -7,6 +7,7 @@ aiohttp's ``post()`` is first-wins on repeats, so the raw body is parsed here, o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Final
 from urllib.parse import unquote_plus
@@ -18,6 +19,7 @@ __all__ = ["FORM_CONTENT_TYPE", "parse_form"]
 FORM_CONTENT_TYPE: Final = "application/x-www-form-urlencoded"
 _REPEATABLE: Final = frozenset({"resource"})
 _MAX_FIELDS: Final = 64
+_PLAIN_NAME: Final = re.compile(r"[a-z_]{1,40}")
 
 
 def parse_form(
@@ -53,7 +55,11 @@ def parse_form(
         if seen and name not in _REPEATABLE:
             raise InvalidRequest(
                 f"parameter {name[:40]!r} repeated",
-                description=f"Parameter {name[:40]!r} must not be repeated.",
+                # Named back only when it is a plain parameter name: the description never
+                # carries arbitrary request bytes.
+                description=f"Parameter {name!r} must not be repeated."
+                if _PLAIN_NAME.fullmatch(name)
+                else "A parameter must not be repeated.",
             )
         seen.append(value)
     # Only after the duplicate check: a repeated parameter is an error even when one is empty.
