@@ -68,6 +68,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 # (command, argv with {placeholders}, exit code). {home} is a real home made by `init`.
+# fmt: off
 CASES: list[tuple[str, list[str], int]] = [
     ("init", ["init", "--home", "{file}"], USAGE),
     ("init", ["init", "--home", "{under-file}"], FAILED),
@@ -84,9 +85,9 @@ CASES: list[tuple[str, list[str], int]] = [
     ("serve", ["serve", "--home", "{home}", "--port", "70000"], USAGE),
     ("serve", ["serve", "--home", "{home}", "--workers", "0"], USAGE),
     ("client add", ["client", "add", "--home", "{missing}", "--auth-method",
-                    "client_secret_basic"], USAGE),  # fmt: skip
+                    "client_secret_basic"], USAGE),
     ("client add", ["client", "add", "--home", "{home}", "--auth-method",
-                    "self_signed_tls_client_auth", "--cert", "{missing}"], USAGE),  # fmt: skip
+                    "self_signed_tls_client_auth", "--cert", "{missing}"], USAGE),
     ("client add", ["client", "add", "--home", "{home}", "--auth-method", "nope"], USAGE),
     ("client list", ["client", "list", "--home", "{missing}"], USAGE),
     ("client list", ["client", "list", "--home", "{file}"], USAGE),
@@ -97,7 +98,7 @@ CASES: list[tuple[str, list[str], int]] = [
     ("client remove", ["client", "remove", "nobody", "--home", "{home}"], FAILED),
     ("client rotate-secret", ["client", "rotate-secret", "x", "--home", "{missing}"], USAGE),
     ("client rotate-secret", ["client", "rotate-secret", "x", "--home", "{home}",
-                              "--grace", "nan"], USAGE),  # fmt: skip
+                              "--grace", "nan"], USAGE),
     ("client rotate-secret", ["client", "rotate-secret", "nobody", "--home", "{home}"], FAILED),
     ("keys list", ["keys", "list", "--home", "{missing}"], USAGE),
     ("keys list", ["keys", "list", "--home", "{file}"], USAGE),
@@ -106,19 +107,20 @@ CASES: list[tuple[str, list[str], int]] = [
     ("migrate", ["migrate", "--home", "{bad-value}"], USAGE),
     ("token", ["token", "--issuer", "{dead-issuer}", "--cacert", "{missing}"], USAGE),
     ("token", ["token", "--issuer", "{dead-issuer}", "--cacert", "{home}/ca/ca.pem",
-               "--cert", "{missing}", "--key", "{home}/tls/key.pem"], USAGE),  # fmt: skip
+               "--cert", "{missing}", "--key", "{home}/tls/key.pem"], USAGE),
     ("token", ["token", "--issuer", "{dead-issuer}", "--cacert", "{bad-pem}"], USAGE),
     ("token", ["token", "--issuer", "{dead-issuer}", "--cacert", "{home}/ca/ca.pem"], FAILED),
     ("token", ["token", "--cacert", "{home}/ca/ca.pem"], USAGE),
     ("check", ["check", "--issuer", "{dead-issuer}", "--cacert", "{missing}",
-               "--token", "x"], USAGE),  # fmt: skip
+               "--token", "x"], USAGE),
     ("check", ["check", "--issuer", "{dead-issuer}", "--cacert", "{home}/ca/ca.pem",
-               "--token", "x", "--cert", "{bad-pem}"], USAGE),  # fmt: skip
+               "--token", "x", "--cert", "{bad-pem}"], USAGE),
     ("check", ["check", "--issuer", "{dead-issuer}", "--cacert", "{home}/ca/ca.pem",
-               "--token", "not.a.token"], FAILED),  # fmt: skip
+               "--token", "not.a.token"], FAILED),
     ("demo-api", ["demo-api", "--home", "{missing}"], USAGE),
     ("demo-api", ["demo-api", "--home", "{home}", "--port", "0"], USAGE),
 ]
+# fmt: on
 
 
 def test_every_command_has_bad_input_cases() -> None:

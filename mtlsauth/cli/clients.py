@@ -162,7 +162,7 @@ def _list(args: argparse.Namespace) -> int:
     clients = _with_store(settings_of(args), lambda store: store.list_clients())
     rows = [describe(c) for c in clients]
     text = "\n".join(
-        f"{c.client_id}\t{c.auth_method}\tbound={str(c.bound_tokens).lower()}\t"
+        f"{c.client_id}\t{c.auth_method}\tbound={'yes' if c.bound_tokens else 'no'}\t"
         f"scope={' '.join(c.scopes) or '-'}"
         for c in clients
     )
