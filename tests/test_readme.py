@@ -167,3 +167,25 @@ def test_readme_block_runs(block: Block, world: World) -> None:
     assert "Traceback" not in output
     assert "Unclosed" not in output
     assert '"error"' not in result.stdout, output
+
+
+def test_decisions_cited_are_written_out() -> None:
+    """README stands on its own: every D<n> that README or the code cites is defined in it."""
+    text = README.read_text()
+    notes = text[text.index("## Design notes") :]
+    defined = set(re.findall(r"^- \*\*(D\d+)\b", notes, flags=re.MULTILINE))
+    assert defined == {f"D{n}" for n in range(1, 11)}
+    sources = [text, *(p.read_text() for p in (ROOT / "mtlsauth").rglob("*.py"))]
+    cited = {m for source in sources for m in re.findall(r"\b(D\d+)\b", source)}
+    assert cited <= defined, cited - defined
+    assert "shared/DESIGN" not in text
+
+
+def test_benchmark_analysis_lives_next_to_the_benchmark() -> None:
+    text = README.read_text()
+    performance = text[text.index("## Performance") : text.index("## Security")]
+    assert "mtlsauth/bench/README.md" in performance
+    assert "Where the time goes" not in performance
+    analysis = (ROOT / "mtlsauth" / "bench" / "README.md").read_text()
+    assert "Where the time goes" in analysis
+    assert "Against the targets" in analysis
