@@ -1,7 +1,10 @@
 """The ``mtlsauth`` command.
 
-Exit codes: 0 success; 1 the operation was refused or failed (the reason on stderr); 2 usage or
-configuration error.
+Exit codes, every subcommand (``mtlsauth pki`` included): 0 done; 1 the operation was refused or
+failed (the reason on stderr); 2 usage or configuration error. Bad input never prints a
+traceback: each command translates what it expects at its boundary, and ``main`` turns what is
+left of the operating system's errors (a file that vanished, a directory not writable) into a
+one-line message.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from mtlsauth.cli import clients, init, keys, migrate, resource, serve, token
-from mtlsauth.cli.common import CLIError
+from mtlsauth.cli.common import EXIT_FAILED, EXIT_USAGE, CLIError
 from pki import cli as pki_cli
 
 __all__ = ["build_parser", "main"]
@@ -37,11 +40,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        # argparse has printed the usage error (or --help): hand back its code, so main() is
+        # callable in-process and `mtlsauth` still exits 2 for usage errors.
+        if exc.code is None:
+            return 0
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         return int(args.handler(args))
     except CLIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {reason}{where}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

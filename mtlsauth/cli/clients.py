@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mtlsauth.cli.common import CLIError, add_home, emit, home_of
+from mtlsauth.cli.common import CLIError, add_home, emit, settings_of
+from mtlsauth.cli.migrate import redact
 from mtlsauth.issuer.model import AUTH_METHODS, SECRET_METHODS, Client
 from mtlsauth.issuer.registration import (
     MAX_SECRET_GRACE,
@@ -23,20 +24,13 @@ from mtlsauth.issuer.registration import (
     register,
     validate_grace,
 )
-from mtlsauth.issuer.settings import ConfigError, Settings, load_settings
+from mtlsauth.issuer.settings import Settings
 from mtlsauth.issuer.store import ClientExistsError, Store, StoreError, open_store
 
 __all__ = ["add_parser", "describe"]
 
 T = TypeVar("T")
 _NAME_FLAGS = ("subject_dn", "san_dns", "san_uri", "san_ip", "san_email")
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    try:
-        return load_settings(home_of(args))
-    except ConfigError as exc:
-        raise CLIError(f"configuration error: {exc}", code=2) from exc
 
 
 def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
@@ -54,6 +48,9 @@ def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
         raise CLIError(str(exc)) from exc
     except StoreError as exc:
         raise CLIError(f"store error: {exc}") from exc
+    except OSError as exc:
+        # SQLite raises the OS's error for a database path that cannot be opened.
+        raise CLIError(f"store error: cannot open {redact(settings.database_url)}: {exc}") from exc
 
 
 def describe(client: Client) -> dict[str, Any]:
@@ -102,7 +99,7 @@ def _rotate_secret(args: argparse.Namespace) -> int:
         grace = validate_grace(args.grace)
     except RegistrationError as exc:
         raise CLIError(str(exc), code=2) from exc
-    settings = _settings(args)
+    settings = settings_of(args)
     client = _with_store(settings, lambda store: store.get_client(args.client_id))
     if client is None:
         raise CLIError(f"no client {args.client_id!r}")
@@ -122,7 +119,7 @@ def _rotate_secret(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_of(args)
     names = [(flag, value) for flag in _NAME_FLAGS for value in getattr(args, flag)]
     try:
         new = register(
@@ -162,10 +159,10 @@ async def _add_unique(store: Store, client: Client) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    clients = _with_store(_settings(args), lambda store: store.list_clients())
+    clients = _with_store(settings_of(args), lambda store: store.list_clients())
     rows = [describe(c) for c in clients]
     text = "\n".join(
-        f"{c.client_id}\t{c.auth_method}\tbound={str(c.bound_tokens).lower()}\t"
+        f"{c.client_id}\t{c.auth_method}\tbound={'yes' if c.bound_tokens else 'no'}\t"
         f"scope={' '.join(c.scopes) or '-'}"
         for c in clients
     )
@@ -174,7 +171,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    client = _with_store(_settings(args), lambda store: store.get_client(args.client_id))
+    client = _with_store(settings_of(args), lambda store: store.get_client(args.client_id))
     if client is None:
         raise CLIError(f"no client {args.client_id!r}")
     emit(args, describe(client))
@@ -182,7 +179,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    removed = _with_store(_settings(args), lambda store: store.remove_client(args.client_id))
+    removed = _with_store(settings_of(args), lambda store: store.remove_client(args.client_id))
     if not removed:
         raise CLIError(f"no client {args.client_id!r}")
     emit(args, {"client_id": args.client_id, "removed": True})

@@ -13,19 +13,12 @@ import datetime as dt
 import time
 from typing import Any
 
-from mtlsauth.cli.common import CLIError, add_home, emit, home_of
+from mtlsauth.cli.common import CLIError, add_home, emit, settings_of
 from mtlsauth.issuer.http.app import KEY_RETIRE_MARGIN
 from mtlsauth.issuer.keys import KeyEntry, KeyRing, SigningKeyError
-from mtlsauth.issuer.settings import ConfigError, Settings, load_settings
+from mtlsauth.issuer.settings import Settings
 
 __all__ = ["add_parser"]
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    try:
-        return load_settings(home_of(args))
-    except ConfigError as exc:
-        raise CLIError(f"configuration error: {exc}", code=2) from exc
 
 
 def _iso(ts: float | None) -> str | None:
@@ -54,7 +47,7 @@ def _ring(settings: Settings) -> KeyRing:
 
 
 def _list(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_of(args)
     ring, now = _ring(settings), time.time()
     retire_after = settings.token_ttl + KEY_RETIRE_MARGIN
     rows = [_describe(e, now, retire_after) for e in ring.entries]
@@ -66,7 +59,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_of(args)
     ring, now = _ring(settings), time.time()
     retire_after = settings.token_ttl + KEY_RETIRE_MARGIN
     active, upcoming = ring.rotate(now, retire_after)

@@ -7,8 +7,8 @@ import argparse
 import asyncio
 from urllib.parse import urlsplit
 
-from mtlsauth.cli.common import CLIError, add_home, emit, home_of
-from mtlsauth.issuer.settings import ConfigError, Secret, load_settings
+from mtlsauth.cli.common import CLIError, add_home, emit, settings_of
+from mtlsauth.issuer.settings import Secret
 from mtlsauth.issuer.store import StoreError, open_store
 
 __all__ = ["add_parser", "migrate_database"]
@@ -36,13 +36,10 @@ def migrate_database(database_url: Secret[str]) -> tuple[int, int]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(home_of(args))
-    except ConfigError as exc:
-        raise CLIError(f"configuration error: {exc}", code=2) from exc
+    settings = settings_of(args)
     try:
         before, after = migrate_database(settings.database_url)
-    except StoreError as exc:
+    except (StoreError, OSError) as exc:
         raise CLIError(f"migration failed: {exc}") from exc
     emit(
         args,

@@ -16,9 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from mtlsauth.bench.demo_api import create_demo_api, demo_api_ssl_context
-from mtlsauth.cli.common import CLIError, add_home, home_of
+from mtlsauth.cli.common import CLIError, add_home, port_number, settings_of
 from mtlsauth.core.errors import OAuthError
-from mtlsauth.issuer.settings import ConfigError, load_settings
 from mtlsauth.resource import JWKSCache, TokenVerifier, VerifierConfig, require_scopes
 
 __all__ = ["add_parsers"]
@@ -68,10 +67,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _demo_api(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(home_of(args))
-    except ConfigError as exc:
-        raise CLIError(f"configuration error: {exc}", code=2) from exc
+    settings = settings_of(args)
     app = create_demo_api(
         issuer=settings.issuer,
         audience=settings.audience,
@@ -127,5 +123,5 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     add_home(demo)
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8444)
+    demo.add_argument("--port", type=port_number, default=8444)
     demo.set_defaults(handler=_demo_api)

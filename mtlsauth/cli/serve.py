@@ -15,14 +15,14 @@ from typing import Final
 
 from aiohttp import web
 
-from mtlsauth.cli.common import CLIError, add_home, home_of
+from mtlsauth.cli.common import EXIT_USAGE, CLIError, add_home, port_number, settings_of
 from mtlsauth.cli.logs import configure_logging
 from mtlsauth.cli.supervisor import WORKER_ENV, Supervisor, worker_command
 from mtlsauth.core.peer import parse_networks
 from mtlsauth.issuer.http.app import create_app, create_metrics_app, create_tls
 from mtlsauth.issuer.http.connections import ConnectionCounter, ConnectionPolicy, GuardedSite
 from mtlsauth.issuer.keys import SigningKeyError
-from mtlsauth.issuer.settings import ConfigError, Settings, load_settings
+from mtlsauth.issuer.settings import Settings
 from mtlsauth.issuer.store import StoreError
 
 try:
@@ -146,11 +146,10 @@ def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(home_of(args))
-    except ConfigError as exc:
-        raise CLIError(f"configuration error: {exc}", code=2) from exc
+    settings = settings_of(args)
     if args.port is not None:
+        if args.port in (settings.mtls_port, settings.metrics_port):
+            raise CLIError(f"--port {args.port} is the mtls_port or metrics_port", EXIT_USAGE)
         settings = dataclasses.replace(settings, port=args.port)
     if not 1 <= args.workers <= 256:
         raise CLIError(f"--workers must be from 1 to 256, got {args.workers}", code=2)
@@ -174,7 +173,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Serve until SIGTERM or SIGINT; in-flight requests are drained on stop.",
     )
     add_home(parser)
-    parser.add_argument("--port", type=int, help="override the configured HTTPS port")
+    parser.add_argument("--port", type=port_number, help="override the configured HTTPS port")
     parser.add_argument(
         "--workers",
         type=int,

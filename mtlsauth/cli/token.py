@@ -10,7 +10,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from mtlsauth.cli.common import CLIError
+from mtlsauth.cli.common import EXIT_USAGE, CLIError, readable_file
 from mtlsauth.client import TokenClient, TokenError, client_ssl_context
 
 __all__ = ["add_parser"]
@@ -28,25 +28,30 @@ def _secret(args: argparse.Namespace) -> str | None:
             # One line; the newline an editor or `echo` leaves is not part of the secret.
             secret = Path(args.client_secret_file).read_text().rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
-            raise CLIError(f"cannot read --client-secret-file: {exc}", code=2) from exc
+            raise CLIError(f"cannot read --client-secret-file: {exc}", EXIT_USAGE) from exc
         if not secret or "\n" in secret or "\r" in secret:
-            raise CLIError("--client-secret-file must hold the secret on one line", code=2)
+            raise CLIError("--client-secret-file must hold the secret on one line", EXIT_USAGE)
         return secret
     return os.environ.get(SECRET_ENV) or None
 
 
 def _run(args: argparse.Namespace) -> int:
     if bool(args.cert) != bool(args.key):
-        raise CLIError("--cert and --key go together", code=2)
+        raise CLIError("--cert and --key go together", EXIT_USAGE)
     secret = _secret(args)
+    cacert = readable_file("--cacert", args.cacert)
+    cert = readable_file("--cert", args.cert) if args.cert else None
+    key = readable_file("--key", args.key) if args.key else None
     try:
-        ctx = client_ssl_context(
-            Path(args.cacert),
-            Path(args.cert) if args.cert else None,
-            Path(args.key) if args.key else None,
-        )
+        ctx = client_ssl_context(cacert, cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise CLIError(f"cannot load the TLS files: {exc}", code=2) from exc
+        # ssl names neither the file nor what is wrong with it ("PEM lib"): name the files.
+        files = ", ".join(str(p) for p in (cacert, cert, key) if p is not None)
+        raise CLIError(
+            f"cannot load the TLS files ({files}): not PEM, or the key does not match the "
+            f"certificate ({exc})",
+            EXIT_USAGE,
+        ) from exc
     client = TokenClient(
         issuer=args.issuer,
         ssl_context=ctx,
