@@ -375,6 +375,9 @@ async def test_cli(fed_home: Home, tmp_path: Path) -> None:
     assert await client_add("--auth-method", "federated_jwt", "--federation", "nope",
                       "--federated-subject", SUBJECT) == 1  # fmt: skip
     assert await client_add("--auth-method", "federated_jwt", "--federation", "k8s") == 2
+    assert await client_add("--scope", "x") == 2  # no --auth-method, no --federation
+    implied = await home.aadd_client("--federation", "k8s", "--federated-subject", "ci:job")
+    assert implied["auth_method"] == "federated_jwt"
     assert await client_add("--auth-method", "private_key_jwt", "--jwks-uri", "https://x.example/k",
                       "--federation", "k8s", "--federated-subject", SUBJECT) == 2  # fmt: skip
 

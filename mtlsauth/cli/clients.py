@@ -131,11 +131,13 @@ def _rotate_secret(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
+    if args.auth_method is None and args.federation is None:
+        raise CLIError("--auth-method is required (or --federation, for federated_jwt)", code=2)
     settings = settings_of(args)
     names = [(flag, value) for flag in _NAME_FLAGS for value in getattr(args, flag)]
     try:
         new = register(
-            auth_method=args.auth_method,
+            auth_method=args.auth_method or "federated_jwt",
             secret_key=settings.secret_key.get(),
             client_id=args.client_id,
             names=names,
@@ -218,7 +220,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "self_signed_tls_client_auth needs --cert or --jwks. Secrets are shown once.",
     )
     add_home(add)
-    add.add_argument("--auth-method", required=True, choices=AUTH_METHODS)
+    add.add_argument(
+        "--auth-method",
+        choices=AUTH_METHODS,
+        help="required, except with --federation (federated_jwt is implied)",
+    )
     add.add_argument("--client-id", help="the client_id (default: random)")
     add.add_argument(
         "--subject-dn",
