@@ -16,7 +16,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from mtlsauth.issuer.store import FederationExistsError, Store
 from tests.conftest import ClientCert, Home, Service, cli_json, eventually, run_cli, running
 from tests.test_assertions import public_jwk
 from tests.test_security_jwks import Handler, https_server
-from tests.test_stores import store, store_url  # noqa: F401 (fixtures)
+from tests.test_stores import fresh_database, store, store_url, use_postgres  # noqa: F401
 
 SUBJECT = "system:serviceaccount:payments:billing"
 
@@ -301,13 +301,31 @@ async def test_issuer_down_keeps_cached_keys(fed_home: Home) -> None:
         assert k8s.jwks_hits == 1
 
 
-async def test_removed_federation_stops_working_on_a_running_server(fed_home: Home) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None (the home's SQLite), or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+    else:
+        with fresh_database() as url:
+            yield url
+
+
+async def test_removed_federation_stops_working_on_a_running_server(
+    fed_home: Home, postgres_url: str | None
+) -> None:
+    """SQLite: seen at the next poll (reload_interval). PostgreSQL: the poll is set to its
+    slowest (2 s) and NOTIFY must bring the change sooner."""
     home = fed_home
     aud = home.settings.issuer
+    settings, within = home.settings, 2.0
+    if postgres_url is not None:
+        await asyncio.to_thread(use_postgres, home, postgres_url)
+        settings, within = dataclasses.replace(home.settings, reload_interval=2.0), 1.0
     async with serve_issuer(home, Issuer()) as k8s:
         await add_federation(home, "--name", "k8s", "--issuer", k8s.url)
         await add_federated_client(home, "k8s")
-        async with running(home) as service:
+        async with running(home, settings) as service:
             assert (await federated_token(service, k8s.token(aud)))[0] == 200
             removed = await asyncio.to_thread(
                 cli_json, ["federation", "remove", "k8s", "--home", str(home.path)]
@@ -318,7 +336,7 @@ async def test_removed_federation_stops_working_on_a_running_server(fed_home: Ho
                 status, _ = await federated_token(service, k8s.token(aud))
                 return status == 401
 
-            await eventually(refused, within=2)
+            await eventually(refused, within=within)
 
 
 # --- the CLI --------------------------------------------------------------------------------
