@@ -118,6 +118,16 @@ CASES: list[tuple[str, list[str], int]] = [
     ("check", ["check", "--issuer", "{dead-issuer}", "--cacert", "{home}/ca/ca.pem",
                "--token", "not.a.token"], FAILED),
     ("demo-api", ["demo-api", "--home", "{missing}"], USAGE),
+    ("federation add", ["federation", "add", "--home", "{missing}", "--name", "k",
+                        "--issuer", "https://k8s.example"], USAGE),
+    ("federation add", ["federation", "add", "--home", "{home}", "--name", "k",
+                        "--issuer", "http://plain", "--jwks", "{missing}"], USAGE),
+    ("federation list", ["federation", "list", "--home", "{missing}"], USAGE),
+    ("federation list", ["federation", "list", "--home", "{file}"], USAGE),
+    ("federation show", ["federation", "show", "nobody", "--home", "{missing}"], USAGE),
+    ("federation show", ["federation", "show", "nobody", "--home", "{home}"], FAILED),
+    ("federation remove", ["federation", "remove", "nobody", "--home", "{missing}"], USAGE),
+    ("federation remove", ["federation", "remove", "nobody", "--home", "{home}"], FAILED),
     ("demo-api", ["demo-api", "--home", "{home}", "--port", "0"], USAGE),
 ]
 # fmt: on

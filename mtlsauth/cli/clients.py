@@ -25,15 +25,21 @@ from mtlsauth.issuer.registration import (
     validate_grace,
 )
 from mtlsauth.issuer.settings import Settings
-from mtlsauth.issuer.store import ClientExistsError, Store, StoreError, open_store
+from mtlsauth.issuer.store import (
+    ClientExistsError,
+    FederationExistsError,
+    Store,
+    StoreError,
+    open_store,
+)
 
-__all__ = ["add_parser", "describe"]
+__all__ = ["add_parser", "describe", "with_store"]
 
 T = TypeVar("T")
 _NAME_FLAGS = ("subject_dn", "san_dns", "san_uri", "san_ip", "san_email")
 
 
-def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
+def with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
     async def run() -> T:
         store = open_store(settings.database_url.get())
         await store.open()
@@ -44,7 +50,7 @@ def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(run())
-    except ClientExistsError as exc:
+    except (ClientExistsError, FederationExistsError) as exc:
         raise CLIError(str(exc)) from exc
     except StoreError as exc:
         raise CLIError(f"store error: {exc}") from exc
@@ -85,6 +91,9 @@ def describe(client: Client) -> dict[str, Any]:
         data["jwks_kids"] = [k.get("kid") for k in client.jwks.get("keys", [])]
     if client.jwks_uri is not None:
         data["jwks_uri"] = client.jwks_uri
+    if client.federation is not None:
+        data["federation"] = client.federation
+        data["federated_subject"] = client.federated_subject
     return data
 
 
@@ -100,13 +109,13 @@ def _rotate_secret(args: argparse.Namespace) -> int:
     except RegistrationError as exc:
         raise CLIError(str(exc), code=2) from exc
     settings = settings_of(args)
-    client = _with_store(settings, lambda store: store.get_client(args.client_id))
+    client = with_store(settings, lambda store: store.get_client(args.client_id))
     if client is None:
         raise CLIError(f"no client {args.client_id!r}")
     if client.auth_method not in SECRET_METHODS | {"client_secret_jwt"}:
         raise CLIError(f"client {args.client_id!r} uses {client.auth_method}: it has no secret")
     secret, entry = new_secret(client.auth_method, settings.secret_key.get(), client.client_id)
-    _with_store(settings, lambda store: store.rotate_secret(client.client_id, entry, grace))
+    with_store(settings, lambda store: store.rotate_secret(client.client_id, entry, grace))
     emit(
         args,
         {
@@ -119,11 +128,13 @@ def _rotate_secret(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
+    if args.auth_method is None and args.federation is None:
+        raise CLIError("--auth-method is required (or --federation, for federated_jwt)", code=2)
     settings = settings_of(args)
     names = [(flag, value) for flag in _NAME_FLAGS for value in getattr(args, flag)]
     try:
         new = register(
-            auth_method=args.auth_method,
+            auth_method=args.auth_method or "federated_jwt",
             secret_key=settings.secret_key.get(),
             client_id=args.client_id,
             names=names,
@@ -133,10 +144,12 @@ def _add(args: argparse.Namespace) -> int:
             bound_tokens=args.bound_tokens,
             scope=args.scope,
             audiences=args.audience,
+            federation=args.federation,
+            federated_subject=args.federated_subject,
         )
     except RegistrationError as exc:
         raise CLIError(str(exc), code=2) from exc
-    _with_store(settings, lambda store: _add_unique(store, new.client))
+    with_store(settings, lambda store: _add_unique(store, new.client))
     data = describe(new.client)
     if new.client_secret is not None:
         data["client_secret"] = new.client_secret
@@ -145,7 +158,14 @@ def _add(args: argparse.Namespace) -> int:
 
 
 async def _add_unique(store: Store, client: Client) -> None:
-    """Store ``client`` unless its certificate name matches another client's (refused, 1)."""
+    """Store ``client`` unless its certificate name matches another client's or its
+    federation does not exist (refused, 1)."""
+    if client.federation is not None and client.federation not in {
+        f.name for f in await store.list_federations()
+    }:
+        raise CLIError(
+            f"no federation {client.federation!r}: add it first with 'mtlsauth federation add'"
+        )
     if client.tls_name is not None:
         other = name_taken_by(client.tls_name, await store.list_clients())
         if other is not None and other.tls_name is not None:
@@ -159,7 +179,7 @@ async def _add_unique(store: Store, client: Client) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    clients = _with_store(settings_of(args), lambda store: store.list_clients())
+    clients = with_store(settings_of(args), lambda store: store.list_clients())
     rows = [describe(c) for c in clients]
     text = "\n".join(
         f"{c.client_id}\t{c.auth_method}\tbound={'yes' if c.bound_tokens else 'no'}\t"
@@ -171,7 +191,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    client = _with_store(settings_of(args), lambda store: store.get_client(args.client_id))
+    client = with_store(settings_of(args), lambda store: store.get_client(args.client_id))
     if client is None:
         raise CLIError(f"no client {args.client_id!r}")
     emit(args, describe(client))
@@ -179,7 +199,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    removed = _with_store(settings_of(args), lambda store: store.remove_client(args.client_id))
+    removed = with_store(settings_of(args), lambda store: store.remove_client(args.client_id))
     if not removed:
         raise CLIError(f"no client {args.client_id!r}")
     emit(args, {"client_id": args.client_id, "removed": True})
@@ -197,7 +217,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "self_signed_tls_client_auth needs --cert or --jwks. Secrets are shown once.",
     )
     add_home(add)
-    add.add_argument("--auth-method", required=True, choices=AUTH_METHODS)
+    add.add_argument(
+        "--auth-method",
+        choices=AUTH_METHODS,
+        help="required, except with --federation (federated_jwt is implied)",
+    )
     add.add_argument("--client-id", help="the client_id (default: random)")
     add.add_argument(
         "--subject-dn",
@@ -223,6 +247,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="JWK Set: public keys (private_key_jwt) or keys with x5c (self-signed)",
     )
     add.add_argument("--jwks-uri", metavar="URL", help="https URL of the keys (private_key_jwt)")
+    add.add_argument(
+        "--federation",
+        metavar="NAME",
+        help="the federation whose tokens authenticate the client (federated_jwt)",
+    )
+    add.add_argument(
+        "--federated-subject",
+        metavar="SUB",
+        help="the sub of those tokens, e.g. system:serviceaccount:NS:NAME (federated_jwt)",
+    )
     add.add_argument(
         "--bound-tokens",
         action=argparse.BooleanOptionalAction,

@@ -67,8 +67,9 @@ class ClientCredentialsGrant:
         started: float,
     ) -> bytes:
         """The JSON token response (RFC 6749 §5.1) for ``client``, bound to ``peer`` when the
-        client registered for bound tokens (RFC 8705 §3). ``started`` is the request's
-        ``time.perf_counter()``, so the latency histogram includes the authentication."""
+        client registered for bound tokens, or is federated and presented one (RFC 8705 §3).
+        ``started`` is the request's ``time.perf_counter()``, so the latency histogram
+        includes the authentication."""
         if params.grant_type != GRANT_TYPE:
             raise UnsupportedGrantType(f"grant_type {str(params.grant_type)[:40]!r}")
         if GRANT_TYPE not in client.grant_types:
@@ -85,6 +86,10 @@ class ClientCredentialsGrant:
                     description="This client's tokens are certificate-bound: present a TLS "
                     "client certificate.",
                 )
+            thumbprint = peer.thumbprint
+        elif peer is not None and client.federation is not None:
+            # A federated workload's token proves who it is, not what key it holds: a
+            # certificate it does present is what makes the access token useless if stolen.
             thumbprint = peer.thumbprint
         token = self._signer.sign(
             client_id=client.client_id, audience=audience, scope=scope, x5t_s256=thumbprint

@@ -19,9 +19,11 @@ from mtlsauth.core.thumbprint import x5t_s256
 __all__ = [
     "AUTH_METHODS",
     "CERTIFICATE_METHODS",
+    "FEDERATED_METHOD",
     "SECRET_METHODS",
     "AuthMethod",
     "Client",
+    "Federation",
     "RegisteredCert",
     "SecretEntry",
 ]
@@ -33,10 +35,14 @@ AuthMethod = Literal[
     "private_key_jwt",
     "tls_client_auth",
     "self_signed_tls_client_auth",
+    "federated_jwt",
 ]
 AUTH_METHODS: Final[tuple[AuthMethod, ...]] = get_args(AuthMethod)
 SECRET_METHODS: Final = frozenset({"client_secret_basic", "client_secret_post"})
 CERTIFICATE_METHODS: Final = frozenset({"tls_client_auth", "self_signed_tls_client_auth"})
+#: A JWT from an external issuer (a federation) names the client: RFC 7523 §2.2 assertion
+#: whose ``iss``/``sub`` are the workload's, not the client_id (see clientauth/federated.py).
+FEDERATED_METHOD: Final = "federated_jwt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +97,31 @@ class Client:
     #: private_key_jwt keys: a registered JWK Set, or a URL to fetch one from.
     jwks: dict[str, Any] | None = field(default=None, repr=False)
     jwks_uri: str | None = None
+    #: federated_jwt: the federation (by name) whose token authenticates the client, and the
+    #: token's ``sub`` it must carry.
+    federation: str | None = None
+    federated_subject: str | None = None
 
     def certificate(self, thumbprint: str) -> RegisteredCert | None:
         for cert in self.certificates:
             if cert.thumbprint == thumbprint:
                 return cert
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Federation:
+    """An external token issuer whose JWTs may authenticate clients (RFC 7523 §2.2 assertions
+    from, e.g., a Kubernetes service-account issuer or a CI system's OIDC issuer).
+
+    Keys come from a JWK Set at ``jwks_uri`` (given, or found by OpenID Connect discovery when
+    the federation was added) or from the registered ``jwks``.
+    """
+
+    name: str
+    issuer: str
+    jwks_uri: str | None = None
+    jwks: dict[str, Any] | None = field(default=None, repr=False)
+    #: The ``aud`` the issuer's tokens carry for us; None: this server's assertion audiences.
+    audience: str | None = None
+    created_at: float = 0.0

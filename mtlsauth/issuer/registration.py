@@ -2,7 +2,8 @@
 
 Metadata follows RFC 7591 and RFC 8705 §2: a tls_client_auth client names exactly one of
 subject DN, SAN DNS, SAN URI, SAN IP or SAN email; a self_signed_tls_client_auth client
-registers its certificates (PEM, or a JWKS whose keys carry ``x5c``).
+registers its certificates (PEM, or a JWKS whose keys carry ``x5c``); a federated_jwt client
+names its federation and the ``sub`` of the federation's tokens.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "MAX_SECRET_GRACE",
     "NewClient",
     "RegistrationError",
+    "load_public_jwks",
     "name_taken_by",
     "new_secret",
     "register",
@@ -51,6 +53,8 @@ __all__ = [
 _CLIENT_ID: Final = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,198}[\x21-\x7e])?\Z")
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+\Z")
+# A JWT ``sub`` (RFC 7519 §4.1.2) is compared as a string: printable ASCII, bounded.
+_SUBJECT: Final = re.compile(r"[\x21-\x7e]{1,2048}\Z")
 #: The longest the old secrets may keep working after a rotation (30 days, in seconds): long
 #: enough to roll a fleet over, short enough that a forgotten rotation still ends.
 MAX_SECRET_GRACE: Final = 30 * 86400
@@ -117,7 +121,7 @@ def _load_jwks_certs(path: Path) -> list[bytes]:
     return ders
 
 
-def _load_public_jwks(path: Path) -> dict[str, Any]:
+def load_public_jwks(path: Path) -> dict[str, Any]:
     """A JWK Set of public signing keys for private_key_jwt (RFC 7517); no private members."""
     keys = _read_jwks(path)
     for jwk in keys:
@@ -164,7 +168,7 @@ def _assertion_keys(
         raise RegistrationError("private_key_jwt needs exactly one of --jwks FILE, --jwks-uri URL")
     if jwks_uri is not None and not re.match(r"https://[^/\s]+", jwks_uri):
         raise RegistrationError(f"--jwks-uri must be an https URL, got {jwks_uri!r}")
-    return _load_public_jwks(jwks_file) if jwks_file is not None else None
+    return load_public_jwks(jwks_file) if jwks_file is not None else None
 
 
 def _certificates(
@@ -214,6 +218,25 @@ def name_taken_by(name: CertificateName, clients: Iterable[Client]) -> Client | 
     return None
 
 
+def _federated(
+    auth_method: str, federation: str | None, subject: str | None
+) -> tuple[str | None, str | None]:
+    """federated_jwt: the federation's name and the subject its tokens must carry."""
+    if auth_method != "federated_jwt":
+        if federation is not None or subject is not None:
+            raise RegistrationError(
+                f"--federation/--federated-subject are for federated_jwt, not {auth_method}"
+            )
+        return None, None
+    if federation is None or subject is None:
+        raise RegistrationError("federated_jwt needs --federation NAME and --federated-subject SUB")
+    if not _SUBJECT.match(subject):
+        raise RegistrationError(
+            f"--federated-subject must be 1-2048 printable ASCII characters, got {subject!r}"
+        )
+    return federation, subject
+
+
 def validate_grace(seconds: float) -> float:
     """The grace period of a secret rotation: a finite number of seconds, 0 to 30 days."""
     if not (math.isfinite(seconds) and 0 <= seconds <= MAX_SECRET_GRACE):
@@ -248,6 +271,8 @@ def register(
     scope: str = "",
     audiences: Sequence[str] = (),
     grant_types: Sequence[str] = ("client_credentials",),
+    federation: str | None = None,
+    federated_subject: str | None = None,
 ) -> NewClient:
     """Validate a registration and build the client (not yet stored)."""
     if auth_method not in AUTH_METHODS:
@@ -264,6 +289,7 @@ def register(
     tls_name = _tls_name(auth_method, names)
     jwks = _assertion_keys(auth_method, jwks_file, jwks_uri)
     certificates = _certificates(auth_method, cert_files, jwks_file)
+    federation, federated_subject = _federated(auth_method, federation, federated_subject)
     try:
         scopes = validate_scope_tokens(scope.split())
     except ValueError as exc:
@@ -298,5 +324,7 @@ def register(
         created_at=time.time(),
         jwks=jwks,
         jwks_uri=jwks_uri,
+        federation=federation,
+        federated_subject=federated_subject,
     )
     return NewClient(client=client, client_secret=secret)

@@ -1,4 +1,5 @@
-"""The client registry: every registered client in memory, the cache the endpoints read.
+"""The client registry: every registered client (and federation) in memory, the cache the
+endpoints read.
 
 The hot path never touches the database. A background refresh asks the store whether
 anything changed (cheaply) and reloads when it did, so a client added or removed with the
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
-from mtlsauth.issuer.model import Client
+from mtlsauth.issuer.model import Client, Federation
 from mtlsauth.issuer.store import Store
 
 __all__ = ["ClientRegistry"]
@@ -24,11 +25,15 @@ class ClientRegistry:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._clients: Mapping[str, Client] = {}
+        self._federations: Mapping[str, Federation] = {}
         self._marker: object = object()
         self._listeners: list[Callable[[Mapping[str, Client]], None]] = []
 
     def get(self, client_id: str) -> Client | None:
         return self._clients.get(client_id)
+
+    def federation(self, name: str) -> Federation | None:
+        return self._federations.get(name)
 
     def all(self) -> Mapping[str, Client]:
         return self._clients
@@ -43,9 +48,15 @@ class ClientRegistry:
         if marker == self._marker:
             return False
         clients = await self._store.list_clients()
+        federations = await self._store.list_federations()
         self._clients = {c.client_id: c for c in clients}
+        self._federations = {f.name: f for f in federations}
         self._marker = marker
-        log.info("client registry loaded: %d client(s)", len(clients))
+        log.info(
+            "client registry loaded: %d client(s), %d federation(s)",
+            len(clients),
+            len(federations),
+        )
         for listener in self._listeners:
             listener(self._clients)
         return True

@@ -394,6 +394,7 @@ class Settings:
     metrics_port: int | None = field(metadata=_setting(None, _optional(_PORT, None)))
     metrics_host: str = field(metadata=_setting("127.0.0.1", _TEXT))
     metrics_allow: tuple[str, ...] = field(metadata=_setting("127.0.0.0/8,::1", _NETWORKS))
+    federated_assertion_max_lifetime: int = field(metadata=_setting(3600, _integer(60, 86400)))
 
     @property
     def proxy(self) -> ProxyConfig | None:

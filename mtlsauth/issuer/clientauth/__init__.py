@@ -18,6 +18,7 @@ from mtlsauth.issuer.clientauth.base import (
     Authenticator,
     AuthRequest,
 )
+from mtlsauth.issuer.clientauth.federated import authenticate_federated
 from mtlsauth.issuer.clientauth.jwt_assertion import (
     ASSERTION_TYPE,
     assertion_issuer,
@@ -49,6 +50,7 @@ METHODS: Final[Mapping[AuthMethod, Authenticator]] = {
     "private_key_jwt": authenticate_assertion,
     "tls_client_auth": authenticate_pki,
     "self_signed_tls_client_auth": authenticate_self_signed,
+    "federated_jwt": authenticate_federated,
 }
 
 
@@ -82,7 +84,7 @@ def _presented(request: AuthRequest) -> str:
 _COMPATIBLE: Final[Mapping[str, frozenset[str]]] = {
     "client_secret_basic": frozenset({"client_secret_basic"}),
     "client_secret_post": frozenset({"client_secret_post"}),
-    "client_assertion": frozenset({"client_secret_jwt", "private_key_jwt"}),
+    "client_assertion": frozenset({"client_secret_jwt", "private_key_jwt", "federated_jwt"}),
     "tls": frozenset({"tls_client_auth", "self_signed_tls_client_auth"}),
 }
 

@@ -11,7 +11,7 @@ from typing import Final, NamedTuple
 
 from mtlsauth.core.peer import PeerCertificate
 from mtlsauth.issuer.clientauth.remote_jwks import RemoteJWKS
-from mtlsauth.issuer.model import Client, SecretEntry
+from mtlsauth.issuer.model import Client, Federation, SecretEntry
 from mtlsauth.issuer.secrets import generate_secret, hash_secret
 from mtlsauth.issuer.store import Store
 from mtlsauth.issuer.tls.contexts import ClientCA
@@ -44,6 +44,9 @@ class AssertionPolicy:
     audiences: frozenset[str]
     max_lifetime: int = 300
     leeway: int = 30
+    #: Federated tokens are minted by another issuer with its own lifetimes (a Kubernetes
+    #: projected token lives at least 10 minutes), so they have their own ceiling.
+    federated_max_lifetime: int = 3600
 
 
 class _PkiVerdict(NamedTuple):
@@ -91,6 +94,10 @@ class PkiVerdicts:
         self._verdicts[thumbprint] = _PkiVerdict(client, generation, *period)
 
 
+def _no_federation(_name: str) -> Federation | None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class AuthContext:
     """Server-side material the methods need."""
@@ -101,6 +108,10 @@ class AuthContext:
     store: Store | None = None
     remote_jwks: RemoteJWKS | None = None
     pki_verdicts: PkiVerdicts = field(default_factory=PkiVerdicts)
+    #: The registered federations by name (the registry's look-up), for federated_jwt.
+    federations: Callable[[str], Federation | None] = _no_federation
+    #: The federations' JWK Sets, fetched and cached apart from the clients' jwks_uri.
+    federation_keys: RemoteJWKS | None = None
     #: Stand-ins a secret presented for an unregistered client_id is checked against, so that
     #: it costs the same HMAC and comparison as a wrong secret of a registered client.
     decoys: dict[str, Client] = field(init=False, repr=False)

@@ -5,10 +5,10 @@ that way.
 
 Decision D7: an attacker without a client's credentials must not be able to deny it service.
 A client registered for a credential that cannot be guessed — a TLS client certificate
-(RFC 8705 §2) or an asymmetric assertion (private_key_jwt, RFC 7523 §2.2) — is never refused
-before it is authenticated: it is served if it authenticates, and only a failure counts and
-can earn a 429. Secret-based methods are checked against the throttle first, per (client_id,
-source), since guessing is exactly what the throttle slows down.
+(RFC 8705 §2) or an asymmetric assertion (private_key_jwt or federated_jwt, RFC 7523 §2.2) —
+is never refused before it is authenticated: it is served if it authenticates, and only a
+failure counts and can earn a 429. Secret-based methods are checked against the throttle
+first, per (client_id, source), since guessing is exactly what the throttle slows down.
 
 Secret last-use times are kept in memory and written to the store in batches, off
 the request path.
@@ -38,7 +38,7 @@ __all__ = ["UNGUESSABLE_METHODS", "ClientGuard"]
 
 #: Methods whose credential an attacker cannot guess, so throttling them protects nothing.
 UNGUESSABLE_METHODS: Final[frozenset[AuthMethod]] = frozenset(
-    {"tls_client_auth", "self_signed_tls_client_auth", "private_key_jwt"}
+    {"tls_client_auth", "self_signed_tls_client_auth", "private_key_jwt", "federated_jwt"}
 )
 
 

@@ -6,6 +6,9 @@
   and single-use across every endpoint, worker and host (the store's replay cache decides).
 * Fixed algorithm allow-lists per method: asymmetric algorithms for private_key_jwt (so a
   public key can never be used as an HMAC secret), HMAC for client_secret_jwt; never ``none``.
+
+The steps are public so that federated assertions (clientauth/federated.py) are checked by the
+very same code, with the federation's issuer, subject and keys.
 """
 
 from __future__ import annotations
@@ -25,8 +28,13 @@ __all__ = [
     "ASSERTION_TYPE",
     "PRIVATE_KEY_ALGORITHMS",
     "SECRET_ALGORITHMS",
+    "assertion_header",
     "assertion_issuer",
     "authenticate_assertion",
+    "jwk_keys",
+    "presented_assertion",
+    "use_jti",
+    "verify_assertion",
 ]
 
 ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -36,6 +44,7 @@ PRIVATE_KEY_ALGORITHMS: Final = frozenset(
 SECRET_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 _KTY: Final = {"ES": "EC", "PS": "RSA", "RS": "RSA", "Ed": "OKP"}
 _MAX_JTI: Final = 256
+_NUMERIC_DATES: Final = ("exp", "iat", "nbf")
 
 
 def _bad(client_id: str, detail: str, reason: str = "bad_assertion") -> InvalidClient:
@@ -54,6 +63,22 @@ def assertion_issuer(assertion: str) -> str | None:
         return None
     issuer = claims.get("iss")
     return issuer if isinstance(issuer, str) else None
+
+
+def jwk_keys(jwks: Iterable[dict[str, Any]], alg: str, kid: str | None) -> list[Any]:
+    """The public keys of a JWK Set (RFC 7517 §5) that may verify ``alg`` with ``kid``."""
+    kty = _KTY.get(alg[:2])
+    keys = []
+    for jwk in jwks:
+        if kid is not None and jwk.get("kid") != kid:
+            continue
+        if jwk.get("kty") != kty or jwk.get("use", "sig") != "sig" or "d" in jwk:
+            continue
+        try:
+            keys.append(jwt.PyJWK(jwk, algorithm=alg).key)
+        except jwt.PyJWTError:
+            continue
+    return keys
 
 
 async def _candidate_keys(
@@ -78,82 +103,123 @@ async def _candidate_keys(
         jwks = await context.remote_jwks.keys(client.jwks_uri, kid=kid)
     else:
         raise _bad(client.client_id, "no keys registered", reason="no_keys")
-    kty = _KTY.get(alg[:2])
-    keys = []
-    for jwk in jwks:
-        if kid is not None and jwk.get("kid") != kid:
-            continue
-        if jwk.get("kty") != kty or jwk.get("use", "sig") != "sig" or "d" in jwk:
-            continue
-        try:
-            keys.append((jwt.PyJWK(jwk, algorithm=alg).key, None))
-        except jwt.PyJWTError:
-            continue
-    return keys
+    return [(key, None) for key in jwk_keys(jwks, alg, kid)]
 
 
-async def authenticate_assertion(
-    client: Client, request: AuthRequest, context: AuthContext
-) -> str | None:
+def presented_assertion(client_id: str, request: AuthRequest) -> str:
+    """The request's ``client_assertion`` (RFC 7523 §2.2), of the one type we accept."""
     if request.assertion_type != ASSERTION_TYPE:
         if request.assertion_type is None or request.assertion is None:
             raise InvalidRequest("client_assertion and client_assertion_type go together")
-        raise _bad(client.client_id, f"unsupported assertion type {request.assertion_type[:60]!r}")
-    assertion = request.assertion
-    if assertion is None:
+        raise _bad(client_id, f"unsupported assertion type {request.assertion_type[:60]!r}")
+    if request.assertion is None:
         raise InvalidRequest("client_assertion is missing")
+    return request.assertion
+
+
+def assertion_header(
+    client_id: str, assertion: str, allowed: frozenset[str]
+) -> tuple[str, str | None]:
+    """The (alg, kid) of an assertion, with ``alg`` on the allow-list (never ``none``)."""
     try:
         header = jwt.get_unverified_header(assertion)
     except jwt.PyJWTError as exc:
-        raise _bad(client.client_id, f"malformed assertion: {exc}") from exc
+        raise _bad(client_id, f"malformed assertion: {exc}") from exc
     alg, kid = header.get("alg"), header.get("kid")
-    allowed = (
-        SECRET_ALGORITHMS if client.auth_method == "client_secret_jwt" else PRIVATE_KEY_ALGORITHMS
-    )
-    if not isinstance(alg, str) or alg not in allowed:  # a JSON list or object is unhashable
-        raise _bad(
-            client.client_id, f"alg {str(alg)[:20]!r} is not allowed for {client.auth_method}"
-        )
+    if not isinstance(alg, str) or alg not in allowed:
+        raise _bad(client_id, f"alg {str(alg)[:20]!r} is not allowed")
     if kid is not None and not isinstance(kid, str):
-        raise _bad(client.client_id, "kid is not a string")
-    policy = context.assertions
+        raise _bad(client_id, "kid is not a string")
+    return alg, kid
+
+
+def verify_assertion(
+    client_id: str,
+    assertion: str,
+    candidates: Iterable[tuple[Any, str | None]],
+    *,
+    alg: str,
+    issuer: str,
+    subject: str,
+    audiences: Iterable[str],
+    leeway: float,
+    max_lifetime: int,
+    require: Iterable[str] = ("iss", "sub", "aud", "exp", "jti"),
+) -> tuple[dict[str, Any], str | None]:
+    """RFC 7523 §3: the claims of an assertion signed by one of ``candidates`` (and that
+    candidate's secret hash), naming ``issuer`` and ``subject``, for one of ``audiences``,
+    unexpired and living at most ``max_lifetime`` seconds."""
     claims: dict[str, Any] | None = None
     matched: str | None = None
-    for key, secret_hash in await _candidate_keys(client, alg, kid, context):
+    for key, secret_hash in candidates:
         try:
             claims = jwt.decode(
                 assertion,
                 key=key,
                 algorithms=[alg],
-                audience=sorted(policy.audiences),
-                issuer=client.client_id,
-                leeway=policy.leeway,
-                options={"require": ["iss", "sub", "aud", "exp", "jti"]},
+                audience=sorted(audiences),
+                issuer=issuer,
+                leeway=leeway,
+                options={"require": list(require)},
             )
         except jwt.InvalidSignatureError:
             continue
         except jwt.PyJWTError as exc:
-            raise _bad(client.client_id, f"{type(exc).__name__}: {exc}") from exc
+            raise _bad(client_id, f"{type(exc).__name__}: {exc}") from exc
         matched = secret_hash
         break
     if claims is None:
-        raise _bad(client.client_id, "no registered key verifies the assertion's signature")
-    if claims.get("sub") != client.client_id:
-        raise _bad(client.client_id, "sub is not the client_id")
+        raise _bad(client_id, "no registered key verifies the assertion's signature")
+    for name in _NUMERIC_DATES:
+        value = claims.get(name)
+        # pyjwt reads "exp": "1700000000" as a number; RFC 7519 §2 (and D9) says JSON number.
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise _bad(client_id, f"{name} is not a NumericDate (a JSON number)")
+    if claims.get("sub") != subject:
+        raise _bad(client_id, "sub is not the registered subject")
     now = time.time()
     exp = float(claims["exp"])
-    if exp - now > policy.max_lifetime + policy.leeway:
-        raise _bad(client.client_id, f"exp is more than {policy.max_lifetime} s ahead")
+    if exp - now > max_lifetime + leeway:
+        raise _bad(client_id, f"exp is more than {max_lifetime} s ahead")
     iat = claims.get("iat")
-    if isinstance(iat, int | float) and exp - iat > policy.max_lifetime + policy.leeway:
-        raise _bad(client.client_id, f"the assertion lives longer than {policy.max_lifetime} s")
+    if isinstance(iat, int | float) and exp - iat > max_lifetime + leeway:
+        raise _bad(client_id, f"the assertion lives longer than {max_lifetime} s")
+    return claims, matched
+
+
+async def use_jti(
+    client_id: str, context: AuthContext, namespace: str, claims: dict[str, Any]
+) -> None:
+    """RFC 7523 §3 item 7: the assertion's ``jti`` is single-use within ``namespace`` (its
+    issuer) until ``exp``, across every endpoint, worker and host."""
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti or len(jti) > _MAX_JTI:
-        raise _bad(client.client_id, "jti must be a non-empty string")
+        raise _bad(client_id, "jti must be a non-empty string")
     if context.store is None:
-        raise _bad(client.client_id, "no replay cache is configured", reason="internal")
-    if not await context.store.use_assertion_id(client.client_id, jti, exp):
-        raise _bad(
-            client.client_id, f"assertion jti {jti[:40]!r} was already used", reason="replay"
-        )
+        raise _bad(client_id, "no replay cache is configured", reason="internal")
+    if not await context.store.use_assertion_id(namespace, jti, float(claims["exp"])):
+        raise _bad(client_id, f"assertion jti {jti[:40]!r} was already used", reason="replay")
+
+
+async def authenticate_assertion(
+    client: Client, request: AuthRequest, context: AuthContext
+) -> str | None:
+    assertion = presented_assertion(client.client_id, request)
+    allowed = (
+        SECRET_ALGORITHMS if client.auth_method == "client_secret_jwt" else PRIVATE_KEY_ALGORITHMS
+    )
+    alg, kid = assertion_header(client.client_id, assertion, allowed)
+    policy = context.assertions
+    claims, matched = verify_assertion(
+        client.client_id,
+        assertion,
+        await _candidate_keys(client, alg, kid, context),
+        alg=alg,
+        issuer=client.client_id,
+        subject=client.client_id,
+        audiences=policy.audiences,
+        leeway=policy.leeway,
+        max_lifetime=policy.max_lifetime,
+    )
+    await use_jti(client.client_id, context, client.client_id, claims)
     return matched

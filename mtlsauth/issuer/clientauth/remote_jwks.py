@@ -8,6 +8,7 @@ addresses. What this adds is the token service's answer when a client's keys can
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from mtlsauth.core.errors import InvalidClient
@@ -17,10 +18,19 @@ __all__ = ["RemoteJWKS"]
 
 
 class RemoteJWKS(KeySets):
+    """KeySets whose failure is ``invalid_client``; ``owner`` names whose keys they are in
+    the log (the client's, or a federation's)."""
+
+    def __init__(
+        self, ssl_context: ssl.SSLContext, *, owner: str = "the client's", **options: Any
+    ) -> None:
+        super().__init__(ssl_context, **options)
+        self._owner = owner
+
     async def keys(self, uri: str, *, kid: str | None) -> list[dict[str, Any]]:
         try:
             return await super().keys(uri, kid=kid)
         except JWKSUnavailable as exc:
             raise InvalidClient(
-                f"the client's jwks_uri {uri} cannot be fetched", reason="jwks"
+                f"{self._owner} jwks_uri {uri} cannot be fetched", reason="jwks"
             ) from exc

@@ -154,6 +154,13 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         policy=settings.jwks_uri_policy,
         timeout=settings.jwks_uri_timeout,
     )
+    # Apart from the clients' key sets: a flood of client URIs cannot evict a federation's.
+    federation_keys = RemoteJWKS(
+        _jwks_uri_context(settings),
+        owner="a federation's",
+        policy=settings.jwks_uri_policy,
+        timeout=settings.jwks_uri_timeout,
+    )
     try:
         registry = ClientRegistry(store)
         registry.on_change(lambda clients: tls.set_trust_anchors(_self_signed_anchors(clients)))
@@ -164,9 +171,12 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
             assertions=AssertionPolicy(
                 audiences=settings.assertion_audiences,
                 max_lifetime=settings.assertion_max_lifetime,
+                federated_max_lifetime=settings.federated_assertion_max_lifetime,
             ),
             store=store,
             remote_jwks=remote_jwks,
+            federations=registry.federation,
+            federation_keys=federation_keys,
         )
         policy = ThrottlePolicy(
             limit=settings.throttle_limit,
@@ -183,6 +193,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         await guard.throttle.refresh()
     except BaseException:
         await remote_jwks.close()
+        await federation_keys.close()
         audit.close()
         await store.close()
         raise
@@ -211,6 +222,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(StoreError):
         await guard.flush_usage(store)
     await remote_jwks.close()
+    await federation_keys.close()
     audit.close()
     await store.close()
 

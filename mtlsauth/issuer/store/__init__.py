@@ -3,6 +3,7 @@ workers and hosts."""
 
 from mtlsauth.issuer.store.base import (
     ClientExistsError,
+    FederationExistsError,
     SchemaError,
     Store,
     StoreError,
@@ -12,6 +13,7 @@ from mtlsauth.issuer.store.sqlite import SQLiteStore
 
 __all__ = [
     "ClientExistsError",
+    "FederationExistsError",
     "SQLiteStore",
     "SchemaError",
     "Store",

@@ -14,16 +14,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from mtlsauth.core.dn import CertificateName
-from mtlsauth.issuer.model import AUTH_METHODS, Client, RegisteredCert, SecretEntry
+from mtlsauth.issuer.model import AUTH_METHODS, Client, Federation, RegisteredCert, SecretEntry
 
 __all__ = [
     "ClientExistsError",
+    "FederationExistsError",
     "SchemaError",
     "Store",
     "StoreError",
     "StoreUnavailable",
     "client_from_row",
     "client_row",
+    "federation_from_row",
+    "federation_row",
 ]
 
 
@@ -41,6 +44,10 @@ class SchemaError(StoreError):
 
 class ClientExistsError(StoreError):
     """A client with that client_id is already registered."""
+
+
+class FederationExistsError(StoreError):
+    """A federation with that name is already registered."""
 
 
 class Store(Protocol):
@@ -69,13 +76,24 @@ class Store(Protocol):
     async def list_clients(self) -> list[Client]: ...
 
     async def change_marker(self) -> object:
-        """A value that differs whenever clients changed, from this or any other process."""
+        """A value that differs whenever clients or federations changed, from this or any
+        other process."""
 
     async def rotate_secret(self, client_id: str, new: SecretEntry, grace: float) -> bool:
         """Add ``new``; every other active secret now expires within ``grace`` seconds."""
 
     async def touch_secrets(self, used: Iterable[tuple[str, str, float]]) -> None:
         """Record (client_id, secret hash, time) last-use stamps (batched, off the hot path)."""
+
+    # -- federations ----------------------------------------------------------------------------
+
+    async def add_federation(self, federation: Federation) -> None:
+        """Insert a federation; FederationExistsError if the name is taken."""
+
+    async def remove_federation(self, name: str) -> bool:
+        """Delete a federation (its clients stay, and fail to authenticate); False if none."""
+
+    async def list_federations(self) -> list[Federation]: ...
 
     # -- tokens and assertions -----------------------------------------------------------------
 
@@ -126,6 +144,8 @@ def client_from_row(
         created_at=row["created_at"],
         jwks=json.loads(row["jwks"]) if row["jwks"] else None,
         jwks_uri=row["jwks_uri"],
+        federation=row["federation"],
+        federated_subject=row["federated_subject"],
     )
 
 
@@ -144,4 +164,30 @@ def client_row(client: Client) -> tuple[Any, ...]:
         client.created_at or time.time(),
         json.dumps(client.jwks) if client.jwks is not None else None,
         client.jwks_uri,
+        client.federation,
+        client.federated_subject,
+    )
+
+
+def federation_from_row(row: Mapping[str, Any]) -> Federation:
+    """A Federation from the ``federations`` columns both stores share."""
+    return Federation(
+        name=row["name"],
+        issuer=row["issuer"],
+        jwks_uri=row["jwks_uri"],
+        jwks=json.loads(row["jwks"]) if row["jwks"] else None,
+        audience=row["audience"],
+        created_at=row["created_at"],
+    )
+
+
+def federation_row(federation: Federation) -> tuple[Any, ...]:
+    """The ``federations`` columns, in table order (the inverse of federation_from_row)."""
+    return (
+        federation.name,
+        federation.issuer,
+        federation.jwks_uri,
+        json.dumps(federation.jwks) if federation.jwks is not None else None,
+        federation.audience,
+        federation.created_at or time.time(),
     )

@@ -21,14 +21,17 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
-from mtlsauth.issuer.model import Client, RegisteredCert, SecretEntry
+from mtlsauth.issuer.model import Client, Federation, RegisteredCert, SecretEntry
 from mtlsauth.issuer.store.base import (
     ClientExistsError,
+    FederationExistsError,
     SchemaError,
     StoreError,
     StoreUnavailable,
     client_from_row,
     client_row,
+    federation_from_row,
+    federation_row,
 )
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore"]
@@ -112,6 +115,21 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (client_id, source)
     );
     CREATE INDEX auth_failures_blocked ON auth_failures (blocked_until);
+    """,
+    # 3: federations (external token issuers) and the clients they authenticate.
+    """
+    CREATE TABLE federations (
+        name       TEXT PRIMARY KEY,
+        issuer     TEXT NOT NULL,
+        jwks_uri   TEXT,
+        jwks       TEXT,
+        audience   TEXT,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    ALTER TABLE clients ADD COLUMN federation TEXT;
+    ALTER TABLE clients ADD COLUMN federated_subject TEXT;
+    CREATE TRIGGER bump_federations AFTER INSERT OR UPDATE OR DELETE ON federations
+        FOR EACH STATEMENT EXECUTE FUNCTION mtlsauth_bump();
     """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -256,7 +274,7 @@ class PostgresStore:
                 return await fn(conn)
         except asyncpg.UniqueViolationError:
             raise
-        except (SchemaError, ClientExistsError):
+        except (SchemaError, ClientExistsError, FederationExistsError):
             raise
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
@@ -291,7 +309,8 @@ class PostgresStore:
                     await conn.execute(
                         "INSERT INTO clients (client_id, auth_method, bound_tokens, scopes,"
                         " audiences, grant_types, name_kind, name_value, created_at, jwks,"
-                        " jwks_uri) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                        " jwks_uri, federation, federated_subject) VALUES ($1, $2, $3, $4, $5,"
+                        " $6, $7, $8, $9, $10, $11, $12, $13)",
                         *client_row(client),
                     )
                 except asyncpg.UniqueViolationError as exc:
@@ -317,6 +336,38 @@ class PostgresStore:
 
     async def list_clients(self) -> list[Client]:
         return await self._run(lambda conn: _load_clients(conn, None))
+
+    async def add_federation(self, federation: Federation) -> None:
+        async def insert(conn: asyncpg.Connection) -> None:
+            try:
+                await conn.execute(
+                    "INSERT INTO federations (name, issuer, jwks_uri, jwks, audience, created_at)"
+                    " VALUES ($1, $2, $3, $4, $5, $6)",
+                    *federation_row(federation),
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise FederationExistsError(
+                    f"federation {federation.name!r} already exists"
+                ) from exc
+
+        await self._run(insert)
+
+    async def remove_federation(self, name: str) -> bool:
+        async def delete(conn: asyncpg.Connection) -> bool:
+            status = await conn.execute("DELETE FROM federations WHERE name = $1", name)
+            return bool(status.endswith(" 1"))
+
+        return await self._run(delete)
+
+    async def list_federations(self) -> list[Federation]:
+        async def read(conn: asyncpg.Connection) -> list[Federation]:
+            rows = await conn.fetch(
+                "SELECT name, issuer, jwks_uri, jwks, audience, created_at FROM federations"
+                " ORDER BY name"
+            )
+            return [federation_from_row(r) for r in rows]
+
+        return await self._run(read)
 
     async def change_marker(self) -> object:
         async def read(conn: asyncpg.Connection) -> int:
@@ -480,7 +531,8 @@ async def _load_clients(conn: asyncpg.Connection, client_id: str | None) -> list
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         rows = await conn.fetch(
             "SELECT client_id, auth_method, bound_tokens, scopes, audiences, grant_types,"
-            f" name_kind, name_value, created_at, jwks, jwks_uri FROM clients {where}"
+            " name_kind, name_value, created_at, jwks, jwks_uri, federation, federated_subject"
+            f" FROM clients {where}"
             " ORDER BY client_id",
             *args,
         )

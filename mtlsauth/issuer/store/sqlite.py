@@ -17,13 +17,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, TypeVar
 
-from mtlsauth.issuer.model import Client, RegisteredCert, SecretEntry
+from mtlsauth.issuer.model import Client, Federation, RegisteredCert, SecretEntry
 from mtlsauth.issuer.store.base import (
     ClientExistsError,
+    FederationExistsError,
     SchemaError,
     StoreError,
     client_from_row,
     client_row,
+    federation_from_row,
+    federation_row,
 )
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
@@ -106,6 +109,20 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """
     # Last-use stamps must not make every process reload every client.
     + _bump("client_secrets", "UPDATE", "hash, expires_at, sealed"),
+    # 3: federations (external token issuers) and the clients they authenticate.
+    """
+    CREATE TABLE federations (
+        name       TEXT PRIMARY KEY,
+        issuer     TEXT NOT NULL,
+        jwks_uri   TEXT,
+        jwks       TEXT,
+        audience   TEXT,
+        created_at REAL NOT NULL
+    );
+    ALTER TABLE clients ADD COLUMN federation TEXT;
+    ALTER TABLE clients ADD COLUMN federated_subject TEXT;
+    """
+    + "".join(_bump("federations", op) for op in ("INSERT", "UPDATE", "DELETE")),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -200,7 +217,8 @@ class SQLiteStore:
                     conn.execute(
                         "INSERT INTO clients (client_id, auth_method, bound_tokens, scopes,"
                         " audiences, grant_types, name_kind, name_value, created_at, jwks,"
-                        " jwks_uri) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " jwks_uri, federation, federated_subject)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         client_row(client),
                     )
                     _insert_secrets(conn, client.client_id, client.secrets)
@@ -228,6 +246,38 @@ class SQLiteStore:
 
     async def list_clients(self) -> list[Client]:
         return await self._run(_load_clients)
+
+    async def add_federation(self, federation: Federation) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO federations (name, issuer, jwks_uri, jwks, audience, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    federation_row(federation),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise FederationExistsError(
+                    f"federation {federation.name!r} already exists"
+                ) from exc
+
+        await self._run(insert)
+
+    async def remove_federation(self, name: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM federations WHERE name = ?", (name,)).rowcount > 0
+
+        return await self._run(delete)
+
+    async def list_federations(self) -> list[Federation]:
+        def read(conn: sqlite3.Connection) -> list[Federation]:
+            cur = conn.execute(
+                "SELECT name, issuer, jwks_uri, jwks, audience, created_at FROM federations"
+                " ORDER BY name"
+            )
+            columns = [d[0] for d in cur.description]
+            return [federation_from_row(dict(zip(columns, r, strict=True))) for r in cur]
+
+        return await self._run(read)
 
     async def change_marker(self) -> object:
         def read(conn: sqlite3.Connection) -> int:
@@ -384,7 +434,8 @@ def _load_clients(conn: sqlite3.Connection) -> list[Client]:
         conn.execute("BEGIN")
         rows = conn.execute(
             "SELECT client_id, auth_method, bound_tokens, scopes, audiences, grant_types,"
-            " name_kind, name_value, created_at, jwks, jwks_uri FROM clients ORDER BY client_id"
+            " name_kind, name_value, created_at, jwks, jwks_uri, federation, federated_subject"
+            " FROM clients ORDER BY client_id"
         ).fetchall()
         secrets: dict[str, list[SecretEntry]] = {}
         for cid, hash_, created, expires_at, sealed, last_used in conn.execute(
@@ -404,7 +455,8 @@ def _load_clients(conn: sqlite3.Connection) -> list[Client]:
         for cid, der in conn.execute("SELECT client_id, der FROM client_certificates"):
             certs.setdefault(cid, []).append(RegisteredCert.from_der(der))
     columns = ("client_id", "auth_method", "bound_tokens", "scopes", "audiences", "grant_types",
-               "name_kind", "name_value", "created_at", "jwks", "jwks_uri")  # fmt: skip
+               "name_kind", "name_value", "created_at", "jwks", "jwks_uri", "federation",
+               "federated_subject")  # fmt: skip
     return [
         client_from_row(
             dict(zip(columns, row, strict=True)), secrets.get(row[0], []), certs.get(row[0], [])

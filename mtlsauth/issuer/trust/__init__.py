@@ -1,0 +1,1 @@
+"""Trust in what others issue: external token issuers (federations), external CAs."""
