@@ -91,6 +91,9 @@ class Client:
     #: private_key_jwt keys: a registered JWK Set, or a URL to fetch one from.
     jwks: dict[str, Any] | None = field(default=None, repr=False)
     jwks_uri: str | None = None
+    #: tls_client_auth: the external trust anchor the certificate must chain to (``trust
+    #: add``); None for the home's client CA.
+    trust: str | None = None
 
     def certificate(self, thumbprint: str) -> RegisteredCert | None:
         for cert in self.certificates:

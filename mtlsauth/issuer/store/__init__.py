@@ -7,6 +7,7 @@ from mtlsauth.issuer.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
+    TrustAnchorExistsError,
 )
 from mtlsauth.issuer.store.sqlite import SQLiteStore
 
@@ -17,6 +18,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "TrustAnchorExistsError",
     "open_store",
 ]
 

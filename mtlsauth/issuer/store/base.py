@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from mtlsauth.core.dn import CertificateName
 from mtlsauth.issuer.model import AUTH_METHODS, Client, RegisteredCert, SecretEntry
+from mtlsauth.issuer.trust.anchors import TrustAnchor
 
 __all__ = [
     "ClientExistsError",
@@ -22,6 +23,9 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "TrustAnchorExistsError",
+    "anchor_from_row",
+    "anchor_row",
     "client_from_row",
     "client_row",
 ]
@@ -41,6 +45,10 @@ class SchemaError(StoreError):
 
 class ClientExistsError(StoreError):
     """A client with that client_id is already registered."""
+
+
+class TrustAnchorExistsError(StoreError):
+    """A trust anchor with that name is already registered."""
 
 
 class Store(Protocol):
@@ -76,6 +84,17 @@ class Store(Protocol):
 
     async def touch_secrets(self, used: Iterable[tuple[str, str, float]]) -> None:
         """Record (client_id, secret hash, time) last-use stamps (batched, off the hot path)."""
+
+    # -- external trust anchors -------------------------------------------------------------------
+
+    async def add_trust_anchor(self, anchor: TrustAnchor) -> None:
+        """Insert an anchor; TrustAnchorExistsError if the name is taken. Bumps the change
+        marker, so running servers rebuild their TLS contexts."""
+
+    async def remove_trust_anchor(self, name: str) -> bool:
+        """Delete an anchor; False when there was none."""
+
+    async def list_trust_anchors(self) -> list[TrustAnchor]: ...
 
     # -- tokens and assertions -----------------------------------------------------------------
 
@@ -126,6 +145,7 @@ def client_from_row(
         created_at=row["created_at"],
         jwks=json.loads(row["jwks"]) if row["jwks"] else None,
         jwks_uri=row["jwks_uri"],
+        trust=row["trust"],
     )
 
 
@@ -144,4 +164,25 @@ def client_row(client: Client) -> tuple[Any, ...]:
         client.created_at or time.time(),
         json.dumps(client.jwks) if client.jwks is not None else None,
         client.jwks_uri,
+        client.trust,
     )
+
+
+def anchor_row(anchor: TrustAnchor) -> tuple[Any, ...]:
+    """The ``trust_anchors`` columns of an anchor, in table order."""
+    return (
+        anchor.name,
+        anchor.bundle.decode("ascii"),
+        json.dumps(anchor.policy()),
+        anchor.created_at or time.time(),
+    )
+
+
+def anchor_from_row(row: Mapping[str, Any]) -> TrustAnchor:
+    """An anchor from its stored columns; a row that no longer validates is a StoreError."""
+    try:
+        return TrustAnchor.from_stored(
+            row["name"], row["bundle"].encode("ascii"), json.loads(row["policy"]), row["created_at"]
+        )
+    except ValueError as exc:
+        raise StoreError(f"trust anchor {row['name']!r} is unreadable: {exc}") from exc
