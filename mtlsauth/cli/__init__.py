@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mtlsauth.cli import clients, init, keys, migrate, resource, serve, token
+from mtlsauth.cli import clients, init, keys, migrate, resource, serve, token, trust
 from mtlsauth.cli.common import CLIError
 from pki import cli as pki_cli
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_parser(sub)
     serve.add_parser(sub)
     clients.add_parser(sub)
+    trust.add_parser(sub)
     token.add_parser(sub)
     keys.add_parser(sub)
     migrate.add_parser(sub)

@@ -88,6 +88,8 @@ def describe(client: Client) -> dict[str, Any]:
         data["jwks_kids"] = [k.get("kid") for k in client.jwks.get("keys", [])]
     if client.jwks_uri is not None:
         data["jwks_uri"] = client.jwks_uri
+    if client.trust is not None:
+        data["trust"] = client.trust
     return data
 
 
@@ -136,6 +138,7 @@ def _add(args: argparse.Namespace) -> int:
             bound_tokens=args.bound_tokens,
             scope=args.scope,
             audiences=args.audience,
+            trust=args.trust,
         )
     except RegistrationError as exc:
         raise CLIError(str(exc), code=2) from exc
@@ -148,9 +151,17 @@ def _add(args: argparse.Namespace) -> int:
 
 
 async def _add_unique(store: Store, client: Client) -> None:
-    """Store ``client`` unless its certificate name matches another client's (refused, 1)."""
+    """Store ``client`` unless its certificate name matches another client's of the same CA
+    (refused, 1), or it names a trust anchor that is not registered."""
+    if client.trust is not None and client.trust not in {
+        a.name for a in await store.list_trust_anchors()
+    }:
+        raise CLIError(f"--trust: no trust anchor {client.trust!r} (see 'mtlsauth trust list')")
     if client.tls_name is not None:
-        other = name_taken_by(client.tls_name, await store.list_clients())
+        # Under different anchors the same name is two tenants' clients: a certificate can
+        # only chain to one of them, so it can never authenticate as both.
+        peers = [c for c in await store.list_clients() if c.trust == client.trust]
+        other = name_taken_by(client.tls_name, peers)
         if other is not None and other.tls_name is not None:
             flag = "--" + client.tls_name.kind.replace("_", "-")
             raise CLIError(
@@ -239,6 +250,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=[],
         metavar="URI",
         help="allowed audience / resource (RFC 8707); repeatable",
+    )
+    add.add_argument(
+        "--trust",
+        metavar="NAME",
+        help="tls_client_auth: the certificate must chain to this external trust anchor "
+        "('mtlsauth trust add'), not the home's client CA",
     )
     add.add_argument("--json", action="store_true")
     add.set_defaults(handler=_add)

@@ -248,6 +248,7 @@ def register(
     scope: str = "",
     audiences: Sequence[str] = (),
     grant_types: Sequence[str] = ("client_credentials",),
+    trust: str | None = None,
 ) -> NewClient:
     """Validate a registration and build the client (not yet stored)."""
     if auth_method not in AUTH_METHODS:
@@ -262,6 +263,8 @@ def register(
             "not starting or ending with a space"
         )
     tls_name = _tls_name(auth_method, names)
+    if trust is not None and auth_method != "tls_client_auth":
+        raise RegistrationError(f"--trust is for tls_client_auth, not {auth_method}")
     jwks = _assertion_keys(auth_method, jwks_file, jwks_uri)
     certificates = _certificates(auth_method, cert_files, jwks_file)
     try:
@@ -295,5 +298,6 @@ def register(
         created_at=time.time(),
         jwks=jwks,
         jwks_uri=jwks_uri,
+        trust=trust,
     )
     return NewClient(client=client, client_secret=secret)

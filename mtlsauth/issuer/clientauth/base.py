@@ -15,6 +15,7 @@ from mtlsauth.issuer.model import Client, SecretEntry
 from mtlsauth.issuer.secrets import generate_secret, hash_secret
 from mtlsauth.issuer.store import Store
 from mtlsauth.issuer.tls.contexts import ClientCA
+from mtlsauth.issuer.trust.verifier import TrustSet
 
 __all__ = [
     "AssertionPolicy",
@@ -48,7 +49,7 @@ class AssertionPolicy:
 
 class _PkiVerdict(NamedTuple):
     client: Client
-    generation: int
+    generation: tuple[int, int]
     not_before: dt.datetime
     not_after: dt.datetime
 
@@ -70,10 +71,10 @@ class PkiVerdicts:
         self._verdicts: dict[str, _PkiVerdict] = {}
 
     def period(
-        self, thumbprint: str, client: Client, generation: int
+        self, thumbprint: str, client: Client, generation: tuple[int, int]
     ) -> tuple[dt.datetime, dt.datetime] | None:
         """The remembered validity period, when this client was proved with this certificate
-        under this CA generation; None otherwise."""
+        under this (client CA, trust anchors) generation; None otherwise."""
         known = self._verdicts.get(thumbprint)
         if known is None or known.client is not client or known.generation != generation:
             return None
@@ -83,7 +84,7 @@ class PkiVerdicts:
         self,
         thumbprint: str,
         client: Client,
-        generation: int,
+        generation: tuple[int, int],
         period: tuple[dt.datetime, dt.datetime],
     ) -> None:
         if len(self._verdicts) >= self._MAX:
@@ -101,6 +102,8 @@ class AuthContext:
     store: Store | None = None
     remote_jwks: RemoteJWKS | None = None
     pki_verdicts: PkiVerdicts = field(default_factory=PkiVerdicts)
+    #: External trust anchors (``mtlsauth trust add``) for clients registered with --trust.
+    trust: TrustSet = field(default_factory=TrustSet)
     #: Stand-ins a secret presented for an unregistered client_id is checked against, so that
     #: it costs the same HMAC and comparison as a wrong secret of a registered client.
     decoys: dict[str, Client] = field(init=False, repr=False)

@@ -1,7 +1,8 @@
 """Mutual-TLS client authentication (RFC 8705 §2).
 
 tls_client_auth (§2.1): the TLS layer validated the chain; here the leaf must have been issued
-by the client CA and carry the registered name. self_signed_tls_client_auth (§2.2): the leaf
+by the client CA — or chain to the external trust anchor the client was registered with
+(``--trust``) — and carry the registered name. self_signed_tls_client_auth (§2.2): the leaf
 must be one of the registered certificates (by thumbprint) and valid now (decision D6).
 
 Behind a trusted proxy no handshake of ours saw the certificate, so tls_client_auth also checks
@@ -72,11 +73,32 @@ def _check_purpose(client: Client, peer: PeerCertificate) -> None:
         )
 
 
+def _check_issuer(
+    client: Client, peer: PeerCertificate, cert: x509.Certificate, context: AuthContext
+) -> None:
+    """The leaf must come from the client's own CA: the home's client CA, or the one external
+    anchor it was registered with, so a certificate of another tenant's CA never matches."""
+    if client.trust is None:
+        if not context.client_ca.issued(cert):
+            raise InvalidClient(
+                f"client {client.client_id!r}: certificate {peer.thumbprint} was not issued by "
+                "the client CA",
+                reason="bad_certificate",
+            )
+        return
+    chain = context.trust.chain(client.trust, cert)
+    if isinstance(chain, str):
+        raise InvalidClient(
+            f"client {client.client_id!r}: certificate {peer.thumbprint} {chain}",
+            reason="bad_certificate",
+        )
+
+
 async def authenticate_pki(client: Client, request: AuthRequest, context: AuthContext) -> None:
     """RFC 8705 §2.1.2: the registered subject DN or SAN entry must match the certificate,
     which must be valid now and meant for client authentication."""
     peer = _peer(client, request)
-    generation = context.client_ca.generation
+    generation = (context.client_ca.generation, context.trust.generation)
     known = context.pki_verdicts.period(peer.thumbprint, client, generation)
     if known is not None:
         # Proved before, and neither the client nor the CA changed since; time did.
@@ -86,12 +108,7 @@ async def authenticate_pki(client: Client, request: AuthRequest, context: AuthCo
     period = (cert.not_valid_before_utc, cert.not_valid_after_utc)
     _check_period(client, peer, *period)
     _check_purpose(client, peer)
-    if not context.client_ca.issued(cert):
-        raise InvalidClient(
-            f"client {client.client_id!r}: certificate {peer.thumbprint} was not issued by the "
-            "client CA",
-            reason="bad_certificate",
-        )
+    _check_issuer(client, peer, cert, context)
     if client.tls_name is None or not client.tls_name.matches(cert):
         raise InvalidClient(
             f"client {client.client_id!r}: certificate {peer.thumbprint} does not carry the "

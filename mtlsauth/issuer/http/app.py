@@ -29,6 +29,7 @@ from mtlsauth.issuer.http.health import health
 from mtlsauth.issuer.http.introspect import introspect
 from mtlsauth.issuer.http.jwks import jwks
 from mtlsauth.issuer.http.keys import (
+    ANCHORS,
     AUDIT,
     GRANT,
     GUARD,
@@ -60,6 +61,8 @@ from mtlsauth.issuer.throttle import Throttle, ThrottlePolicy
 from mtlsauth.issuer.tls.contexts import ServerTLSConfig, TLSManager
 from mtlsauth.issuer.tls.revocation import renew_crl_if_due
 from mtlsauth.issuer.tokens import TokenSigner
+from mtlsauth.issuer.trust.registry import AnchorRegistry
+from mtlsauth.issuer.trust.verifier import TrustSet
 
 __all__ = ["create_app", "create_metrics_app", "create_tls"]
 
@@ -116,6 +119,7 @@ async def _refresh_forever(app: web.Application) -> None:
         try:
             await app[STORE].wait_for_change(settings.reload_interval)
             await registry.refresh()
+            await app[ANCHORS].refresh()
             await app[GUARD].throttle.refresh()
         except StoreError as exc:
             log.warning("store refresh failed; serving from the caches: %s", exc)
@@ -158,6 +162,8 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         registry = ClientRegistry(store)
         registry.on_change(lambda clients: tls.set_trust_anchors(_self_signed_anchors(clients)))
         await registry.refresh()
+        anchors = AnchorRegistry(store, TrustSet(), tls.set_external_anchors)
+        await anchors.refresh()
         context = AuthContext(
             secret_key=settings.secret_key.get(),
             client_ca=tls.client_ca,
@@ -167,6 +173,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
             ),
             store=store,
             remote_jwks=remote_jwks,
+            trust=anchors.trust,
         )
         policy = ThrottlePolicy(
             limit=settings.throttle_limit,
@@ -188,6 +195,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         raise
     app[STORE] = store
     app[REGISTRY] = registry
+    app[ANCHORS] = anchors
     app[AUDIT] = audit
     app[GUARD] = guard
     keys = app[SIGNING_KEYS]

@@ -16,8 +16,10 @@ from mtlsauth.issuer.settings import Settings
 from mtlsauth.issuer.store import Store
 from mtlsauth.issuer.tls.contexts import TLSManager
 from mtlsauth.issuer.tokens import TokenSigner
+from mtlsauth.issuer.trust.registry import AnchorRegistry
 
 __all__ = [
+    "ANCHORS",
     "AUDIT",
     "GRANT",
     "GUARD",
@@ -47,6 +49,7 @@ SIGNING_KEYS = web.AppKey("signing_keys", SigningKeys)
 SIGNER = web.AppKey("signer", TokenSigner)
 METADATA = web.AppKey("metadata", bytes)
 TLS = web.AppKey("tls", TLSManager)
+ANCHORS = web.AppKey("anchors", AnchorRegistry)
 #: Present only when a TLS-terminating proxy is trusted to forward client certificates.
 PROXY = web.AppKey("proxy", ProxyConfig)
 #: On the public listeners: the peer networks that may read /metrics (others get 404).

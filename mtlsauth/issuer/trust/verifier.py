@@ -1,0 +1,74 @@
+"""Which external anchor a client's leaf chains to (RFC 5280 §6, RFC 8705 §2.1).
+
+The TLS handshake already accepted the chain against every trust anchor of the server; Python's
+ssl does not say which one it used, nor give the chain the client sent. So after the handshake
+the leaf is verified again with cryptography's X.509 verifier against one anchor at a time,
+building the path through that anchor's registered intermediates: a client registered with
+``--trust NAME`` is authenticated only by a leaf that chains to NAME.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Mapping
+
+from cryptography import x509
+from cryptography.x509.verification import (
+    ClientVerifier,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
+
+from mtlsauth.issuer.trust.anchors import TrustAnchor
+
+__all__ = ["TrustSet"]
+
+log = logging.getLogger(__name__)
+
+
+class TrustSet:
+    """The registered anchors, swapped whole on reload."""
+
+    def __init__(self, anchors: Iterable[TrustAnchor] = ()) -> None:
+        self._anchors: Mapping[str, TrustAnchor] = {}
+        self._stores: Mapping[str, Store] = {}
+        #: Bumped on every reload, so verdicts remembered elsewhere can tell they are stale.
+        self.generation = 0
+        self.replace(anchors)
+
+    def replace(self, anchors: Iterable[TrustAnchor]) -> None:
+        by_name = {a.name: a for a in anchors}
+        self._stores = {name: Store(list(a.roots)) for name, a in by_name.items()}
+        self._anchors = by_name
+        self.generation += 1
+
+    def get(self, name: str) -> TrustAnchor | None:
+        return self._anchors.get(name)
+
+    def all(self) -> Mapping[str, TrustAnchor]:
+        return self._anchors
+
+    def root_ders(self) -> frozenset[bytes]:
+        """Every root of every anchor: the TLS layer's extra trust anchors."""
+        return frozenset(der for a in self._anchors.values() for der in a.root_ders)
+
+    def _verifier(self, name: str, now: dt.datetime) -> ClientVerifier | None:
+        store = self._stores.get(name)
+        if store is None:
+            return None
+        return PolicyBuilder().store(store).time(now).build_client_verifier()
+
+    def chain(self, name: str, leaf: x509.Certificate) -> list[x509.Certificate] | str:
+        """The verified chain (leaf first, root last) of ``leaf`` up to anchor ``name``, or the
+        reason it does not chain there (for the log)."""
+        anchor = self._anchors.get(name)
+        verifier = self._verifier(name, dt.datetime.now(dt.UTC))
+        if anchor is None or verifier is None:
+            return f"no trust anchor {name!r} is registered"
+        try:
+            verified = verifier.verify(leaf, list(anchor.intermediates))
+        except VerificationError as exc:
+            return f"does not chain to trust anchor {name!r}: {exc}"
+        return list(verified.chain)
