@@ -19,7 +19,12 @@ from mtlsauth.cli.common import CLIError, add_home, emit, home_of
 from mtlsauth.core.thumbprint import x5t_s256
 from mtlsauth.issuer.settings import ConfigError, Settings, load_settings
 from mtlsauth.issuer.store import Store, StoreError, TrustAnchorExistsError, open_store
-from mtlsauth.issuer.trust.anchors import MAX_STALE_DEFAULT, TrustAnchor, TrustError
+from mtlsauth.issuer.trust.anchors import (
+    MAX_STALE_DEFAULT,
+    OCSP_MODES,
+    TrustAnchor,
+    TrustError,
+)
 
 __all__ = ["add_parser", "describe"]
 
@@ -85,6 +90,7 @@ def _add(args: argparse.Namespace) -> int:
             crl_urls=args.crl_url,
             crl_from_cdp=args.crl_from_cdp,
             max_stale=args.max_stale,
+            ocsp=args.ocsp,
         )
     except TrustError as exc:
         raise CLIError(str(exc), code=2) from exc
@@ -159,6 +165,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="SECONDS",
         help="how long past nextUpdate a CRL that cannot be refreshed is still used "
         f"(default {MAX_STALE_DEFAULT})",
+    )
+    add.add_argument(
+        "--ocsp",
+        choices=OCSP_MODES,
+        default="off",
+        help="ask the certificate's OCSP responder: prefer (fall back to the CRLs; with none, "
+        "allow) or require (no answer: refuse); default off",
     )
     add.add_argument("--json", action="store_true")
     add.set_defaults(handler=_add)

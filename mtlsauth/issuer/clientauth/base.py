@@ -15,6 +15,7 @@ from mtlsauth.issuer.model import Client, SecretEntry
 from mtlsauth.issuer.secrets import generate_secret, hash_secret
 from mtlsauth.issuer.store import Store
 from mtlsauth.issuer.tls.contexts import ClientCA
+from mtlsauth.issuer.trust.revocation import TrustRevocation
 from mtlsauth.issuer.trust.verifier import TrustSet
 
 __all__ = [
@@ -49,7 +50,7 @@ class AssertionPolicy:
 
 class _PkiVerdict(NamedTuple):
     client: Client
-    generation: tuple[int, int]
+    generation: int
     not_before: dt.datetime
     not_after: dt.datetime
 
@@ -71,10 +72,10 @@ class PkiVerdicts:
         self._verdicts: dict[str, _PkiVerdict] = {}
 
     def period(
-        self, thumbprint: str, client: Client, generation: tuple[int, int]
+        self, thumbprint: str, client: Client, generation: int
     ) -> tuple[dt.datetime, dt.datetime] | None:
         """The remembered validity period, when this client was proved with this certificate
-        under this (client CA, trust anchors) generation; None otherwise."""
+        under this CA generation; None otherwise."""
         known = self._verdicts.get(thumbprint)
         if known is None or known.client is not client or known.generation != generation:
             return None
@@ -84,7 +85,7 @@ class PkiVerdicts:
         self,
         thumbprint: str,
         client: Client,
-        generation: tuple[int, int],
+        generation: int,
         period: tuple[dt.datetime, dt.datetime],
     ) -> None:
         if len(self._verdicts) >= self._MAX:
@@ -104,6 +105,8 @@ class AuthContext:
     pki_verdicts: PkiVerdicts = field(default_factory=PkiVerdicts)
     #: External trust anchors (``mtlsauth trust add``) for clients registered with --trust.
     trust: TrustSet = field(default_factory=TrustSet)
+    #: Their CRLs and OCSP answers (None: no revocation checks, as in unit set-ups).
+    trust_revocation: TrustRevocation | None = None
     #: Stand-ins a secret presented for an unregistered client_id is checked against, so that
     #: it costs the same HMAC and comparison as a wrong secret of a registered client.
     decoys: dict[str, Client] = field(init=False, repr=False)

@@ -73,23 +73,36 @@ def _check_purpose(client: Client, peer: PeerCertificate) -> None:
         )
 
 
-def _check_issuer(
+async def _check_external(
     client: Client, peer: PeerCertificate, cert: x509.Certificate, context: AuthContext
 ) -> None:
-    """The leaf must come from the client's own CA: the home's client CA, or the one external
-    anchor it was registered with, so a certificate of another tenant's CA never matches."""
-    if client.trust is None:
-        if not context.client_ca.issued(cert):
-            raise InvalidClient(
-                f"client {client.client_id!r}: certificate {peer.thumbprint} was not issued by "
-                "the client CA",
-                reason="bad_certificate",
-            )
-        return
+    """A client registered with ``--trust NAME``: the leaf must chain to that anchor (not just
+    any the handshake trusts, so another tenant's CA never matches) and not be revoked under
+    the anchor's CRL/OCSP policy. Asked on every request: a revocation must reach keep-alive
+    connections too, and the answers it needs are cached by the revocation component."""
+    assert client.trust is not None
     chain = context.trust.chain(client.trust, cert)
     if isinstance(chain, str):
         raise InvalidClient(
             f"client {client.client_id!r}: certificate {peer.thumbprint} {chain}",
+            reason="bad_certificate",
+        )
+    anchor = context.trust.get(client.trust)
+    if anchor is not None and context.trust_revocation is not None:
+        refusal = await context.trust_revocation.refusal(anchor, chain)
+        if refusal is not None:
+            raise InvalidClient(
+                f"client {client.client_id!r}: certificate {peer.thumbprint} refused under "
+                f"trust anchor {client.trust!r}: {refusal}",
+                reason="bad_certificate",
+            )
+
+
+def _check_name(client: Client, peer: PeerCertificate, cert: x509.Certificate) -> None:
+    if client.tls_name is None or not client.tls_name.matches(cert):
+        raise InvalidClient(
+            f"client {client.client_id!r}: certificate {peer.thumbprint} does not carry the "
+            f"registered {client.tls_name.kind if client.tls_name else 'name'}",
             reason="bad_certificate",
         )
 
@@ -98,7 +111,14 @@ async def authenticate_pki(client: Client, request: AuthRequest, context: AuthCo
     """RFC 8705 §2.1.2: the registered subject DN or SAN entry must match the certificate,
     which must be valid now and meant for client authentication."""
     peer = _peer(client, request)
-    generation = (context.client_ca.generation, context.trust.generation)
+    if client.trust is not None:
+        cert = _parsed(peer)
+        _check_period(client, peer, cert.not_valid_before_utc, cert.not_valid_after_utc)
+        _check_purpose(client, peer)
+        await _check_external(client, peer, cert, context)
+        _check_name(client, peer, cert)
+        return
+    generation = context.client_ca.generation
     known = context.pki_verdicts.period(peer.thumbprint, client, generation)
     if known is not None:
         # Proved before, and neither the client nor the CA changed since; time did.
@@ -108,13 +128,13 @@ async def authenticate_pki(client: Client, request: AuthRequest, context: AuthCo
     period = (cert.not_valid_before_utc, cert.not_valid_after_utc)
     _check_period(client, peer, *period)
     _check_purpose(client, peer)
-    _check_issuer(client, peer, cert, context)
-    if client.tls_name is None or not client.tls_name.matches(cert):
+    if not context.client_ca.issued(cert):
         raise InvalidClient(
-            f"client {client.client_id!r}: certificate {peer.thumbprint} does not carry the "
-            f"registered {client.tls_name.kind if client.tls_name else 'name'}",
+            f"client {client.client_id!r}: certificate {peer.thumbprint} was not issued by the "
+            "client CA",
             reason="bad_certificate",
         )
+    _check_name(client, peer, cert)
     context.pki_verdicts.remember(peer.thumbprint, client, generation, period)
 
 

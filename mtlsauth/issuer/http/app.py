@@ -44,6 +44,7 @@ from mtlsauth.issuer.http.keys import (
     SIGNING_KEYS,
     STORE,
     TLS,
+    TRUST_REVOCATION,
 )
 from mtlsauth.issuer.http.metadata import WELL_KNOWN, build_metadata, metadata
 from mtlsauth.issuer.http.metrics import metrics
@@ -62,6 +63,7 @@ from mtlsauth.issuer.tls.contexts import ServerTLSConfig, TLSManager
 from mtlsauth.issuer.tls.revocation import renew_crl_if_due
 from mtlsauth.issuer.tokens import TokenSigner
 from mtlsauth.issuer.trust.registry import AnchorRegistry
+from mtlsauth.issuer.trust.revocation import TrustRevocation
 from mtlsauth.issuer.trust.verifier import TrustSet
 
 __all__ = ["create_app", "create_metrics_app", "create_tls"]
@@ -128,6 +130,7 @@ async def _refresh_forever(app: web.Application) -> None:
             log.exception("store refresh failed unexpectedly; serving from the caches")
             await asyncio.sleep(settings.reload_interval)
         tls.reload_if_changed()
+        app[TRUST_REVOCATION].tick()
         if app[SIGNING_KEYS].reload_if_changed():
             app[SIGNER].use_key(app[SIGNING_KEYS].active)
         if loop.time() >= next_tallies:
@@ -158,11 +161,16 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         policy=settings.jwks_uri_policy,
         timeout=settings.jwks_uri_timeout,
     )
+    trust_revocation = TrustRevocation(
+        TrustSet(),
+        refresh_interval=settings.trust_refresh_interval,
+        timeout=settings.trust_fetch_timeout,
+    )
     try:
         registry = ClientRegistry(store)
         registry.on_change(lambda clients: tls.set_trust_anchors(_self_signed_anchors(clients)))
         await registry.refresh()
-        anchors = AnchorRegistry(store, TrustSet(), tls.set_external_anchors)
+        anchors = AnchorRegistry(store, trust_revocation.trust, tls.set_external_anchors)
         await anchors.refresh()
         context = AuthContext(
             secret_key=settings.secret_key.get(),
@@ -174,6 +182,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
             store=store,
             remote_jwks=remote_jwks,
             trust=anchors.trust,
+            trust_revocation=trust_revocation,
         )
         policy = ThrottlePolicy(
             limit=settings.throttle_limit,
@@ -190,12 +199,14 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         await guard.throttle.refresh()
     except BaseException:
         await remote_jwks.close()
+        await trust_revocation.close()
         audit.close()
         await store.close()
         raise
     app[STORE] = store
     app[REGISTRY] = registry
     app[ANCHORS] = anchors
+    app[TRUST_REVOCATION] = trust_revocation
     app[AUDIT] = audit
     app[GUARD] = guard
     keys = app[SIGNING_KEYS]
@@ -219,6 +230,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(StoreError):
         await guard.flush_usage(store)
     await remote_jwks.close()
+    await trust_revocation.close()
     audit.close()
     await store.close()
 

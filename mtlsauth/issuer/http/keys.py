@@ -17,6 +17,7 @@ from mtlsauth.issuer.store import Store
 from mtlsauth.issuer.tls.contexts import TLSManager
 from mtlsauth.issuer.tokens import TokenSigner
 from mtlsauth.issuer.trust.registry import AnchorRegistry
+from mtlsauth.issuer.trust.revocation import TrustRevocation
 
 __all__ = [
     "ANCHORS",
@@ -34,6 +35,7 @@ __all__ = [
     "SIGNING_KEYS",
     "STORE",
     "TLS",
+    "TRUST_REVOCATION",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -50,6 +52,7 @@ SIGNER = web.AppKey("signer", TokenSigner)
 METADATA = web.AppKey("metadata", bytes)
 TLS = web.AppKey("tls", TLSManager)
 ANCHORS = web.AppKey("anchors", AnchorRegistry)
+TRUST_REVOCATION = web.AppKey("trust_revocation", TrustRevocation)
 #: Present only when a TLS-terminating proxy is trusted to forward client certificates.
 PROXY = web.AppKey("proxy", ProxyConfig)
 #: On the public listeners: the peer networks that may read /metrics (others get 404).

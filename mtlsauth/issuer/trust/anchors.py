@@ -21,13 +21,15 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-__all__ = ["MAX_STALE_DEFAULT", "TrustAnchor", "TrustError", "parse_bundle"]
+__all__ = ["MAX_STALE_DEFAULT", "OCSP_MODES", "TrustAnchor", "TrustError", "parse_bundle"]
 
 #: A CRL that could not be refreshed is still used this long past its nextUpdate (seconds).
 MAX_STALE_DEFAULT: Final = 3600
 #: A name is what clients reference (``client add --trust NAME``): short and plain.
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 _MAX_BUNDLE: Final = 64
+#: off: no OCSP; prefer: OCSP when it answers, else the CRL policy; require: no answer, no entry.
+OCSP_MODES: Final = ("off", "prefer", "require")
 
 
 class TrustError(ValueError):
@@ -114,6 +116,7 @@ class TrustAnchor:
     crl_urls: tuple[str, ...] = ()
     crl_from_cdp: bool = False
     max_stale: int = MAX_STALE_DEFAULT
+    ocsp: str = "off"
     created_at: float = 0.0
     roots: tuple[x509.Certificate, ...] = field(default=(), compare=False, repr=False)
     intermediates: tuple[x509.Certificate, ...] = field(default=(), compare=False, repr=False)
@@ -127,6 +130,7 @@ class TrustAnchor:
         crl_urls: Sequence[str] = (),
         crl_from_cdp: bool = False,
         max_stale: int = MAX_STALE_DEFAULT,
+        ocsp: str = "off",
         created_at: float | None = None,
     ) -> TrustAnchor:
         """Validate a registration (TrustError names the bad flag)."""
@@ -137,6 +141,8 @@ class TrustAnchor:
             )
         if not 0 <= max_stale <= 30 * 86400:
             raise TrustError(f"--max-stale must be 0 to {30 * 86400} seconds, got {max_stale}")
+        if ocsp not in OCSP_MODES:
+            raise TrustError(f"--ocsp must be one of {', '.join(OCSP_MODES)}, got {ocsp!r}")
         roots, intermediates = parse_bundle(bundle)
         return cls(
             name=name,
@@ -144,10 +150,15 @@ class TrustAnchor:
             crl_urls=tuple(dict.fromkeys(_check_url(u) for u in crl_urls)),
             crl_from_cdp=crl_from_cdp,
             max_stale=max_stale,
+            ocsp=ocsp,
             created_at=time.time() if created_at is None else created_at,
             roots=roots,
             intermediates=intermediates,
         )
+
+    @property
+    def checks_revocation(self) -> bool:
+        return bool(self.crl_urls) or self.crl_from_cdp or self.ocsp != "off"
 
     @property
     def root_ders(self) -> frozenset[bytes]:
@@ -159,6 +170,7 @@ class TrustAnchor:
             "crl_urls": list(self.crl_urls),
             "crl_from_cdp": self.crl_from_cdp,
             "max_stale": self.max_stale,
+            "ocsp": self.ocsp,
         }
 
     @classmethod
@@ -171,5 +183,6 @@ class TrustAnchor:
             crl_urls=policy.get("crl_urls", ()),
             crl_from_cdp=bool(policy.get("crl_from_cdp", False)),
             max_stale=int(policy.get("max_stale", MAX_STALE_DEFAULT)),
+            ocsp=str(policy.get("ocsp", "off")),
             created_at=created_at,
         )
