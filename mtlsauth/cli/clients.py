@@ -25,6 +25,7 @@ from mtlsauth.issuer.registration import (
 )
 from mtlsauth.issuer.settings import ConfigError, Settings, load_settings
 from mtlsauth.issuer.store import ClientExistsError, Store, StoreError, open_store
+from mtlsauth.issuer.trust.spiffe import SpiffePattern
 
 __all__ = ["add_parser", "describe"]
 
@@ -90,6 +91,8 @@ def describe(client: Client) -> dict[str, Any]:
         data["jwks_uri"] = client.jwks_uri
     if client.trust is not None:
         data["trust"] = client.trust
+    if client.spiffe_id is not None:
+        data["spiffe_id"] = client.spiffe_id
     return data
 
 
@@ -139,6 +142,7 @@ def _add(args: argparse.Namespace) -> int:
             scope=args.scope,
             audiences=args.audience,
             trust=args.trust,
+            spiffe_id=args.spiffe_id,
         )
     except RegistrationError as exc:
         raise CLIError(str(exc), code=2) from exc
@@ -153,10 +157,17 @@ def _add(args: argparse.Namespace) -> int:
 async def _add_unique(store: Store, client: Client) -> None:
     """Store ``client`` unless its certificate name matches another client's of the same CA
     (refused, 1), or it names a trust anchor that is not registered."""
-    if client.trust is not None and client.trust not in {
-        a.name for a in await store.list_trust_anchors()
-    }:
-        raise CLIError(f"--trust: no trust anchor {client.trust!r} (see 'mtlsauth trust list')")
+    if client.trust is not None:
+        anchor = next((a for a in await store.list_trust_anchors() if a.name == client.trust), None)
+        if anchor is None:
+            raise CLIError(f"--trust: no trust anchor {client.trust!r} (see 'mtlsauth trust list')")
+        if client.spiffe_id is not None:
+            domain = SpiffePattern.parse(client.spiffe_id).base.trust_domain
+            if domain not in anchor.spiffe_trust_domains:
+                raise CLIError(
+                    f"--spiffe-id: trust anchor {anchor.name!r} is not registered for the trust "
+                    f"domain {domain!r} (trust add --spiffe-trust-domain)"
+                )
     if client.tls_name is not None:
         # Under different anchors the same name is two tenants' clients: a certificate can
         # only chain to one of them, so it can never authenticate as both.
@@ -256,6 +267,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="NAME",
         help="tls_client_auth: the certificate must chain to this external trust anchor "
         "('mtlsauth trust add'), not the home's client CA",
+    )
+    add.add_argument(
+        "--spiffe-id",
+        metavar="ID",
+        help="tls_client_auth with --trust: the X.509-SVID's SPIFFE ID, spiffe://TD/path "
+        "(exact) or spiffe://TD/path/* (any ID below the path)",
     )
     add.add_argument("--json", action="store_true")
     add.set_defaults(handler=_add)

@@ -91,6 +91,7 @@ def _add(args: argparse.Namespace) -> int:
             crl_from_cdp=args.crl_from_cdp,
             max_stale=args.max_stale,
             ocsp=args.ocsp,
+            spiffe_trust_domains=args.spiffe_trust_domain,
         )
     except TrustError as exc:
         raise CLIError(str(exc), code=2) from exc
@@ -172,6 +173,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default="off",
         help="ask the certificate's OCSP responder: prefer (fall back to the CRLs; with none, "
         "allow) or require (no answer: refuse); default off",
+    )
+    add.add_argument(
+        "--spiffe-trust-domain",
+        action="append",
+        default=[],
+        metavar="TD",
+        help="a SPIFFE trust domain whose X.509-SVIDs this CA issues (client add --spiffe-id); "
+        "repeatable",
     )
     add.add_argument("--json", action="store_true")
     add.set_defaults(handler=_add)

@@ -21,6 +21,7 @@ from mtlsauth.core.errors import InvalidClient
 from mtlsauth.core.peer import PeerCertificate
 from mtlsauth.issuer.clientauth.base import AuthContext, AuthRequest
 from mtlsauth.issuer.model import Client
+from mtlsauth.issuer.trust.spiffe import SpiffeError, SpiffePattern, svid_id
 
 __all__ = ["authenticate_pki", "authenticate_self_signed"]
 
@@ -98,6 +99,36 @@ async def _check_external(
             )
 
 
+def _check_svid(
+    client: Client, peer: PeerCertificate, cert: x509.Certificate, context: AuthContext
+) -> None:
+    """SPIFFE X509-SVID §5.2: the leaf is an SVID, its trust domain is one the client's anchor
+    was registered for, and its ID is the registered one (or below the registered path)."""
+    assert client.spiffe_id is not None
+    assert client.trust is not None
+    anchor = context.trust.get(client.trust)
+    try:
+        svid = svid_id(cert)
+        pattern = SpiffePattern.parse(client.spiffe_id)
+    except SpiffeError as exc:
+        raise InvalidClient(
+            f"client {client.client_id!r}: certificate {peer.thumbprint} is not a valid "
+            f"X.509-SVID: {exc}",
+            reason="bad_certificate",
+        ) from exc
+    if anchor is None or svid.trust_domain not in anchor.spiffe_trust_domains:
+        raise InvalidClient(
+            f"client {client.client_id!r}: SPIFFE ID {svid} is of a trust domain trust anchor "
+            f"{client.trust!r} is not registered for",
+            reason="bad_certificate",
+        )
+    if not pattern.matches(svid):
+        raise InvalidClient(
+            f"client {client.client_id!r}: SPIFFE ID {svid} does not match {pattern}",
+            reason="bad_certificate",
+        )
+
+
 def _check_name(client: Client, peer: PeerCertificate, cert: x509.Certificate) -> None:
     if client.tls_name is None or not client.tls_name.matches(cert):
         raise InvalidClient(
@@ -116,7 +147,10 @@ async def authenticate_pki(client: Client, request: AuthRequest, context: AuthCo
         _check_period(client, peer, cert.not_valid_before_utc, cert.not_valid_after_utc)
         _check_purpose(client, peer)
         await _check_external(client, peer, cert, context)
-        _check_name(client, peer, cert)
+        if client.spiffe_id is not None:
+            _check_svid(client, peer, cert, context)
+        else:
+            _check_name(client, peer, cert)
         return
     generation = context.client_ca.generation
     known = context.pki_verdicts.period(peer.thumbprint, client, generation)

@@ -146,6 +146,7 @@ def client_from_row(
         jwks=json.loads(row["jwks"]) if row["jwks"] else None,
         jwks_uri=row["jwks_uri"],
         trust=row["trust"],
+        spiffe_id=row["spiffe_id"],
     )
 
 
@@ -165,6 +166,7 @@ def client_row(client: Client) -> tuple[Any, ...]:
         json.dumps(client.jwks) if client.jwks is not None else None,
         client.jwks_uri,
         client.trust,
+        client.spiffe_id,
     )
 
 

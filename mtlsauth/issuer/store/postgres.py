@@ -121,6 +121,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # chain to; anchors bump and NOTIFY so running servers rebuild their TLS contexts.
     """
     ALTER TABLE clients ADD COLUMN trust TEXT;
+    ALTER TABLE clients ADD COLUMN spiffe_id TEXT;
     CREATE TABLE trust_anchors (
         name         TEXT PRIMARY KEY,
         bundle       TEXT NOT NULL,
@@ -308,8 +309,8 @@ class PostgresStore:
                     await conn.execute(
                         "INSERT INTO clients (client_id, auth_method, bound_tokens, scopes,"
                         " audiences, grant_types, name_kind, name_value, created_at, jwks,"
-                        " jwks_uri, trust)"
-                        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                        " jwks_uri, trust, spiffe_id)"
+                        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                         *client_row(client),
                     )
                 except asyncpg.UniqueViolationError as exc:
@@ -527,7 +528,8 @@ async def _load_clients(conn: asyncpg.Connection, client_id: str | None) -> list
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         rows = await conn.fetch(
             "SELECT client_id, auth_method, bound_tokens, scopes, audiences, grant_types,"
-            f" name_kind, name_value, created_at, jwks, jwks_uri, trust FROM clients {where}"
+            f" name_kind, name_value, created_at, jwks, jwks_uri, trust, spiffe_id"
+            f" FROM clients {where}"
             " ORDER BY client_id",
             *args,
         )

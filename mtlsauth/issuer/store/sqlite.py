@@ -114,6 +114,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # chain to; anchors bump the change counter so running servers rebuild their TLS contexts.
     """
     ALTER TABLE clients ADD COLUMN trust TEXT;
+    ALTER TABLE clients ADD COLUMN spiffe_id TEXT;
     CREATE TABLE trust_anchors (
         name         TEXT PRIMARY KEY,
         bundle       TEXT NOT NULL,
@@ -216,7 +217,8 @@ class SQLiteStore:
                     conn.execute(
                         "INSERT INTO clients (client_id, auth_method, bound_tokens, scopes,"
                         " audiences, grant_types, name_kind, name_value, created_at, jwks,"
-                        " jwks_uri, trust) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " jwks_uri, trust, spiffe_id)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         client_row(client),
                     )
                     _insert_secrets(conn, client.client_id, client.secrets)
@@ -427,7 +429,7 @@ def _load_clients(conn: sqlite3.Connection) -> list[Client]:
         conn.execute("BEGIN")
         rows = conn.execute(
             "SELECT client_id, auth_method, bound_tokens, scopes, audiences, grant_types,"
-            " name_kind, name_value, created_at, jwks, jwks_uri, trust FROM clients"
+            " name_kind, name_value, created_at, jwks, jwks_uri, trust, spiffe_id FROM clients"
             " ORDER BY client_id"
         ).fetchall()
         secrets: dict[str, list[SecretEntry]] = {}
@@ -448,7 +450,8 @@ def _load_clients(conn: sqlite3.Connection) -> list[Client]:
         for cid, der in conn.execute("SELECT client_id, der FROM client_certificates"):
             certs.setdefault(cid, []).append(RegisteredCert.from_der(der))
     columns = ("client_id", "auth_method", "bound_tokens", "scopes", "audiences", "grant_types",
-               "name_kind", "name_value", "created_at", "jwks", "jwks_uri", "trust")  # fmt: skip
+               "name_kind", "name_value", "created_at", "jwks", "jwks_uri", "trust",
+               "spiffe_id")  # fmt: skip
     return [
         client_from_row(
             dict(zip(columns, row, strict=True)), secrets.get(row[0], []), certs.get(row[0], [])

@@ -21,6 +21,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from mtlsauth.issuer.trust.spiffe import SpiffeError, valid_trust_domain
+
 __all__ = ["MAX_STALE_DEFAULT", "OCSP_MODES", "TrustAnchor", "TrustError", "parse_bundle"]
 
 #: A CRL that could not be refreshed is still used this long past its nextUpdate (seconds).
@@ -117,6 +119,8 @@ class TrustAnchor:
     crl_from_cdp: bool = False
     max_stale: int = MAX_STALE_DEFAULT
     ocsp: str = "off"
+    #: SPIFFE trust domains whose SVIDs this anchor may issue (``--spiffe-trust-domain``).
+    spiffe_trust_domains: tuple[str, ...] = ()
     created_at: float = 0.0
     roots: tuple[x509.Certificate, ...] = field(default=(), compare=False, repr=False)
     intermediates: tuple[x509.Certificate, ...] = field(default=(), compare=False, repr=False)
@@ -131,6 +135,7 @@ class TrustAnchor:
         crl_from_cdp: bool = False,
         max_stale: int = MAX_STALE_DEFAULT,
         ocsp: str = "off",
+        spiffe_trust_domains: Sequence[str] = (),
         created_at: float | None = None,
     ) -> TrustAnchor:
         """Validate a registration (TrustError names the bad flag)."""
@@ -143,6 +148,11 @@ class TrustAnchor:
             raise TrustError(f"--max-stale must be 0 to {30 * 86400} seconds, got {max_stale}")
         if ocsp not in OCSP_MODES:
             raise TrustError(f"--ocsp must be one of {', '.join(OCSP_MODES)}, got {ocsp!r}")
+        for domain in spiffe_trust_domains:
+            try:
+                valid_trust_domain(domain)
+            except SpiffeError as exc:
+                raise TrustError(f"--spiffe-trust-domain: {exc}") from exc
         roots, intermediates = parse_bundle(bundle)
         return cls(
             name=name,
@@ -151,6 +161,7 @@ class TrustAnchor:
             crl_from_cdp=crl_from_cdp,
             max_stale=max_stale,
             ocsp=ocsp,
+            spiffe_trust_domains=tuple(dict.fromkeys(spiffe_trust_domains)),
             created_at=time.time() if created_at is None else created_at,
             roots=roots,
             intermediates=intermediates,
@@ -171,6 +182,7 @@ class TrustAnchor:
             "crl_from_cdp": self.crl_from_cdp,
             "max_stale": self.max_stale,
             "ocsp": self.ocsp,
+            "spiffe_trust_domains": list(self.spiffe_trust_domains),
         }
 
     @classmethod
@@ -184,5 +196,6 @@ class TrustAnchor:
             crl_from_cdp=bool(policy.get("crl_from_cdp", False)),
             max_stale=int(policy.get("max_stale", MAX_STALE_DEFAULT)),
             ocsp=str(policy.get("ocsp", "off")),
+            spiffe_trust_domains=policy.get("spiffe_trust_domains", ()),
             created_at=created_at,
         )
