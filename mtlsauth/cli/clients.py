@@ -218,7 +218,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add = commands.add_parser(
         "add",
         help="register a client",
-        description="Register a client. tls_client_auth needs exactly one certificate name; "
+        description="Register a client. tls_client_auth needs exactly one certificate name "
+        "(or, with --trust, --spiffe-id); "
         "self_signed_tls_client_auth needs --cert or --jwks. Secrets are shown once.",
     )
     add_home(add)
