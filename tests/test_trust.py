@@ -5,16 +5,20 @@ chains through an intermediate the client sends; no cross-tenant matches."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import unused_port
 
 from mtlsauth.issuer.store import open_store
 from mtlsauth.issuer.trust.anchors import TrustAnchor
-from tests.conftest import Home, cli_json, eventually, run_cli, running
+from tests.conftest import Home, Service, cli_json, eventually, run_cli, running
 from tests.foreign_pki import ForeignPKI
+from tests.test_stores import fresh_database, use_postgres
 
 
 def trust_add(home: Home, name: str, ca: Path, *extra: str) -> dict[str, Any]:
@@ -56,6 +60,35 @@ async def test_an_anchor_added_to_a_running_server_authenticates_its_clients(
             return status == 200 and "access_token" in body
 
         await eventually(issued, within=3.0)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with fresh_database() as url:
+        yield url
+
+
+async def test_an_anchor_reaches_two_servers_on_postgresql(
+    home: Home, acme: ForeignPKI, tmp_path: Path, pg_url: str
+) -> None:
+    """Many servers on one PostgreSQL: the trust_anchors trigger NOTIFYs them all."""
+    leaf = acme.issue(tmp_path / "svc", "svc")
+    await asyncio.to_thread(use_postgres, home, pg_url)
+    other = dataclasses.replace(home.settings, port=unused_port())
+    async with running(home) as first, running(home, other) as second:
+        await asyncio.to_thread(trust_add, home, "acme", acme.bundle(tmp_path / "acme.pem"))
+        await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "svc",
+                               "--subject-dn", "CN=svc", "--trust", "acme")  # fmt: skip
+        for service in (first, second):
+
+            async def issued(service: Service = service) -> bool:
+                try:
+                    status, _ = await service.token(cert=leaf, client_id="svc")
+                except aiohttp.ClientError:
+                    return False
+                return status == 200
+
+            await eventually(issued, within=3.0)
 
 
 async def test_a_certificate_of_another_anchor_with_the_same_name_is_refused(
@@ -188,7 +221,5 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
     else:
-        from tests.test_stores import fresh_database
-
         with fresh_database() as url:
             yield url

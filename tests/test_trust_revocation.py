@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.conftest import ClientCert, Home, Service, eventually, running
 from tests.foreign_pki import ForeignPKI, Issuer
@@ -36,6 +37,8 @@ class Responder:
         self.ocsp_lifetime = dt.timedelta(hours=1)
         self.crl_signer: Issuer | None = None
         self.ocsp_key: ec.EllipticCurvePrivateKey | None = None
+        #: A delegated responder (RFC 6960 §4.2.2.2): its certificate signs the answers.
+        self.delegate: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None
         self.port = unused_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.requests = 0
@@ -71,9 +74,16 @@ class Responder:
             revocation_time=revoked_at,
             revocation_reason=None,
         )
-        resp = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, issuer.cert).sign(
-            self.ocsp_key or issuer.key, hashes.SHA256()
-        )
+        if self.delegate is not None:
+            cert, key = self.delegate
+            builder = builder.certificates([cert])
+            resp = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, cert).sign(
+                key, hashes.SHA256()
+            )
+        else:
+            resp = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, issuer.cert).sign(
+                self.ocsp_key or issuer.key, hashes.SHA256()
+            )
         return web.Response(
             body=resp.public_bytes(serialization.Encoding.DER),
             content_type="application/ocsp-response",
@@ -262,3 +272,35 @@ async def test_a_forged_ocsp_answer_is_not_believed(
     leaf = responder.issue(tmp_path / "svc", "svc", ocsp_url=f"{responder.base}/ocsp")
     async with running(home, fast) as service:  # type: ignore[arg-type]
         assert await status_of(service, leaf) == (401, "invalid_client")
+
+
+def delegate(
+    issuer: Issuer, *, ocsp_signing: bool
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    usage = ExtendedKeyUsageOID.OCSP_SIGNING if ocsp_signing else ExtendedKeyUsageOID.CLIENT_AUTH
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "OCSP responder")]))
+        .issuer_name(issuer.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .sign(issuer.key, hashes.SHA256())
+    )
+    return cert, key
+
+
+@pytest.mark.parametrize("ocsp_signing", [True, False])
+async def test_a_delegated_ocsp_responder_needs_id_kp_ocsp_signing(
+    home: Home, responder: Responder, tmp_path: Path, fast: object, ocsp_signing: bool
+) -> None:
+    responder.delegate = delegate(responder.pki.intermediate, ocsp_signing=ocsp_signing)
+    await asyncio.to_thread(_setup, home, responder, tmp_path, "--ocsp", "require")
+    leaf = responder.issue(tmp_path / "svc", "svc", ocsp_url=f"{responder.base}/ocsp")
+    async with running(home, fast) as service:  # type: ignore[arg-type]
+        expected = (200, None) if ocsp_signing else (401, "invalid_client")
+        assert await status_of(service, leaf) == expected
