@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mtlsauth.cli import clients, federation, init, keys, migrate, resource, serve, token
+from mtlsauth.cli import clients, federation, init, keys, migrate, resource, serve, token, trust
 from mtlsauth.cli.common import EXIT_FAILED, EXIT_USAGE, CLIError
 from pki import cli as pki_cli
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(sub)
     clients.add_parser(sub)
     federation.add_parser(sub)
+    trust.add_parser(sub)
     token.add_parser(sub)
     keys.add_parser(sub)
     migrate.add_parser(sub)

@@ -30,8 +30,10 @@ from mtlsauth.issuer.store import (
     FederationExistsError,
     Store,
     StoreError,
+    TrustAnchorExistsError,
     open_store,
 )
+from mtlsauth.issuer.trust.spiffe import SpiffePattern
 
 __all__ = ["add_parser", "describe", "with_store"]
 
@@ -50,7 +52,7 @@ def with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(run())
-    except (ClientExistsError, FederationExistsError) as exc:
+    except (ClientExistsError, FederationExistsError, TrustAnchorExistsError) as exc:
         raise CLIError(str(exc)) from exc
     except StoreError as exc:
         raise CLIError(f"store error: {exc}") from exc
@@ -94,6 +96,10 @@ def describe(client: Client) -> dict[str, Any]:
     if client.federation is not None:
         data["federation"] = client.federation
         data["federated_subject"] = client.federated_subject
+    if client.trust is not None:
+        data["trust"] = client.trust
+    if client.spiffe_id is not None:
+        data["spiffe_id"] = client.spiffe_id
     return data
 
 
@@ -146,6 +152,8 @@ def _add(args: argparse.Namespace) -> int:
             audiences=args.audience,
             federation=args.federation,
             federated_subject=args.federated_subject,
+            trust=args.trust,
+            spiffe_id=args.spiffe_id,
         )
     except RegistrationError as exc:
         raise CLIError(str(exc), code=2) from exc
@@ -158,16 +166,31 @@ def _add(args: argparse.Namespace) -> int:
 
 
 async def _add_unique(store: Store, client: Client) -> None:
-    """Store ``client`` unless its certificate name matches another client's or its
-    federation does not exist (refused, 1)."""
+    """Store ``client`` unless its certificate name matches another client's of the same CA,
+    its federation does not exist, or it names a trust anchor that is not registered (refused,
+    1)."""
     if client.federation is not None and client.federation not in {
         f.name for f in await store.list_federations()
     }:
         raise CLIError(
             f"no federation {client.federation!r}: add it first with 'mtlsauth federation add'"
         )
+    if client.trust is not None:
+        anchor = next((a for a in await store.list_trust_anchors() if a.name == client.trust), None)
+        if anchor is None:
+            raise CLIError(f"--trust: no trust anchor {client.trust!r} (see 'mtlsauth trust list')")
+        if client.spiffe_id is not None:
+            domain = SpiffePattern.parse(client.spiffe_id).base.trust_domain
+            if domain not in anchor.spiffe_trust_domains:
+                raise CLIError(
+                    f"--spiffe-id: trust anchor {anchor.name!r} is not registered for the trust "
+                    f"domain {domain!r} (trust add --spiffe-trust-domain)"
+                )
     if client.tls_name is not None:
-        other = name_taken_by(client.tls_name, await store.list_clients())
+        # Under different anchors the same name is two tenants' clients: a certificate can
+        # only chain to one of them, so it can never authenticate as both.
+        peers = [c for c in await store.list_clients() if c.trust == client.trust]
+        other = name_taken_by(client.tls_name, peers)
         if other is not None and other.tls_name is not None:
             flag = "--" + client.tls_name.kind.replace("_", "-")
             raise CLIError(
@@ -213,7 +236,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add = commands.add_parser(
         "add",
         help="register a client",
-        description="Register a client. tls_client_auth needs exactly one certificate name; "
+        description="Register a client. tls_client_auth needs exactly one certificate name "
+        "(or, with --trust, --spiffe-id); "
         "self_signed_tls_client_auth needs --cert or --jwks. Secrets are shown once.",
     )
     add_home(add)
@@ -270,6 +294,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=[],
         metavar="URI",
         help="allowed audience / resource (RFC 8707); repeatable",
+    )
+    add.add_argument(
+        "--trust",
+        metavar="NAME",
+        help="tls_client_auth: the certificate must chain to this external trust anchor "
+        "('mtlsauth trust add'), not the home's client CA",
+    )
+    add.add_argument(
+        "--spiffe-id",
+        metavar="ID",
+        help="tls_client_auth with --trust: the X.509-SVID's SPIFFE ID, spiffe://TD/path "
+        "(exact) or spiffe://TD/path/* (any ID below the path)",
     )
     add.add_argument("--json", action="store_true")
     add.set_defaults(handler=_add)

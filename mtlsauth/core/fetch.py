@@ -1,11 +1,12 @@
 """Bounded fetching of small JSON documents (JWK Sets, RFC 7517 §5; RFC 8414 §3 metadata) over
-https.
+https, and of signed revocation documents (CRLs, RFC 5280 §5; OCSP, RFC 6960 Appendix A), for
+which plain http is the normal transport: their signature, not the channel, vouches for them.
 
 Shared, through :mod:`mtlsauth.core.jwks`, by the token service (clients' ``jwks_uri``, RFC 7591
 §2) and the resource checker (the issuer's keys).
 
-* https only, and redirects are never followed: a 3xx is a failure (a redirect could send the
-  fetch to plain http or to an internal address).
+* https only (http too where a caller allows it), and redirects are never followed: a 3xx is
+  a failure (a redirect could send the fetch to plain http or to an internal address).
 * The body is read whole up to ``max_bytes``; anything larger is a failure.
 * Where the connection goes is checked on the address it actually uses: a hostname goes through
   a resolver that drops every address the :class:`AddressPolicy` refuses (so DNS rebinding
@@ -33,6 +34,7 @@ __all__ = [
     "AddressPolicy",
     "FetchError",
     "FilteringResolver",
+    "fetch_bytes",
     "fetch_json",
     "fetch_session",
 ]
@@ -132,13 +134,15 @@ def fetch_session(
     )
 
 
-def _check_url(url: str, policy: AddressPolicy | None) -> None:
+def _check_url(
+    url: str, policy: AddressPolicy | None, schemes: tuple[str, ...] = ("https",)
+) -> None:
     try:
         parsed = URL(url)
     except ValueError as exc:
         raise FetchError(f"{url!r} is not a URL") from exc
-    if parsed.scheme != "https" or not parsed.host:
-        raise FetchError(f"{url} is not an https URL")
+    if parsed.scheme not in schemes or not parsed.host:
+        raise FetchError(f"{url} is not an {' or '.join(schemes)} URL")
     if policy is None:
         return
     try:
@@ -170,20 +174,48 @@ async def fetch_json(
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Any:
     """GET ``url`` (https, no redirects, at most ``max_bytes``) and parse it as JSON."""
-    _check_url(url, policy)
-    try:
-        async with session.get(url, ssl=ssl_context, allow_redirects=False) as resp:
-            if resp.status != 200:
-                hint = " (redirects are not followed)" if 300 <= resp.status < 400 else ""
-                raise FetchError(f"{url} answered {resp.status}{hint}")
-            body = await _read_body(resp, url, max_bytes)
-    except TimeoutError as exc:  # before OSError, of which it is a subclass
-        raise FetchError(f"cannot fetch {url}: timed out") from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise FetchError(f"cannot fetch {url}: {type(exc).__name__}: {exc}") from exc
+    body = await fetch_bytes(
+        session, url, ssl_context=ssl_context, policy=policy, max_bytes=max_bytes
+    )
     try:
         return json.loads(body)
     except RecursionError as exc:
         raise FetchError(f"{url} sent JSON nested too deeply") from exc
     except ValueError as exc:
         raise FetchError(f"{url} did not send JSON: {exc}") from exc
+
+
+async def fetch_bytes(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    ssl_context: ssl.SSLContext,
+    policy: AddressPolicy | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    schemes: tuple[str, ...] = ("https",),
+    post: tuple[str, bytes] | None = None,
+) -> bytes:
+    """GET ``url`` — or POST ``post`` = (content type, body) — with a URL scheme of ``schemes``,
+    no redirects, at most ``max_bytes``; the body."""
+    _check_url(url, policy, schemes)
+    try:
+        request = (
+            session.post(
+                url,
+                data=post[1],
+                headers={"Content-Type": post[0]},
+                ssl=ssl_context,
+                allow_redirects=False,
+            )
+            if post is not None
+            else session.get(url, ssl=ssl_context, allow_redirects=False)
+        )
+        async with request as resp:
+            if resp.status != 200:
+                hint = " (redirects are not followed)" if 300 <= resp.status < 400 else ""
+                raise FetchError(f"{url} answered {resp.status}{hint}")
+            return await _read_body(resp, url, max_bytes)
+    except TimeoutError as exc:  # before OSError, of which it is a subclass
+        raise FetchError(f"cannot fetch {url}: timed out") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise FetchError(f"cannot fetch {url}: {type(exc).__name__}: {exc}") from exc

@@ -101,6 +101,11 @@ class Client:
     #: token's ``sub`` it must carry.
     federation: str | None = None
     federated_subject: str | None = None
+    #: tls_client_auth: the external trust anchor the certificate must chain to (``trust
+    #: add``); None for the home's client CA.
+    trust: str | None = None
+    #: tls_client_auth with an SVID: ``spiffe://TD/path`` or ``spiffe://TD/path/*``.
+    spiffe_id: str | None = None
 
     def certificate(self, thumbprint: str) -> RegisteredCert | None:
         for cert in self.certificates:

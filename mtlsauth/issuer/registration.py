@@ -36,6 +36,7 @@ from mtlsauth.issuer.model import (
     SecretEntry,
 )
 from mtlsauth.issuer.secrets import generate_secret, hash_secret, seal_secret
+from mtlsauth.issuer.trust.spiffe import SpiffeError, SpiffePattern
 
 __all__ = [
     "MAX_SECRET_GRACE",
@@ -156,6 +157,23 @@ def _tls_name(auth_method: str, names: Sequence[tuple[str, str]]) -> Certificate
         raise RegistrationError(f"--{names[0][0].replace('_', '-')}: {exc}") from exc
 
 
+def _spiffe_id(
+    auth_method: str, names: Sequence[tuple[str, str]], trust: str | None, value: str
+) -> str:
+    """The canonical ``--spiffe-id`` pattern (SPIFFE ID §2), for tls_client_auth under an
+    external anchor, instead of a certificate name."""
+    if auth_method != "tls_client_auth":
+        raise RegistrationError(f"--spiffe-id is for tls_client_auth, not {auth_method}")
+    if names:
+        raise RegistrationError("--spiffe-id replaces --subject-dn/--san-*: give only one")
+    if trust is None:
+        raise RegistrationError("--spiffe-id needs --trust NAME (the anchor issuing the SVIDs)")
+    try:
+        return str(SpiffePattern.parse(value))
+    except SpiffeError as exc:
+        raise RegistrationError(f"--spiffe-id: {exc}") from exc
+
+
 def _assertion_keys(
     auth_method: str, jwks_file: Path | None, jwks_uri: str | None
 ) -> dict[str, Any] | None:
@@ -273,6 +291,8 @@ def register(
     grant_types: Sequence[str] = ("client_credentials",),
     federation: str | None = None,
     federated_subject: str | None = None,
+    trust: str | None = None,
+    spiffe_id: str | None = None,
 ) -> NewClient:
     """Validate a registration and build the client (not yet stored)."""
     if auth_method not in AUTH_METHODS:
@@ -286,7 +306,13 @@ def register(
             "--client-id must be 1-200 printable ASCII characters (RFC 6749 VSCHAR), "
             "not starting or ending with a space"
         )
-    tls_name = _tls_name(auth_method, names)
+    if trust is not None and auth_method != "tls_client_auth":
+        raise RegistrationError(f"--trust is for tls_client_auth, not {auth_method}")
+    if spiffe_id is not None:
+        spiffe_id = _spiffe_id(auth_method, names, trust, spiffe_id)
+        tls_name = None
+    else:
+        tls_name = _tls_name(auth_method, names)
     jwks = _assertion_keys(auth_method, jwks_file, jwks_uri)
     certificates = _certificates(auth_method, cert_files, jwks_file)
     federation, federated_subject = _federated(auth_method, federation, federated_subject)
@@ -326,5 +352,7 @@ def register(
         jwks_uri=jwks_uri,
         federation=federation,
         federated_subject=federated_subject,
+        trust=trust,
+        spiffe_id=spiffe_id,
     )
     return NewClient(client=client, client_secret=secret)

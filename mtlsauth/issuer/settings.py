@@ -395,6 +395,8 @@ class Settings:
     metrics_host: str = field(metadata=_setting("127.0.0.1", _TEXT))
     metrics_allow: tuple[str, ...] = field(metadata=_setting("127.0.0.0/8,::1", _NETWORKS))
     federated_assertion_max_lifetime: int = field(metadata=_setting(3600, _integer(60, 86400)))
+    trust_refresh_interval: float = field(metadata=_setting(300, _seconds(0.5, 86400.0)))
+    trust_fetch_timeout: float = field(metadata=_setting(3, _seconds(0.5, 30.0)))
 
     @property
     def proxy(self) -> ProxyConfig | None:

@@ -15,6 +15,8 @@ from mtlsauth.issuer.model import Client, Federation, SecretEntry
 from mtlsauth.issuer.secrets import generate_secret, hash_secret
 from mtlsauth.issuer.store import Store
 from mtlsauth.issuer.tls.contexts import ClientCA
+from mtlsauth.issuer.trust.revocation import TrustRevocation
+from mtlsauth.issuer.trust.verifier import TrustSet
 
 __all__ = [
     "AssertionPolicy",
@@ -112,6 +114,10 @@ class AuthContext:
     federations: Callable[[str], Federation | None] = _no_federation
     #: The federations' JWK Sets, fetched and cached apart from the clients' jwks_uri.
     federation_keys: RemoteJWKS | None = None
+    #: External trust anchors (``mtlsauth trust add``) for clients registered with --trust.
+    trust: TrustSet = field(default_factory=TrustSet)
+    #: Their CRLs and OCSP answers (None: no revocation checks, as in unit set-ups).
+    trust_revocation: TrustRevocation | None = None
     #: Stand-ins a secret presented for an unregistered client_id is checked against, so that
     #: it costs the same HMAC and comparison as a wrong secret of a registered client.
     decoys: dict[str, Client] = field(init=False, repr=False)

@@ -1,7 +1,8 @@
 """Mutual-TLS client authentication (RFC 8705 §2).
 
 tls_client_auth (§2.1): the TLS layer validated the chain; here the leaf must have been issued
-by the client CA and carry the registered name. self_signed_tls_client_auth (§2.2): the leaf
+by the client CA — or chain to the external trust anchor the client was registered with
+(``--trust``) — and carry the registered name. self_signed_tls_client_auth (§2.2): the leaf
 must be one of the registered certificates (by thumbprint) and valid now (decision D6).
 
 Behind a trusted proxy no handshake of ours saw the certificate, so tls_client_auth also checks
@@ -20,6 +21,7 @@ from mtlsauth.core.errors import InvalidClient
 from mtlsauth.core.peer import PeerCertificate
 from mtlsauth.issuer.clientauth.base import AuthContext, AuthRequest
 from mtlsauth.issuer.model import Client
+from mtlsauth.issuer.trust.spiffe import SpiffeError, SpiffePattern, svid_id
 
 __all__ = ["authenticate_pki", "authenticate_self_signed"]
 
@@ -72,10 +74,84 @@ def _check_purpose(client: Client, peer: PeerCertificate) -> None:
         )
 
 
+async def _check_external(
+    client: Client, peer: PeerCertificate, cert: x509.Certificate, context: AuthContext
+) -> None:
+    """A client registered with ``--trust NAME``: the leaf must chain to that anchor (not just
+    any the handshake trusts, so another tenant's CA never matches) and not be revoked under
+    the anchor's CRL/OCSP policy. Asked on every request: a revocation must reach keep-alive
+    connections too, and the answers it needs are cached by the revocation component."""
+    assert client.trust is not None
+    chain = context.trust.chain(client.trust, cert)
+    if isinstance(chain, str):
+        raise InvalidClient(
+            f"client {client.client_id!r}: certificate {peer.thumbprint} {chain}",
+            reason="bad_certificate",
+        )
+    anchor = context.trust.get(client.trust)
+    if anchor is not None and context.trust_revocation is not None:
+        refusal = await context.trust_revocation.refusal(anchor, chain)
+        if refusal is not None:
+            raise InvalidClient(
+                f"client {client.client_id!r}: certificate {peer.thumbprint} refused under "
+                f"trust anchor {client.trust!r}: {refusal}",
+                reason="bad_certificate",
+            )
+
+
+def _check_svid(
+    client: Client, peer: PeerCertificate, cert: x509.Certificate, context: AuthContext
+) -> None:
+    """SPIFFE X509-SVID §5.2: the leaf is an SVID, its trust domain is one the client's anchor
+    was registered for, and its ID is the registered one (or below the registered path)."""
+    assert client.spiffe_id is not None
+    assert client.trust is not None
+    anchor = context.trust.get(client.trust)
+    try:
+        svid = svid_id(cert)
+        pattern = SpiffePattern.parse(client.spiffe_id)
+    except SpiffeError as exc:
+        raise InvalidClient(
+            f"client {client.client_id!r}: certificate {peer.thumbprint} is not a valid "
+            f"X.509-SVID: {exc}",
+            reason="bad_certificate",
+        ) from exc
+    if anchor is None or svid.trust_domain not in anchor.spiffe_trust_domains:
+        raise InvalidClient(
+            f"client {client.client_id!r}: SPIFFE ID {svid} is of a trust domain trust anchor "
+            f"{client.trust!r} is not registered for",
+            reason="bad_certificate",
+        )
+    if not pattern.matches(svid):
+        raise InvalidClient(
+            f"client {client.client_id!r}: SPIFFE ID {svid} does not match {pattern}",
+            reason="bad_certificate",
+        )
+
+
+def _check_name(client: Client, peer: PeerCertificate, cert: x509.Certificate) -> None:
+    if client.tls_name is None or not client.tls_name.matches(cert):
+        raise InvalidClient(
+            f"client {client.client_id!r}: certificate {peer.thumbprint} does not carry the "
+            f"registered {client.tls_name.kind if client.tls_name else 'name'}",
+            reason="bad_certificate",
+        )
+
+
 async def authenticate_pki(client: Client, request: AuthRequest, context: AuthContext) -> None:
     """RFC 8705 §2.1.2: the registered subject DN or SAN entry must match the certificate,
     which must be valid now and meant for client authentication."""
     peer = _peer(client, request)
+    if client.trust is not None:
+        cert = _parsed(peer)
+        _check_period(client, peer, cert.not_valid_before_utc, cert.not_valid_after_utc)
+        _check_purpose(client, peer)
+        await _check_external(client, peer, cert, context)
+        if client.spiffe_id is not None:
+            _check_svid(client, peer, cert, context)
+        else:
+            _check_name(client, peer, cert)
+        return
     generation = context.client_ca.generation
     known = context.pki_verdicts.period(peer.thumbprint, client, generation)
     if known is not None:
@@ -92,12 +168,7 @@ async def authenticate_pki(client: Client, request: AuthRequest, context: AuthCo
             "client CA",
             reason="bad_certificate",
         )
-    if client.tls_name is None or not client.tls_name.matches(cert):
-        raise InvalidClient(
-            f"client {client.client_id!r}: certificate {peer.thumbprint} does not carry the "
-            f"registered {client.tls_name.kind if client.tls_name else 'name'}",
-            reason="bad_certificate",
-        )
+    _check_name(client, peer, cert)
     context.pki_verdicts.remember(peer.thumbprint, client, generation, period)
 
 

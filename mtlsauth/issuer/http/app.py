@@ -29,6 +29,7 @@ from mtlsauth.issuer.http.health import health
 from mtlsauth.issuer.http.introspect import introspect
 from mtlsauth.issuer.http.jwks import jwks
 from mtlsauth.issuer.http.keys import (
+    ANCHORS,
     AUDIT,
     GRANT,
     GUARD,
@@ -43,6 +44,7 @@ from mtlsauth.issuer.http.keys import (
     SIGNING_KEYS,
     STORE,
     TLS,
+    TRUST_REVOCATION,
 )
 from mtlsauth.issuer.http.metadata import WELL_KNOWN, build_metadata, metadata
 from mtlsauth.issuer.http.metrics import metrics
@@ -60,6 +62,9 @@ from mtlsauth.issuer.throttle import Throttle, ThrottlePolicy
 from mtlsauth.issuer.tls.contexts import ServerTLSConfig, TLSManager
 from mtlsauth.issuer.tls.revocation import renew_crl_if_due
 from mtlsauth.issuer.tokens import TokenSigner
+from mtlsauth.issuer.trust.registry import AnchorRegistry
+from mtlsauth.issuer.trust.revocation import TrustRevocation
+from mtlsauth.issuer.trust.verifier import TrustSet
 
 __all__ = ["create_app", "create_metrics_app", "create_tls"]
 
@@ -116,6 +121,7 @@ async def _refresh_forever(app: web.Application) -> None:
         try:
             await app[STORE].wait_for_change(settings.reload_interval)
             await registry.refresh()
+            await app[ANCHORS].refresh()
             await app[GUARD].throttle.refresh()
         except StoreError as exc:
             log.warning("store refresh failed; serving from the caches: %s", exc)
@@ -124,6 +130,7 @@ async def _refresh_forever(app: web.Application) -> None:
             log.exception("store refresh failed unexpectedly; serving from the caches")
             await asyncio.sleep(settings.reload_interval)
         tls.reload_if_changed()
+        app[TRUST_REVOCATION].tick()
         if app[SIGNING_KEYS].reload_if_changed():
             app[SIGNER].use_key(app[SIGNING_KEYS].active)
         if loop.time() >= next_tallies:
@@ -161,10 +168,17 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         policy=settings.jwks_uri_policy,
         timeout=settings.jwks_uri_timeout,
     )
+    trust_revocation = TrustRevocation(
+        TrustSet(),
+        refresh_interval=settings.trust_refresh_interval,
+        timeout=settings.trust_fetch_timeout,
+    )
     try:
         registry = ClientRegistry(store)
         registry.on_change(lambda clients: tls.set_trust_anchors(_self_signed_anchors(clients)))
         await registry.refresh()
+        anchors = AnchorRegistry(store, trust_revocation.trust, tls.set_external_anchors)
+        await anchors.refresh()
         context = AuthContext(
             secret_key=settings.secret_key.get(),
             client_ca=tls.client_ca,
@@ -177,6 +191,8 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
             remote_jwks=remote_jwks,
             federations=registry.federation,
             federation_keys=federation_keys,
+            trust=anchors.trust,
+            trust_revocation=trust_revocation,
         )
         policy = ThrottlePolicy(
             limit=settings.throttle_limit,
@@ -194,11 +210,14 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     except BaseException:
         await remote_jwks.close()
         await federation_keys.close()
+        await trust_revocation.close()
         audit.close()
         await store.close()
         raise
     app[STORE] = store
     app[REGISTRY] = registry
+    app[ANCHORS] = anchors
+    app[TRUST_REVOCATION] = trust_revocation
     app[AUDIT] = audit
     app[GUARD] = guard
     keys = app[SIGNING_KEYS]
@@ -223,6 +242,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         await guard.flush_usage(store)
     await remote_jwks.close()
     await federation_keys.close()
+    await trust_revocation.close()
     audit.close()
     await store.close()
 

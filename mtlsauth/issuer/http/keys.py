@@ -16,8 +16,11 @@ from mtlsauth.issuer.settings import Settings
 from mtlsauth.issuer.store import Store
 from mtlsauth.issuer.tls.contexts import TLSManager
 from mtlsauth.issuer.tokens import TokenSigner
+from mtlsauth.issuer.trust.registry import AnchorRegistry
+from mtlsauth.issuer.trust.revocation import TrustRevocation
 
 __all__ = [
+    "ANCHORS",
     "AUDIT",
     "GRANT",
     "GUARD",
@@ -32,6 +35,7 @@ __all__ = [
     "SIGNING_KEYS",
     "STORE",
     "TLS",
+    "TRUST_REVOCATION",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -47,6 +51,8 @@ SIGNING_KEYS = web.AppKey("signing_keys", SigningKeys)
 SIGNER = web.AppKey("signer", TokenSigner)
 METADATA = web.AppKey("metadata", bytes)
 TLS = web.AppKey("tls", TLSManager)
+ANCHORS = web.AppKey("anchors", AnchorRegistry)
+TRUST_REVOCATION = web.AppKey("trust_revocation", TrustRevocation)
 #: Present only when a TLS-terminating proxy is trusted to forward client certificates.
 PROXY = web.AppKey("proxy", ProxyConfig)
 #: On the public listeners: the peer networks that may read /metrics (others get 404).

@@ -8,6 +8,7 @@ from mtlsauth.issuer.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
+    TrustAnchorExistsError,
 )
 from mtlsauth.issuer.store.sqlite import SQLiteStore
 
@@ -19,6 +20,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "TrustAnchorExistsError",
     "open_store",
 ]
 

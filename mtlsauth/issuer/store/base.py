@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from mtlsauth.core.dn import CertificateName
 from mtlsauth.issuer.model import AUTH_METHODS, Client, Federation, RegisteredCert, SecretEntry
+from mtlsauth.issuer.trust.anchors import TrustAnchor
 
 __all__ = [
     "ClientExistsError",
@@ -23,6 +24,9 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "TrustAnchorExistsError",
+    "anchor_from_row",
+    "anchor_row",
     "client_from_row",
     "client_row",
     "federation_from_row",
@@ -48,6 +52,10 @@ class ClientExistsError(StoreError):
 
 class FederationExistsError(StoreError):
     """A federation with that name is already registered."""
+
+
+class TrustAnchorExistsError(StoreError):
+    """A trust anchor with that name is already registered."""
 
 
 class Store(Protocol):
@@ -94,6 +102,17 @@ class Store(Protocol):
         """Delete a federation (its clients stay, and fail to authenticate); False if none."""
 
     async def list_federations(self) -> list[Federation]: ...
+
+    # -- external trust anchors -------------------------------------------------------------------
+
+    async def add_trust_anchor(self, anchor: TrustAnchor) -> None:
+        """Insert an anchor; TrustAnchorExistsError if the name is taken. Bumps the change
+        marker, so running servers rebuild their TLS contexts."""
+
+    async def remove_trust_anchor(self, name: str) -> bool:
+        """Delete an anchor; False when there was none."""
+
+    async def list_trust_anchors(self) -> list[TrustAnchor]: ...
 
     # -- tokens and assertions -----------------------------------------------------------------
 
@@ -146,6 +165,8 @@ def client_from_row(
         jwks_uri=row["jwks_uri"],
         federation=row["federation"],
         federated_subject=row["federated_subject"],
+        trust=row["trust"],
+        spiffe_id=row["spiffe_id"],
     )
 
 
@@ -166,6 +187,8 @@ def client_row(client: Client) -> tuple[Any, ...]:
         client.jwks_uri,
         client.federation,
         client.federated_subject,
+        client.trust,
+        client.spiffe_id,
     )
 
 
@@ -191,3 +214,23 @@ def federation_row(federation: Federation) -> tuple[Any, ...]:
         federation.audience,
         federation.created_at or time.time(),
     )
+
+
+def anchor_row(anchor: TrustAnchor) -> tuple[Any, ...]:
+    """The ``trust_anchors`` columns of an anchor, in table order."""
+    return (
+        anchor.name,
+        anchor.bundle.decode("ascii"),
+        json.dumps(anchor.policy()),
+        anchor.created_at or time.time(),
+    )
+
+
+def anchor_from_row(row: Mapping[str, Any]) -> TrustAnchor:
+    """An anchor from its stored columns; a row that no longer validates is a StoreError."""
+    try:
+        return TrustAnchor.from_stored(
+            row["name"], row["bundle"].encode("ascii"), json.loads(row["policy"]), row["created_at"]
+        )
+    except ValueError as exc:
+        raise StoreError(f"trust anchor {row['name']!r} is unreadable: {exc}") from exc

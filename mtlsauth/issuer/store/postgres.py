@@ -28,11 +28,15 @@ from mtlsauth.issuer.store.base import (
     SchemaError,
     StoreError,
     StoreUnavailable,
+    TrustAnchorExistsError,
+    anchor_from_row,
+    anchor_row,
     client_from_row,
     client_row,
     federation_from_row,
     federation_row,
 )
+from mtlsauth.issuer.trust.anchors import TrustAnchor
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore"]
 
@@ -129,6 +133,20 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE clients ADD COLUMN federation TEXT;
     ALTER TABLE clients ADD COLUMN federated_subject TEXT;
     CREATE TRIGGER bump_federations AFTER INSERT OR UPDATE OR DELETE ON federations
+        FOR EACH STATEMENT EXECUTE FUNCTION mtlsauth_bump();
+    """,
+    # 4: external trust anchors (``trust add``) and the anchor a client's certificate must
+    # chain to; anchors bump and NOTIFY so running servers rebuild their TLS contexts.
+    """
+    ALTER TABLE clients ADD COLUMN trust TEXT;
+    ALTER TABLE clients ADD COLUMN spiffe_id TEXT;
+    CREATE TABLE trust_anchors (
+        name         TEXT PRIMARY KEY,
+        bundle       TEXT NOT NULL,
+        policy       TEXT NOT NULL,
+        created_at   DOUBLE PRECISION NOT NULL
+    );
+    CREATE TRIGGER bump_trust_anchors AFTER INSERT OR UPDATE OR DELETE ON trust_anchors
         FOR EACH STATEMENT EXECUTE FUNCTION mtlsauth_bump();
     """,
 )
@@ -274,7 +292,7 @@ class PostgresStore:
                 return await fn(conn)
         except asyncpg.UniqueViolationError:
             raise
-        except (SchemaError, ClientExistsError, FederationExistsError):
+        except (SchemaError, ClientExistsError, FederationExistsError, TrustAnchorExistsError):
             raise
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
@@ -309,8 +327,9 @@ class PostgresStore:
                     await conn.execute(
                         "INSERT INTO clients (client_id, auth_method, bound_tokens, scopes,"
                         " audiences, grant_types, name_kind, name_value, created_at, jwks,"
-                        " jwks_uri, federation, federated_subject) VALUES ($1, $2, $3, $4, $5,"
-                        " $6, $7, $8, $9, $10, $11, $12, $13)",
+                        " jwks_uri, federation, federated_subject, trust, spiffe_id)"
+                        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
+                        " $15)",
                         *client_row(client),
                     )
                 except asyncpg.UniqueViolationError as exc:
@@ -408,6 +427,35 @@ class PostgresStore:
             )
 
         await self._run(touch)
+
+    # -- external trust anchors ---------------------------------------------------------------
+
+    async def add_trust_anchor(self, anchor: TrustAnchor) -> None:
+        async def insert(conn: asyncpg.Connection) -> None:
+            try:
+                await conn.execute(
+                    "INSERT INTO trust_anchors VALUES ($1, $2, $3, $4)", *anchor_row(anchor)
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise TrustAnchorExistsError(f"trust anchor {anchor.name!r} exists") from exc
+
+        await self._run(insert)
+
+    async def remove_trust_anchor(self, name: str) -> bool:
+        async def delete(conn: asyncpg.Connection) -> bool:
+            status = await conn.execute("DELETE FROM trust_anchors WHERE name = $1", name)
+            return bool(status.endswith(" 1"))
+
+        return await self._run(delete)
+
+    async def list_trust_anchors(self) -> list[TrustAnchor]:
+        async def read(conn: asyncpg.Connection) -> list[TrustAnchor]:
+            rows = await conn.fetch(
+                "SELECT name, bundle, policy, created_at FROM trust_anchors ORDER BY name"
+            )
+            return [anchor_from_row(r) for r in rows]
+
+        return await self._run(read)
 
     # -- tokens and assertions -----------------------------------------------------------------
 
@@ -531,7 +579,8 @@ async def _load_clients(conn: asyncpg.Connection, client_id: str | None) -> list
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         rows = await conn.fetch(
             "SELECT client_id, auth_method, bound_tokens, scopes, audiences, grant_types,"
-            " name_kind, name_value, created_at, jwks, jwks_uri, federation, federated_subject"
+            " name_kind, name_value, created_at, jwks, jwks_uri, federation, federated_subject,"
+            " trust, spiffe_id"
             f" FROM clients {where}"
             " ORDER BY client_id",
             *args,

@@ -23,11 +23,15 @@ from mtlsauth.issuer.store.base import (
     FederationExistsError,
     SchemaError,
     StoreError,
+    TrustAnchorExistsError,
+    anchor_from_row,
+    anchor_row,
     client_from_row,
     client_row,
     federation_from_row,
     federation_row,
 )
+from mtlsauth.issuer.trust.anchors import TrustAnchor
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -123,6 +127,19 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE clients ADD COLUMN federated_subject TEXT;
     """
     + "".join(_bump("federations", op) for op in ("INSERT", "UPDATE", "DELETE")),
+    # 4: external trust anchors (``trust add``) and the anchor a client's certificate must
+    # chain to; anchors bump the change counter so running servers rebuild their TLS contexts.
+    """
+    ALTER TABLE clients ADD COLUMN trust TEXT;
+    ALTER TABLE clients ADD COLUMN spiffe_id TEXT;
+    CREATE TABLE trust_anchors (
+        name         TEXT PRIMARY KEY,
+        bundle       TEXT NOT NULL,
+        policy       TEXT NOT NULL,
+        created_at   REAL NOT NULL
+    );
+    """
+    + "".join(_bump("trust_anchors", op) for op in ("INSERT", "UPDATE", "DELETE")),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -217,8 +234,8 @@ class SQLiteStore:
                     conn.execute(
                         "INSERT INTO clients (client_id, auth_method, bound_tokens, scopes,"
                         " audiences, grant_types, name_kind, name_value, created_at, jwks,"
-                        " jwks_uri, federation, federated_subject)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " jwks_uri, federation, federated_subject, trust, spiffe_id)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         client_row(client),
                     )
                     _insert_secrets(conn, client.client_id, client.secrets)
@@ -320,6 +337,33 @@ class SQLiteStore:
                 )
 
         await self._run(touch)
+
+    # -- external trust anchors ---------------------------------------------------------------
+
+    async def add_trust_anchor(self, anchor: TrustAnchor) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute("INSERT INTO trust_anchors VALUES (?, ?, ?, ?)", anchor_row(anchor))
+            except sqlite3.IntegrityError as exc:
+                raise TrustAnchorExistsError(f"trust anchor {anchor.name!r} exists") from exc
+
+        await self._run(insert)
+
+    async def remove_trust_anchor(self, name: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM trust_anchors WHERE name = ?", (name,)).rowcount > 0
+
+        return await self._run(delete)
+
+    async def list_trust_anchors(self) -> list[TrustAnchor]:
+        def read(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            return conn.execute(
+                "SELECT name, bundle, policy, created_at FROM trust_anchors ORDER BY name"
+            ).fetchall()
+
+        rows = await self._run(read)
+        columns = ("name", "bundle", "policy", "created_at")
+        return [anchor_from_row(dict(zip(columns, row, strict=True))) for row in rows]
 
     # -- tokens and assertions ----------------------------------------------------------------
 
@@ -434,7 +478,8 @@ def _load_clients(conn: sqlite3.Connection) -> list[Client]:
         conn.execute("BEGIN")
         rows = conn.execute(
             "SELECT client_id, auth_method, bound_tokens, scopes, audiences, grant_types,"
-            " name_kind, name_value, created_at, jwks, jwks_uri, federation, federated_subject"
+            " name_kind, name_value, created_at, jwks, jwks_uri, federation, federated_subject,"
+            " trust, spiffe_id"
             " FROM clients ORDER BY client_id"
         ).fetchall()
         secrets: dict[str, list[SecretEntry]] = {}
@@ -456,7 +501,7 @@ def _load_clients(conn: sqlite3.Connection) -> list[Client]:
             certs.setdefault(cid, []).append(RegisteredCert.from_der(der))
     columns = ("client_id", "auth_method", "bound_tokens", "scopes", "audiences", "grant_types",
                "name_kind", "name_value", "created_at", "jwks", "jwks_uri", "federation",
-               "federated_subject")  # fmt: skip
+               "federated_subject", "trust", "spiffe_id")  # fmt: skip
     return [
         client_from_row(
             dict(zip(columns, row, strict=True)), secrets.get(row[0], []), certs.get(row[0], [])

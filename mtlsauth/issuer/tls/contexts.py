@@ -106,6 +106,8 @@ class ServerTLSConfig:
     #: costs ≈ 1.5-1.9 ms: one ticket keeps resumption for clients that use it, without
     #: OpenSSL's default spare.
     session_tickets: int = 1
+    #: Root certificates (DER) of the external trust anchors (``mtlsauth trust add``).
+    external_anchors: frozenset[bytes] = frozenset()
 
 
 def build_server_context(
@@ -126,9 +128,9 @@ def build_server_context(
     ctx.load_cert_chain(config.cert, config.key)
     ctx.verify_mode = ssl.CERT_REQUIRED if require_cert else ssl.CERT_OPTIONAL
     ctx.load_verify_locations(cafile=str(config.client_ca))
-    if config.trust_anchors:
+    if anchors := config.trust_anchors | config.external_anchors:
         # cadata accepts concatenated DER certificates.
-        ctx.load_verify_locations(cadata=b"".join(sorted(config.trust_anchors)))
+        ctx.load_verify_locations(cadata=b"".join(sorted(anchors)))
     ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     # A class per context: the revocation state belongs to the context it was built with.
     ctx.sslobject_class = type(
@@ -257,6 +259,13 @@ class TLSManager:
         if anchors != self._config.trust_anchors:
             self._rebuild(dataclasses.replace(self._config, trust_anchors=anchors))
             log.info("TLS trust anchors reloaded: %d registered certificate(s)", len(anchors))
+
+    def set_external_anchors(self, roots: frozenset[bytes]) -> None:
+        """Trust exactly these external roots from the next handshake on (which anchor a leaf
+        chains to is checked after the handshake: see ``issuer.trust.verifier``)."""
+        if roots != self._config.external_anchors:
+            self._rebuild(dataclasses.replace(self._config, external_anchors=roots))
+            log.info("TLS external trust anchors reloaded: %d root(s)", len(roots))
 
     def reload_if_changed(self) -> bool:
         """Rebuild when the server certificate, key or client CA file changed on disk.

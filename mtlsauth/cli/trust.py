@@ -1,0 +1,171 @@
+"""``mtlsauth trust add|list|show|remove``: external trust anchors, straight in the store.
+
+A running server rebuilds its TLS contexts with the new anchors within its reload interval,
+no restart (the store's change marker; PostgreSQL also NOTIFYs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from mtlsauth.cli.clients import with_store
+from mtlsauth.cli.common import CLIError, add_home, emit, settings_of
+from mtlsauth.core.thumbprint import x5t_s256
+from mtlsauth.issuer.store import Store
+from mtlsauth.issuer.trust.anchors import (
+    MAX_STALE_DEFAULT,
+    OCSP_MODES,
+    TrustAnchor,
+    TrustError,
+)
+
+__all__ = ["add_parser", "describe"]
+
+
+def describe(anchor: TrustAnchor) -> dict[str, Any]:
+    """An anchor as JSON for operators."""
+
+    def cert(c: Any) -> dict[str, str]:
+        return {
+            "subject": c.subject.rfc4514_string(),
+            "x5t#S256": x5t_s256(c.public_bytes(serialization.Encoding.DER)),
+            "not_after": c.not_valid_after_utc.isoformat(),
+        }
+
+    return {
+        "name": anchor.name,
+        "roots": [cert(c) for c in anchor.roots],
+        "intermediates": [cert(c) for c in anchor.intermediates],
+        **anchor.policy(),
+        "created_at": dt.datetime.fromtimestamp(anchor.created_at, dt.UTC).isoformat(
+            timespec="seconds"
+        ),
+    }
+
+
+def _add(args: argparse.Namespace) -> int:
+    try:
+        bundle = Path(args.ca).read_bytes()
+    except OSError as exc:
+        raise CLIError(f"--ca: cannot read {args.ca}: {exc.strerror}", code=2) from exc
+    try:
+        anchor = TrustAnchor.create(
+            name=args.name,
+            bundle=bundle,
+            crl_urls=args.crl_url,
+            crl_from_cdp=args.crl_from_cdp,
+            max_stale=args.max_stale,
+            ocsp=args.ocsp,
+            spiffe_trust_domains=args.spiffe_trust_domain,
+        )
+    except TrustError as exc:
+        raise CLIError(str(exc), code=2) from exc
+    with_store(settings_of(args), lambda store: store.add_trust_anchor(anchor))
+    emit(args, describe(anchor))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    anchors = with_store(settings_of(args), lambda store: store.list_trust_anchors())
+    text = "\n".join(
+        f"{a.name}\troots={len(a.roots)}\tintermediates={len(a.intermediates)}" for a in anchors
+    )
+    emit(args, [describe(a) for a in anchors], text or "(no trust anchors)")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    anchors = with_store(settings_of(args), lambda store: store.list_trust_anchors())
+    anchor = next((a for a in anchors if a.name == args.name), None)
+    if anchor is None:
+        raise CLIError(f"no trust anchor {args.name!r}")
+    emit(args, describe(anchor))
+    return 0
+
+
+async def _remove_unused(store: Store, name: str) -> bool:
+    users = [c.client_id for c in await store.list_clients() if c.trust == name]
+    if users:
+        shown = ", ".join(repr(u) for u in users[:5])
+        raise CLIError(f"trust anchor {name!r} is used by client(s) {shown}: remove them first")
+    return await store.remove_trust_anchor(name)
+
+
+def _remove(args: argparse.Namespace) -> int:
+    if not with_store(settings_of(args), lambda store: _remove_unused(store, args.name)):
+        raise CLIError(f"no trust anchor {args.name!r}")
+    emit(args, {"name": args.name, "removed": True})
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("trust", help="external CAs whose certificates authenticate clients")
+    commands = parser.add_subparsers(dest="trust_command", required=True, metavar="COMMAND")
+
+    add = commands.add_parser(
+        "add",
+        help="register an external trust anchor",
+        description="Register another CA for tls_client_auth clients (client add --trust NAME). "
+        "--ca is a PEM bundle: the root CA certificate(s) and every intermediate CA below them "
+        "that clients' certificates are issued by.",
+    )
+    add_home(add)
+    add.add_argument("--name", required=True, help="the name clients refer to (--trust NAME)")
+    add.add_argument("--ca", required=True, metavar="FILE", help="PEM: roots and intermediates")
+    add.add_argument(
+        "--crl-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="http(s) URL of a CRL of this CA; repeatable",
+    )
+    add.add_argument(
+        "--crl-from-cdp",
+        action="store_true",
+        help="also fetch the CRLs named in the certificates' CRL distribution points",
+    )
+    add.add_argument(
+        "--max-stale",
+        type=int,
+        default=MAX_STALE_DEFAULT,
+        metavar="SECONDS",
+        help="how long past nextUpdate a CRL that cannot be refreshed is still used "
+        f"(default {MAX_STALE_DEFAULT})",
+    )
+    add.add_argument(
+        "--ocsp",
+        choices=OCSP_MODES,
+        default="off",
+        help="ask the certificate's OCSP responder: prefer (fall back to the CRLs; with none, "
+        "allow) or require (no answer: refuse); default off",
+    )
+    add.add_argument(
+        "--spiffe-trust-domain",
+        action="append",
+        default=[],
+        metavar="TD",
+        help="a SPIFFE trust domain whose X.509-SVIDs this CA issues (client add --spiffe-id); "
+        "repeatable",
+    )
+    add.add_argument("--json", action="store_true")
+    add.set_defaults(handler=_add)
+
+    lst = commands.add_parser("list", help="list external trust anchors")
+    add_home(lst)
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(handler=_list)
+
+    for name, handler, text in (
+        ("show", _show, "show one trust anchor"),
+        ("remove", _remove, "remove a trust anchor (refused while clients use it)"),
+    ):
+        cmd = commands.add_parser(name, help=text)
+        add_home(cmd)
+        cmd.add_argument("name", metavar="NAME")
+        cmd.add_argument("--json", action="store_true")
+        cmd.set_defaults(handler=handler)
