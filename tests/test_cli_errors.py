@@ -8,12 +8,14 @@ the test as surely as a traceback on stderr would.
 from __future__ import annotations
 
 import argparse
+import io
+import sys
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import unused_port
 
-from mtlsauth.cli import build_parser
+from mtlsauth.cli import build_parser, main
 from tests.conftest import Home, make_home, run_cli
 
 #: ``mtlsauth pki ...`` has its own tests (tests/test_pki.py and the pki wing's own).
@@ -111,6 +113,9 @@ CASES: list[tuple[str, list[str], int]] = [
     ("token", ["token", "--issuer", "{dead-issuer}", "--cacert", "{bad-pem}"], USAGE),
     ("token", ["token", "--issuer", "{dead-issuer}", "--cacert", "{home}/ca/ca.pem"], FAILED),
     ("token", ["token", "--cacert", "{home}/ca/ca.pem"], USAGE),
+    # Read bounded (the review: /dev/zero filled memory).
+    ("token", ["token", "--issuer", "{dead-issuer}", "--cacert", "{home}/ca/ca.pem",
+               "--client-id", "x", "--client-secret-file", "/dev/zero"], USAGE),
     ("check", ["check", "--issuer", "{dead-issuer}", "--cacert", "{missing}",
                "--token", "x"], USAGE),
     ("check", ["check", "--issuer", "{dead-issuer}", "--cacert", "{home}/ca/ca.pem",
@@ -213,3 +218,15 @@ def test_token_names_the_missing_file(shared_home: Home, files: dict[str, str]) 
         code, _, err = run_cli(["token", "--issuer", files["dead-issuer"], *flags])
         assert code == USAGE
         assert missing in err
+
+
+def test_check_reads_a_bounded_token_from_stdin(
+    monkeypatch: pytest.MonkeyPatch, shared_home: Home, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``check --token -`` with endless input stops at the limit (the review: /dev/zero)."""
+    endless = io.TextIOWrapper(io.BytesIO(b"\0" * 1_000_000))
+    monkeypatch.setattr(sys, "stdin", endless)
+    code = main(["check", "--issuer", "https://127.0.0.1:9", "--cacert",
+                 str(shared_home.ca_cert), "--token", "-"])  # fmt: skip
+    assert code == 2
+    assert "more than" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 from mtlsauth.issuer.settings import ConfigError, Settings, load_settings
 
@@ -23,6 +23,7 @@ __all__ = [
     "emit",
     "home_of",
     "port_number",
+    "read_bounded",
     "readable_file",
     "render_text",
     "settings_of",
@@ -79,6 +80,21 @@ def port_number(value: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"must be from 1 to 65535, got {port}")
     return port
+
+
+#: A secret or a token read from a file or stdin is small; /dev/zero must not fill memory.
+MAX_INPUT_BYTES: Final = 65536
+
+
+def read_bounded(flag: str, stream: BinaryIO) -> str:
+    """At most MAX_INPUT_BYTES of UTF-8 text from ``stream``; more is a usage error."""
+    data = stream.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise CLIError(f"{flag}: more than {MAX_INPUT_BYTES} bytes", EXIT_USAGE)
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"{flag}: not UTF-8 text", EXIT_USAGE) from exc
 
 
 def readable_file(flag: str, path: str) -> Path:

@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from mtlsauth.bench.demo_api import create_demo_api, demo_api_ssl_context
-from mtlsauth.cli.common import CLIError, add_home, port_number, settings_of
+from mtlsauth.cli.common import CLIError, add_home, port_number, read_bounded, settings_of
 from mtlsauth.core.errors import OAuthError
 from mtlsauth.resource import JWKSCache, TokenVerifier, VerifierConfig, require_scopes
 
@@ -32,7 +32,8 @@ def _cert_der(path: str) -> bytes:
 
 
 def _check(args: argparse.Namespace) -> int:
-    token = sys.stdin.read().strip() if args.token == "-" else args.token  # noqa: S105
+    from_stdin = args.token == "-"  # noqa: S105 - "-" is the flag's stdin marker
+    token = read_bounded("--token -", sys.stdin.buffer).strip() if from_stdin else args.token
     peer = _cert_der(args.cert) if args.cert else None
     try:
         ctx = ssl.create_default_context(cafile=args.cacert)
