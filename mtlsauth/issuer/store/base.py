@@ -84,6 +84,9 @@ class Store(Protocol):
 
     async def is_token_revoked(self, jti: str) -> bool: ...
 
+    async def revoked_tokens(self, now: float) -> list[tuple[str, float]]:
+        """(jti, exp) of every revoked access token that has not expired by ``now``."""
+
     async def use_assertion_id(self, client_id: str, jti: str, exp: float) -> bool:
         """RFC 7523 §3: True the first time (client_id, jti) is seen, False on any replay."""
 

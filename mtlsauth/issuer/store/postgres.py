@@ -378,6 +378,15 @@ class PostgresStore:
 
         return await self._run(read)
 
+    async def revoked_tokens(self, now: float) -> list[tuple[str, float]]:
+        async def read(conn: asyncpg.Connection) -> list[tuple[str, float]]:
+            rows = await conn.fetch(
+                "SELECT jti, exp FROM revoked_tokens WHERE exp >= $1 ORDER BY jti", now
+            )
+            return [(str(row["jti"]), float(row["exp"])) for row in rows]
+
+        return await self._run(read)
+
     async def use_assertion_id(self, client_id: str, jti: str, exp: float) -> bool:
         async def use(conn: asyncpg.Connection) -> bool:
             # The primary key decides: of racing requests on any host exactly one inserts.

@@ -291,6 +291,15 @@ class SQLiteStore:
 
         return await self._run(read)
 
+    async def revoked_tokens(self, now: float) -> list[tuple[str, float]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[str, float]]:
+            rows = conn.execute(
+                "SELECT jti, exp FROM revoked_tokens WHERE exp >= ? ORDER BY jti", (now,)
+            )
+            return [(str(jti), float(exp)) for jti, exp in rows]
+
+        return await self._run(read)
+
     async def use_assertion_id(self, client_id: str, jti: str, exp: float) -> bool:
         def use(conn: sqlite3.Connection) -> bool:
             # The primary key decides: of two racing requests exactly one inserts.

@@ -1,0 +1,61 @@
+"""The published revocation list: the ids of revoked access tokens (RFC 7009) that have not
+expired yet, for resource servers to poll (``GET /revoked``).
+
+Tokens are self-contained JWTs, so ``POST /revoke`` alone reaches nobody but the issuer; a
+resource server's verifier fetches this list every few seconds (with ``If-None-Match``) and
+refuses the tokens it names. The document is rebuilt from the store at most every
+``max_age`` seconds however many pollers ask, so polling costs no query per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+
+from mtlsauth.issuer.store import Store
+
+__all__ = ["RevocationFeed", "RevocationSnapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationSnapshot:
+    body: bytes
+    etag: str
+    built_at: float
+
+
+class RevocationFeed:
+    """``{"issuer": ..., "tokens": [{"jti": ..., "exp": ...}, ...]}`` and its ETag."""
+
+    def __init__(self, store: Store, issuer: str, *, max_age: float = 1.0) -> None:
+        self._store = store
+        self._issuer = issuer
+        self._max_age = max_age
+        self._lock = asyncio.Lock()
+        self._snapshot: RevocationSnapshot | None = None
+
+    def _fresh(self) -> RevocationSnapshot | None:
+        snap = self._snapshot
+        if snap is not None and time.monotonic() - snap.built_at < self._max_age:
+            return snap
+        return None
+
+    async def current(self) -> RevocationSnapshot:
+        """The list as of at most ``max_age`` seconds ago (one store query for all waiters)."""
+        if (snap := self._fresh()) is not None:
+            return snap
+        async with self._lock:
+            if (snap := self._fresh()) is not None:
+                return snap
+            rows = await self._store.revoked_tokens(time.time())
+            body = json.dumps(
+                {"issuer": self._issuer, "tokens": [{"jti": j, "exp": e} for j, e in rows]},
+                separators=(",", ":"),
+            ).encode()
+            digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=")
+            self._snapshot = RevocationSnapshot(body, f'"{digest.decode()}"', time.monotonic())
+            return self._snapshot
