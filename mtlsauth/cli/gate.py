@@ -98,14 +98,14 @@ def _gate(args: argparse.Namespace) -> int:
         host, port = parse_listen(args.listen)
     except ValueError as exc:
         raise CLIError(str(exc), code=2) from exc
+    if not args.revocation_interval >= 0:
+        raise CLIError("--revocation-interval must be 0 (off) or more seconds", code=2)
     _proxy(args)
     _rules(args)  # a bad file fails before anything listens
     try:
         ctx = ssl.create_default_context(cafile=args.cacert)
     except (OSError, ssl.SSLError) as exc:
         raise CLIError(f"--cacert {args.cacert}: {exc}", code=2) from exc
-    if args.revocation_interval < 0:
-        raise CLIError("--revocation-interval must be 0 (off) or more seconds", code=2)
     configure_logging(args.log_level, args.log_format)
     try:
         asyncio.run(_serve(args, host, port, ctx))
