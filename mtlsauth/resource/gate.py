@@ -20,6 +20,7 @@ path is the gate request's own path otherwise (Envoy appends it to its ``path_pr
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import tomllib
 from collections.abc import Iterable, Sequence
@@ -32,7 +33,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDictProxy
 
 from mtlsauth.core.errors import MalformedAuthorization, OAuthError
-from mtlsauth.core.peer import ProxyConfig
+from mtlsauth.core.peer import ProxyConfig, ProxyHeaderError, cert_from_header
 from mtlsauth.resource.authorize import (
     REQUEST_ID_HEADER,
     authorize,
@@ -61,6 +62,10 @@ SCOPE_HEADER: Final = "X-Mtlsauth-Scope"
 SCOPE_REQUIRED_HEADER: Final = "X-Mtlsauth-Scope-Required"
 ORIGINAL_URI_HEADER: Final = "X-Original-URI"
 ORIGINAL_METHOD_HEADER: Final = "X-Original-Method"
+
+#: Forwarded certificate headers remembered (parsed once: a PEM parse costs ~100 µs, more than
+#: the rest of a repeated token's check). ~3 KiB each.
+CERT_CACHE_SIZE: Final = 1024
 
 # Every printable ASCII character but '%' passes as is; anything else is percent-encoded, so
 # a claim can never end a header line.
@@ -155,6 +160,23 @@ class Gate:
         self.verifier = verifier
         self.proxy = proxy
         self.rules = tuple(rules)
+        # Only successes are cached (lru_cache does not keep exceptions).
+        self._forwarded = functools.lru_cache(maxsize=CERT_CACHE_SIZE)(
+            functools.partial(cert_from_header, fmt=proxy.fmt, xfcc_mode=proxy.xfcc_mode)
+        )
+        # The callers are a few proxies: parsing their address every time is most of a
+        # repeated check's cost.
+        self._is_trusted = functools.lru_cache(maxsize=256)(proxy.is_trusted)
+
+    def peer(self, remote: str | None, headers: CIMultiDictProxy[str]) -> bytes | None:
+        """The forwarded certificate (ProxyConfig's rules; the parse of one value cached)."""
+        values = headers.getall(self.proxy.header, [])
+        if len(values) == 1 and self._is_trusted(remote):
+            try:
+                return self._forwarded(values[0])
+            except ProxyHeaderError as exc:
+                raise MalformedAuthorization(str(exc)) from exc
+        return resolve_peer(self.proxy, remote, None, headers)
 
     def required_scopes(self, headers: CIMultiDictProxy[str], method: str, path: str) -> list[str]:
         needed = [s for rule in self.rules if rule.matches(method, path) for s in rule.scopes]
@@ -167,7 +189,7 @@ class Gate:
         self, remote: str | None, headers: CIMultiDictProxy[str], method: str, path: str
     ) -> tuple[str, str]:
         """The original request's method and normalized path."""
-        if self.proxy.is_trusted(remote):
+        if self._is_trusted(remote):
             method = _one(headers, ORIGINAL_METHOD_HEADER) or method
             path = _one(headers, ORIGINAL_URI_HEADER) or path
         return method, normalized_path(path)
@@ -175,7 +197,7 @@ class Gate:
     async def check(
         self, *, remote: str | None, headers: CIMultiDictProxy[str], method: str, path: str
     ) -> Claims:
-        peer = resolve_peer(self.proxy, remote, None, headers)
+        peer = self.peer(remote, headers)
         method, path = self.original(remote, headers, method, path)
         return await authorize(
             self.verifier,
