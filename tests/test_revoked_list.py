@@ -4,14 +4,16 @@ ETag / If-None-Match; and RevocationList reads it."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiohttp
 import pytest
 
-from mtlsauth.resource import RevocationList
+from mtlsauth.core.errors import InvalidToken
+from mtlsauth.resource import JWKSCache, RevocationList, TokenVerifier, VerifierConfig
 from mtlsauth.resource.revocation import RevocationListError
-from tests.conftest import ClientCert, Home, Service, client_context, running
+from tests.conftest import ClientCert, Home, Service, client_context, run_cli, running
 from tests.test_gate import issue
 
 
@@ -38,7 +40,10 @@ async def test_revoked_list(home: Home, cert: ClientCert) -> None:
     async with running(home) as service:
         token = await issue(home, cert)
         status, etag, body = await fetch(service)  # no client certificate: public
-        assert (status, body) == (200, {"issuer": home.settings.issuer, "tokens": []})
+        assert (status, body) == (
+            200,
+            {"issuer": home.settings.issuer, "tokens": [], "clients": []},
+        )
         assert (await fetch(service, etag))[0] == 304
         revocations = RevocationList(
             issuer=home.settings.issuer, ssl_context=client_context(home), interval=60
@@ -54,11 +59,14 @@ async def test_revoked_list(home: Home, cert: ClientCert) -> None:
             assert (status, len(body["tokens"])) == (200, 1)
             assert new_etag != etag
             (jti,) = [entry["jti"] for entry in body["tokens"]]
-            assert not revocations.is_revoked(jti)
+            assert body["clients"] == []
+            now = time.time()
+            assert not revocations.refuses(jti, "svc", now)
             await revocations.refresh()
-            assert revocations.is_revoked(jti)
+            assert revocations.refuses(jti, "svc", now)
+            assert not revocations.refuses("another", "svc", now)
             await revocations.refresh()  # 304: the list stays
-            assert revocations.is_revoked(jti)
+            assert revocations.refuses(jti, "svc", now)
             assert revocations.fetches == 3
         finally:
             await revocations.close()
@@ -74,3 +82,39 @@ async def test_a_list_that_cannot_be_fetched_is_an_error(home: Home, cert: Clien
                 await revocations.refresh()
         finally:
             await revocations.close()
+
+
+async def test_a_removed_clients_tokens_are_refused(home: Home, cert: ClientCert) -> None:
+    settings = home.settings
+    ctx = client_context(home)
+    keys = JWKSCache(issuer=settings.issuer, ssl_context=ctx)
+    revocations = RevocationList(issuer=settings.issuer, ssl_context=ctx, interval=60)
+    verifier = TokenVerifier(
+        VerifierConfig(settings.issuer, settings.audience), keys, revocations=revocations
+    )
+    try:
+        async with running(home) as service:
+            token = await issue(home, cert)
+            await revocations.refresh()
+            claims = await verifier.verify(token, cert.der)
+            code, _, err = await asyncio.to_thread(
+                run_cli, ["client", "remove", "svc", "--home", str(home.path)]
+            )
+            assert code == 0, err
+            await asyncio.sleep(1.1)  # the list is rebuilt at most once a second
+            _, _, body = await fetch(service)
+            (entry,) = body["clients"]
+            assert entry["client_id"] == "svc"
+            assert entry["until"] >= claims["exp"]
+            await revocations.refresh()
+            with pytest.raises(InvalidToken):
+                await verifier.verify(token, cert.der)
+            # Registered again under the same id: its new tokens work.
+            await asyncio.sleep(1.1)  # iat has a one-second resolution
+            await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "svc",
+                                   "--san-dns", "svc", "--scope", "demo.read")  # fmt: skip
+            await asyncio.sleep(0.5)  # the registry's reload
+            assert (await verifier.verify(await issue(home, cert), cert.der))["client_id"] == "svc"
+    finally:
+        await revocations.close()
+        await keys.close()

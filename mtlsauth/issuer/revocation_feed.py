@@ -1,5 +1,6 @@
 """The published revocation list: the ids of revoked access tokens (RFC 7009) that have not
-expired yet, for resource servers to poll (``GET /revoked``).
+expired yet, and the clients removed while tokens of theirs may still be alive, for resource
+servers to poll (``GET /revoked``).
 
 Tokens are self-contained JWTs, so ``POST /revoke`` alone reaches nobody but the issuer; a
 resource server's verifier fetches this list every few seconds (with ``If-None-Match``) and
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from mtlsauth.issuer.store import Store
+from mtlsauth.issuer.store.base import CLIENT_REVOCATION_PREFIX
 
 __all__ = ["RevocationFeed", "RevocationSnapshot"]
 
@@ -29,7 +31,10 @@ class RevocationSnapshot:
 
 
 class RevocationFeed:
-    """``{"issuer": ..., "tokens": [{"jti": ..., "exp": ...}, ...]}`` and its ETag."""
+    """``{"issuer": ..., "tokens": [{"jti", "exp"}, ...], "clients": [{"client_id",
+    "revoked_at", "until"}, ...]}`` and its ETag. A client entry revokes every token of that
+    client issued (``iat``) at or before ``revoked_at``: a client registered again later under
+    the same id gets working tokens."""
 
     def __init__(self, store: Store, issuer: str, *, max_age: float = 1.0) -> None:
         self._store = store
@@ -52,10 +57,19 @@ class RevocationFeed:
             if (snap := self._fresh()) is not None:
                 return snap
             rows = await self._store.revoked_tokens(time.time())
-            body = json.dumps(
-                {"issuer": self._issuer, "tokens": [{"jti": j, "exp": e} for j, e in rows]},
-                separators=(",", ":"),
-            ).encode()
+            tokens = [{"jti": j, "exp": e} for j, e, _ in rows]
+            clients = [
+                {
+                    "client_id": j.removeprefix(CLIENT_REVOCATION_PREFIX),
+                    "revoked_at": at,
+                    "until": e,
+                }
+                for j, e, at in rows
+                if j.startswith(CLIENT_REVOCATION_PREFIX)
+            ]
+            tokens = [t for t in tokens if not str(t["jti"]).startswith(CLIENT_REVOCATION_PREFIX)]
+            document = {"issuer": self._issuer, "tokens": tokens, "clients": clients}
+            body = json.dumps(document, separators=(",", ":")).encode()
             digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=")
             self._snapshot = RevocationSnapshot(body, f'"{digest.decode()}"', time.monotonic())
             return self._snapshot

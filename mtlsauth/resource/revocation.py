@@ -2,9 +2,11 @@
 
 RFC 7009 revocation happens at the issuer, but an access token is a self-contained JWT
 (RFC 9068), so a resource server would accept a revoked token until it expires. The issuer
-publishes ``GET <issuer>/revoked`` (``{"issuer", "tokens": [{"jti", "exp"}]}``); this polls it
-every ``interval`` seconds with ``If-None-Match`` and answers :meth:`RevocationList.is_revoked`
-with a set lookup, so the verifier's repeated-token path stays a dictionary lookup.
+publishes ``GET <issuer>/revoked`` (``{"issuer", "tokens": [{"jti", "exp"}], "clients":
+[{"client_id", "revoked_at", "until"}]}``: revoked tokens, and removed clients whose tokens
+issued up to ``revoked_at`` are all revoked); this polls it every ``interval`` seconds with
+``If-None-Match`` and answers :meth:`RevocationList.refuses` with two lookups, so the
+verifier's repeated-token path stays a dictionary lookup.
 
 When the issuer cannot be reached the last list keeps serving (logged): tokens are verified
 offline by design, and the list only ever adds refusals.
@@ -36,7 +38,22 @@ class RevocationListError(Exception):
     """The list could not be fetched or understood (log only)."""
 
 
-def _parse(body: bytes, issuer: str) -> frozenset[str]:
+def _clients(entries: Any) -> dict[str, float]:
+    if entries is None:
+        return {}
+    if not isinstance(entries, list):
+        raise RevocationListError("clients is not an array")
+    revoked: dict[str, float] = {}
+    for entry in entries:
+        client_id = entry.get("client_id") if isinstance(entry, dict) else None
+        at = entry.get("revoked_at") if isinstance(entry, dict) else None
+        if not isinstance(client_id, str) or not isinstance(at, int | float):
+            raise RevocationListError("a client entry without client_id and revoked_at")
+        revoked[client_id] = float(at)
+    return revoked
+
+
+def _parse(body: bytes, issuer: str) -> tuple[frozenset[str], dict[str, float]]:
     try:
         data: Any = json.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -49,7 +66,7 @@ def _parse(body: bytes, issuer: str) -> frozenset[str]:
     jtis = [t["jti"] for t in tokens if isinstance(t, dict) and isinstance(t.get("jti"), str)]
     if len(jtis) != len(tokens):
         raise RevocationListError("a token entry without a string jti")
-    return frozenset(str(j) for j in jtis)
+    return frozenset(str(j) for j in jtis), _clients(data.get("clients"))
 
 
 class RevocationList:
@@ -70,17 +87,22 @@ class RevocationList:
         self._timeout = timeout
         self._max_bytes = max_bytes
         self._revoked: frozenset[str] = frozenset()
+        self._clients: dict[str, float] = {}
         self._etag: str | None = None
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         #: Successful fetches (200 or 304) so far.
         self.fetches = 0
 
-    def is_revoked(self, jti: str) -> bool:
-        """Whether the issuer lists ``jti``; starts the poll on first use inside a loop."""
+    def refuses(self, jti: str, client_id: str, iat: float) -> bool:
+        """Whether the issuer revoked the token ``jti``, or ``client_id`` after ``iat``; starts
+        the poll on first use inside a loop."""
         if self._task is None:
             self.start()
-        return jti in self._revoked
+        if jti in self._revoked:
+            return True
+        revoked_at = self._clients.get(client_id)
+        return revoked_at is not None and iat <= revoked_at
 
     def start(self) -> None:
         """Poll in the background (idempotent; needs a running event loop)."""
@@ -106,7 +128,7 @@ class RevocationList:
                 etag = resp.headers.get("ETag")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise RevocationListError(f"{url}: {type(exc).__name__}: {exc}") from exc
-        self._revoked = _parse(body, self.issuer)
+        self._revoked, self._clients = _parse(body, self.issuer)
         self._etag = etag
         self.fetches += 1
 

@@ -58,7 +58,7 @@ class KeySource(Protocol):
 
 
 class RevocationSource(Protocol):
-    def is_revoked(self, jti: str) -> bool: ...
+    def refuses(self, jti: str, client_id: str, iat: float) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +78,8 @@ class _Verified:
     exp: float
     bound_to: str | None
     jti: str
+    client_id: str
+    iat: float
 
 
 class TokenVerifier:
@@ -106,8 +108,10 @@ class TokenVerifier:
                 del self._cache[digest]
             verified = await self._verify_jwt(token)
             self._remember(digest, verified)
-        if self.revocations is not None and self.revocations.is_revoked(verified.jti):
-            raise InvalidToken("the token was revoked at the issuer")
+        if self.revocations is not None and self.revocations.refuses(
+            verified.jti, verified.client_id, verified.iat
+        ):
+            raise InvalidToken("the token, or its client, was revoked at the issuer")
         self._check_binding(verified, peer_der, allow_unbound)
         return verified.claims
 
@@ -154,6 +158,8 @@ class TokenVerifier:
             exp=float(claims["exp"]),
             bound_to=bound_thumbprint(claims),
             jti=str(claims["jti"]),
+            client_id=str(claims["client_id"]),
+            iat=float(claims["iat"]),
         )
 
 
