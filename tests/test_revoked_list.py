@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from mtlsauth.core.errors import InvalidToken
+from mtlsauth.core.thumbprint import x5t_s256
 from mtlsauth.resource import JWKSCache, RevocationList, TokenVerifier, VerifierConfig
 from mtlsauth.resource.revocation import RevocationListError
 from tests.conftest import ClientCert, Home, Service, client_context, run_cli, running
@@ -42,7 +43,7 @@ async def test_revoked_list(home: Home, cert: ClientCert) -> None:
         status, etag, body = await fetch(service)  # no client certificate: public
         assert (status, body) == (
             200,
-            {"issuer": home.settings.issuer, "tokens": [], "clients": []},
+            {"issuer": home.settings.issuer, "tokens": [], "clients": [], "certificates": []},
         )
         assert (await fetch(service, etag))[0] == 304
         revocations = RevocationList(
@@ -115,6 +116,34 @@ async def test_a_removed_clients_tokens_are_refused(home: Home, cert: ClientCert
                                    "--san-dns", "svc", "--scope", "demo.read")  # fmt: skip
             await asyncio.sleep(0.5)  # the registry's reload
             assert (await verifier.verify(await issue(home, cert), cert.der))["client_id"] == "svc"
+    finally:
+        await revocations.close()
+        await keys.close()
+
+
+async def test_a_revoked_certificates_tokens_are_refused(home: Home, cert: ClientCert) -> None:
+    settings = home.settings
+    ctx = client_context(home)
+    keys = JWKSCache(issuer=settings.issuer, ssl_context=ctx)
+    revocations = RevocationList(issuer=settings.issuer, ssl_context=ctx, interval=60)
+    verifier = TokenVerifier(
+        VerifierConfig(settings.issuer, settings.audience), keys, revocations=revocations
+    )
+    try:
+        async with running(home) as service:
+            token = await issue(home, cert)
+            await revocations.refresh()
+            await verifier.verify(token, cert.der)
+            code, _, err = await asyncio.to_thread(
+                run_cli, ["pki", "revoke", "--home", str(home.path), "--cert", str(cert.cert)]
+            )
+            assert code == 0, err
+            await asyncio.sleep(1.1)  # the list is rebuilt at most once a second
+            _, _, body = await fetch(service)
+            assert body["certificates"] == [x5t_s256(cert.der)]
+            await revocations.refresh()
+            with pytest.raises(InvalidToken):
+                await verifier.verify(token, cert.der)
     finally:
         await revocations.close()
         await keys.close()

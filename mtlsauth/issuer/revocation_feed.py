@@ -14,13 +14,18 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
+import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mtlsauth.issuer.store import Store
 from mtlsauth.issuer.store.base import CLIENT_REVOCATION_PREFIX
 
 __all__ = ["RevocationFeed", "RevocationSnapshot"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +39,22 @@ class RevocationFeed:
     """``{"issuer": ..., "tokens": [{"jti", "exp"}, ...], "clients": [{"client_id",
     "revoked_at", "until"}, ...]}`` and its ETag. A client entry revokes every token of that
     client issued (``iat``) at or before ``revoked_at``: a client registered again later under
-    the same id gets working tokens."""
+    the same id gets working tokens. ``"certificates"``: the ``x5t#S256`` of revoked client
+    certificates (``revoked_certificates``), whose bound tokens are refused."""
 
-    def __init__(self, store: Store, issuer: str, *, max_age: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        issuer: str,
+        *,
+        max_age: float = 1.0,
+        revoked_certificates: Callable[[], list[str]] | None = None,
+    ) -> None:
         self._store = store
         self._issuer = issuer
         self._max_age = max_age
+        self._revoked_certificates = revoked_certificates
+        self._certificates: list[str] = []
         self._lock = asyncio.Lock()
         self._snapshot: RevocationSnapshot | None = None
 
@@ -68,8 +83,22 @@ class RevocationFeed:
                 if j.startswith(CLIENT_REVOCATION_PREFIX)
             ]
             tokens = [t for t in tokens if not str(t["jti"]).startswith(CLIENT_REVOCATION_PREFIX)]
-            document = {"issuer": self._issuer, "tokens": tokens, "clients": clients}
+            document = {
+                "issuer": self._issuer,
+                "tokens": tokens,
+                "clients": clients,
+                "certificates": await self._certificates_now(),
+            }
             body = json.dumps(document, separators=(",", ":")).encode()
             digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=")
             self._snapshot = RevocationSnapshot(body, f'"{digest.decode()}"', time.monotonic())
             return self._snapshot
+
+    async def _certificates_now(self) -> list[str]:
+        if self._revoked_certificates is not None:
+            try:
+                self._certificates = await asyncio.to_thread(self._revoked_certificates)
+            except (OSError, sqlite3.Error) as exc:
+                # The last list is still true: a revocation is never undone.
+                log.warning("cannot read the revoked certificates; keeping the last: %s", exc)
+        return self._certificates

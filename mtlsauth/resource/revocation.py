@@ -3,8 +3,9 @@
 RFC 7009 revocation happens at the issuer, but an access token is a self-contained JWT
 (RFC 9068), so a resource server would accept a revoked token until it expires. The issuer
 publishes ``GET <issuer>/revoked`` (``{"issuer", "tokens": [{"jti", "exp"}], "clients":
-[{"client_id", "revoked_at", "until"}]}``: revoked tokens, and removed clients whose tokens
-issued up to ``revoked_at`` are all revoked); this polls it every ``interval`` seconds with
+[{"client_id", "revoked_at", "until"}], "certificates": ["x5t#S256", ...]}``: revoked tokens,
+removed clients whose tokens issued up to ``revoked_at`` are all revoked, and revoked client
+certificates, whose bound tokens are); this polls it every ``interval`` seconds with
 ``If-None-Match`` and answers :meth:`RevocationList.refuses` with two lookups, so the
 verifier's repeated-token path stays a dictionary lookup.
 
@@ -53,7 +54,15 @@ def _clients(entries: Any) -> dict[str, float]:
     return revoked
 
 
-def _parse(body: bytes, issuer: str) -> tuple[frozenset[str], dict[str, float]]:
+def _certificates(entries: Any) -> frozenset[str]:
+    if entries is None:
+        return frozenset()
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        raise RevocationListError("certificates is not an array of thumbprints")
+    return frozenset(str(e) for e in entries)
+
+
+def _parse(body: bytes, issuer: str) -> tuple[frozenset[str], dict[str, float], frozenset[str]]:
     try:
         data: Any = json.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -66,7 +75,11 @@ def _parse(body: bytes, issuer: str) -> tuple[frozenset[str], dict[str, float]]:
     jtis = [t["jti"] for t in tokens if isinstance(t, dict) and isinstance(t.get("jti"), str)]
     if len(jtis) != len(tokens):
         raise RevocationListError("a token entry without a string jti")
-    return frozenset(str(j) for j in jtis), _clients(data.get("clients"))
+    return (
+        frozenset(str(j) for j in jtis),
+        _clients(data.get("clients")),
+        _certificates(data.get("certificates")),
+    )
 
 
 class RevocationList:
@@ -88,18 +101,20 @@ class RevocationList:
         self._max_bytes = max_bytes
         self._revoked: frozenset[str] = frozenset()
         self._clients: dict[str, float] = {}
+        self._certificates: frozenset[str] = frozenset()
         self._etag: str | None = None
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         #: Successful fetches (200 or 304) so far.
         self.fetches = 0
 
-    def refuses(self, jti: str, client_id: str, iat: float) -> bool:
-        """Whether the issuer revoked the token ``jti``, or ``client_id`` after ``iat``; starts
-        the poll on first use inside a loop."""
+    def refuses(self, jti: str, client_id: str, iat: float, bound_to: str | None = None) -> bool:
+        """Whether the issuer revoked the token ``jti``, ``client_id`` after ``iat``, or the
+        certificate the token is bound to (``x5t#S256``); starts the poll on first use inside
+        a loop."""
         if self._task is None:
             self.start()
-        if jti in self._revoked:
+        if jti in self._revoked or (bound_to is not None and bound_to in self._certificates):
             return True
         revoked_at = self._clients.get(client_id)
         return revoked_at is not None and iat <= revoked_at
@@ -128,7 +143,7 @@ class RevocationList:
                 etag = resp.headers.get("ETag")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise RevocationListError(f"{url}: {type(exc).__name__}: {exc}") from exc
-        self._revoked, self._clients = _parse(body, self.issuer)
+        self._revoked, self._clients, self._certificates = _parse(body, self.issuer)
         self._etag = etag
         self.fetches += 1
 

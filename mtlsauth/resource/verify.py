@@ -58,7 +58,7 @@ class KeySource(Protocol):
 
 
 class RevocationSource(Protocol):
-    def refuses(self, jti: str, client_id: str, iat: float) -> bool: ...
+    def refuses(self, jti: str, client_id: str, iat: float, bound_to: str | None) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +109,9 @@ class TokenVerifier:
             verified = await self._verify_jwt(token)
             self._remember(digest, verified)
         if self.revocations is not None and self.revocations.refuses(
-            verified.jti, verified.client_id, verified.iat
+            verified.jti, verified.client_id, verified.iat, verified.bound_to
         ):
-            raise InvalidToken("the token, or its client, was revoked at the issuer")
+            raise InvalidToken("the token, its client or its certificate was revoked")
         self._check_binding(verified, peer_der, allow_unbound)
         return verified.claims
 

@@ -61,7 +61,7 @@ from mtlsauth.issuer.settings import Settings
 from mtlsauth.issuer.store import Store, StoreError, open_store
 from mtlsauth.issuer.throttle import Throttle, ThrottlePolicy
 from mtlsauth.issuer.tls.contexts import ServerTLSConfig, TLSManager
-from mtlsauth.issuer.tls.revocation import renew_crl_if_due
+from mtlsauth.issuer.tls.revocation import renew_crl_if_due, revoked_thumbprints
 from mtlsauth.issuer.tokens import TokenSigner
 
 __all__ = ["create_app", "create_metrics_app", "create_tls"]
@@ -203,7 +203,12 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         audit=audit,
         metrics=app[METRICS],
     )
-    app[REVOCATION_FEED] = RevocationFeed(store, settings.issuer)
+    crl = settings.crl
+    app[REVOCATION_FEED] = RevocationFeed(
+        store,
+        settings.issuer,
+        revoked_certificates=(lambda: revoked_thumbprints(crl.parent)) if crl else None,
+    )
     app[INSPECTOR] = TokenInspector(
         issuer=settings.issuer, keys=keys.published, store=store, audit=audit
     )
