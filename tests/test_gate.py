@@ -222,6 +222,21 @@ async def test_gate_keeps_answering_while_the_issuer_is_down(
                 assert status == 200, body
 
 
+async def test_gate_without_keys_or_down_is_a_503(
+    home: Home, tmp_path: Path, certs: tuple[ClientCert, ClientCert]
+) -> None:
+    right, _ = certs
+    token = forge(home, right)
+    gate_port = unused_port()
+    with nginx_in_front(home, tmp_path / "nginx", gate_port) as proxy:
+        # No gate listening yet, then a gate that never reached the issuer.
+        status, _, _ = await get(f"{proxy}/api/x", home, right, token)
+        assert status == 503
+        with gate_process(home, gate_port):
+            status, _, body = await get(f"{proxy}/api/x", home, right, token)
+            assert (status, body) == (503, '{"error":"temporarily_unavailable"}')
+
+
 async def test_revoked_token_is_refused_by_the_gate(
     home: Home, tmp_path: Path, certs: tuple[ClientCert, ClientCert]
 ) -> None:
