@@ -4,6 +4,7 @@ ETag / If-None-Match; and RevocationList reads it."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from typing import Any
 
@@ -147,3 +148,34 @@ async def test_a_revoked_certificates_tokens_are_refused(home: Home, cert: Clien
     finally:
         await revocations.close()
         await keys.close()
+
+
+async def test_plain_http_is_refused() -> None:
+
+    revocations = RevocationList(
+        issuer="http://127.0.0.1:1", ssl_context=ssl.create_default_context()
+    )
+    try:
+        with pytest.raises(RevocationListError, match="not an https URL"):
+            await revocations.refresh()
+    finally:
+        await revocations.close()
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b"not json",
+        b'{"issuer": "https://other.example", "tokens": []}',
+        b'{"issuer": "https://i.example", "tokens": {}}',
+        b'{"issuer": "https://i.example", "tokens": [{"jti": 1}]}',
+        b'{"issuer": "https://i.example", "tokens": [], "clients": [{"client_id": "c"}]}',
+        b'{"issuer": "https://i.example", "tokens": [], "certificates": [1]}',
+        b"[" * 5000,
+    ],
+)
+def test_malformed_lists_are_refused(document: bytes) -> None:
+    from mtlsauth.resource.revocation import _parse
+
+    with pytest.raises(RevocationListError):
+        _parse(document, "https://i.example")

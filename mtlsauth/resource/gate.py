@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import posixpath
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -242,7 +242,11 @@ async def _decide(request: web.Request) -> web.Response:
     return web.Response(status=200, headers={**identity_headers(claims), REQUEST_ID_HEADER: rid})
 
 
-def create_gate_app(gate: Gate, *, on_cleanup: Iterable[Any] = ()) -> web.Application:
+def create_gate_app(
+    gate: Gate,
+    *,
+    on_cleanup: Iterable[Callable[[web.Application], Awaitable[None]]] = (),
+) -> web.Application:
     """The gate's aiohttp app: every method on every path asks :meth:`Gate.check`."""
     app = web.Application()
     app[GATE] = gate

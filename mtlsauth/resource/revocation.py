@@ -130,6 +130,8 @@ class RevocationList:
             self._session = fetch_session(self._timeout)
         headers = {"If-None-Match": self._etag} if self._etag else {}
         url = self.issuer + PATH
+        if not url.startswith("https://"):
+            raise RevocationListError(f"{url} is not an https URL")
         try:
             async with self._session.get(
                 url, ssl=self._ctx, headers=headers, allow_redirects=False
@@ -158,12 +160,19 @@ class RevocationList:
         return bytes(body)
 
     async def _poll_forever(self) -> None:
+        failing = False
         while True:
             try:
                 await self.refresh()
+                if failing:
+                    log.warning("revocation list of %s refreshed again", self.issuer)
+                failing = False
             except RevocationListError as exc:
-                log.warning("revocation list of %s not refreshed; keeping the last: %s",
-                            self.issuer, exc)  # fmt: skip
+                # Once per outage at WARNING, not once per poll.
+                log.log(logging.DEBUG if failing else logging.WARNING,
+                        "revocation list of %s not refreshed; keeping the last: %s",
+                        self.issuer, exc)  # fmt: skip
+                failing = True
             except Exception:
                 # The poll must outlive any one failure, or revocations would stop arriving.
                 log.exception("revocation list of %s: unexpected failure", self.issuer)
