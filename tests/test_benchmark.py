@@ -28,6 +28,7 @@ def test_bench_reports_every_scenario_without_errors() -> None:
     assert [len(q["per_round"]) for q in report["ratios"]] == [2, 2, 2, 2]
     assert all(q["all_rounds"] > 0 for q in report["ratios"])
     assert all(c["per_s"] > 0 for c in report["checks"])
+    assert any(c["scenario"].startswith("gate check") for c in report["checks"])
 
 
 def test_bench_refuses_zero_rounds() -> None:

@@ -178,6 +178,7 @@ PUBLIC = {
         "Claims",
         "JWKSCache",
         "JWKSFetchError",
+        "RevocationList",
         "TokenVerifier",
         "VerifierConfig",
         "authorize",

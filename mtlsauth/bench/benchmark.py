@@ -35,22 +35,26 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import quote, quote_plus
 
 import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from mtlsauth.core.access_token import ALGORITHM
 from mtlsauth.core.errors import JSON_NO_STORE
+from mtlsauth.core.peer import ProxyConfig, parse_networks
 from mtlsauth.core.thumbprint import x5t_s256
 from mtlsauth.issuer.keys import KeyRing
 from mtlsauth.issuer.settings import load_settings
 from mtlsauth.issuer.tls.contexts import ServerTLSConfig, build_server_context
 from mtlsauth.issuer.tokens import TokenSigner
 from mtlsauth.resource import TokenVerifier, VerifierConfig
+from mtlsauth.resource.gate import Gate
+from pki import CA
 
 try:
     import uvloop
@@ -450,6 +454,46 @@ class _StaticKeys:
         return self._key
 
 
+def _gate_checks(
+    signer: TokenSigner, config: VerifierConfig, source: _StaticKeys, audience: str, seconds: float
+) -> list[dict[str, Any]]:
+    """The gate: what it does per auth_request from nginx — the forwarded PEM parsed, the token
+    verified (or found in the cache), the binding and the location's scope checked."""
+    client = CA.create().issue_client(common_name="bench")
+    gate_der = client.cert_der()
+    gate_tokens = [
+        signer.sign(client_id="bench", audience=(audience,), scope=("read",),
+                     x5t_s256=x5t_s256(gate_der)).token
+        for _ in range(5000)
+    ]  # fmt: skip
+    proxy = ProxyConfig(trusted=parse_networks(["127.0.0.1"]), header="X-Cert", fmt="nginx")
+    cert_header = quote(client.cert_pem().decode(), safe="")
+
+    def gate_headers(token: str) -> CIMultiDictProxy[str]:
+        return CIMultiDictProxy(CIMultiDict({
+            "Authorization": f"Bearer {token}", "X-Cert": cert_header,
+            "X-Original-URI": "/api/invoices", "X-Mtlsauth-Scope-Required": "read",
+        }))  # fmt: skip
+
+    async def gate_checks(first_use: bool) -> float:
+        gate = Gate(TokenVerifier(config, source), proxy)
+        requests = [gate_headers(t) for t in (gate_tokens if first_use else gate_tokens[:1])]
+        started = time.perf_counter()
+        done = 0
+        while time.perf_counter() - started < seconds and (not first_use or done < len(requests)):
+            headers = requests[done % len(requests)]
+            await gate.check(remote="127.0.0.1", headers=headers, method="GET", path="/_auth")
+            done += 1
+        return done / (time.perf_counter() - started)
+
+    return [
+        {"scenario": "gate check (nginx headers), first use",
+         "per_s": round(asyncio.run(gate_checks(first_use=True)), 1)},
+        {"scenario": "gate check (nginx headers), repeated token",
+         "per_s": round(asyncio.run(gate_checks(first_use=False)), 1)},
+    ]  # fmt: skip
+
+
 def _resource_checks(home: Path, seconds: float) -> list[dict[str, Any]]:
     """In-process verifications per second on this (pinned) core."""
     settings = load_settings(home)
@@ -511,6 +555,7 @@ def _resource_checks(home: Path, seconds: float) -> list[dict[str, Any]]:
     return [
         {"scenario": "resource check, first use", "per_s": rate(asyncio.run(first_use()))},
         {"scenario": "resource check, repeated token", "per_s": rate(asyncio.run(repeated()))},
+        *_gate_checks(signer, config, source, settings.audience, seconds),
         {"scenario": "reference: P-256 signature verification alone",
          "per_s": rate(primitive(lambda: public.verify(der_signature, data, ecdsa)))},
         {"scenario": "reference: ES256 signature alone",

@@ -13,7 +13,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mtlsauth.cli import clients, federation, init, keys, migrate, resource, serve, token, trust
+from mtlsauth.cli import (
+    clients,
+    federation,
+    gate,
+    init,
+    keys,
+    migrate,
+    resource,
+    serve,
+    token,
+    trust,
+)
 from mtlsauth.cli.common import EXIT_FAILED, EXIT_USAGE, CLIError
 from pki import cli as pki_cli
 
@@ -35,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser(sub)
     migrate.add_parser(sub)
     resource.add_parsers(sub)
+    gate.add_parser(sub)
     pki = sub.add_parser("pki", help="the CA toolkit (same as python -m pki)")
     pki_cli.add_commands(pki)
     pki.set_defaults(handler=pki_cli.run)

@@ -222,7 +222,17 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    removed = with_store(settings_of(args), lambda store: store.remove_client(args.client_id))
+    settings = settings_of(args)
+
+    async def remove(store: Store) -> bool:
+        if not await store.remove_client(args.client_id):
+            return False
+        # Its tokens stay valid at resource servers until they expire unless they are told
+        # (GET /revoked): the entry lasts as long as the longest-lived of them.
+        await store.revoke_client(args.client_id, time.time() + settings.token_ttl + 60)
+        return True
+
+    removed = with_store(settings, remove)
     if not removed:
         raise CLIError(f"no client {args.client_id!r}")
     emit(args, {"client_id": args.client_id, "removed": True})

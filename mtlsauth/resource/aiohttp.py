@@ -25,7 +25,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from mtlsauth.core.errors import OAuthError
 from mtlsauth.core.peer import ProxyConfig, peer_certificate_der
-from mtlsauth.resource.authorize import authorize, resolve_peer
+from mtlsauth.resource.authorize import authorize, log_refusal, request_id, resolve_peer
 from mtlsauth.resource.verify import Claims, TokenVerifier
 
 __all__ = ["CLAIMS", "PROXY", "VERIFIER", "error_response", "require_token", "token_middleware"]
@@ -65,6 +65,7 @@ async def _guarded(
     try:
         request[CLAIMS] = await _authorize(request, scopes, allow_unbound)
     except OAuthError as exc:
+        log_refusal(exc, request_id(request.headers), "aiohttp")
         return error_response(exc)
     return await handler(request)
 

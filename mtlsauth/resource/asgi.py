@@ -26,10 +26,10 @@ from multidict import CIMultiDict
 
 from mtlsauth.core.errors import MalformedAuthorization, OAuthError
 from mtlsauth.core.peer import ProxyConfig
-from mtlsauth.resource.authorize import authorize, resolve_peer
+from mtlsauth.resource.authorize import authorize, log_refusal, request_id, resolve_peer
 from mtlsauth.resource.verify import TokenVerifier
 
-__all__ = ["CLAIMS_STATE_KEY", "BearerMiddleware"]
+__all__ = ["CLAIMS_STATE_KEY", "BearerMiddleware", "tls_der_of_scope"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,7 +40,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 CLAIMS_STATE_KEY = "mtlsauth_claims"
 
 
-def _tls_der(scope: Scope) -> bytes | None:
+def tls_der_of_scope(scope: Scope) -> bytes | None:
+    """The client leaf of the ASGI TLS extension, where the server provides it."""
     chain = scope.get("extensions", {}).get("tls", {}).get("client_cert_chain")
     if not chain:
         return None
@@ -87,7 +88,9 @@ class BearerMiddleware:
         authorization = headers.getall("authorization", [])
         client = scope.get("client")
         try:
-            peer = resolve_peer(self.proxy, client[0] if client else None, _tls_der(scope), headers)
+            peer = resolve_peer(
+                self.proxy, client[0] if client else None, tls_der_of_scope(scope), headers
+            )
             claims = await authorize(
                 self.verifier,
                 authorization=authorization,
@@ -96,6 +99,7 @@ class BearerMiddleware:
                 allow_unbound=self.allow_unbound,
             )
         except OAuthError as exc:
+            log_refusal(exc, request_id(headers), "asgi")
             if scope["type"] == "websocket":
                 await _refuse_websocket(scope, send, exc)
             else:

@@ -1,14 +1,53 @@
-"""One request's authorization, shared by the aiohttp and ASGI integrations (RFC 6750 §2.1)."""
+"""One request's authorization, shared by the aiohttp, ASGI and FastAPI integrations and the
+gate (RFC 6750 §2.1); and how each of them logs a refusal.
+
+A refused request is logged at INFO on the ``mtlsauth.resource`` logger with its request id and
+the precise reason (the error's ``detail``); the client gets only the generic RFC 6750 §3
+description. The token itself is never logged.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
 
-from mtlsauth.core.errors import MalformedAuthorization, MissingToken
+from mtlsauth.core.errors import MalformedAuthorization, MissingToken, OAuthError
 from mtlsauth.core.peer import ProxyConfig, ProxyHeaderError
 from mtlsauth.resource.verify import Claims, TokenVerifier, require_scopes
 
-__all__ = ["authorize", "bearer_token", "resolve_peer"]
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "authorize",
+    "bearer_token",
+    "log_refusal",
+    "request_id",
+    "resolve_peer",
+]
+
+log = logging.getLogger("mtlsauth.resource")
+
+#: The header a proxy names the request in (nginx ``$request_id``, Envoy ``x-request-id``).
+REQUEST_ID_HEADER: Final = "X-Request-Id"
+# A request id is copied into logs and a response header: only a short, plain token is taken.
+_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+
+
+def request_id(headers: Mapping[str, str]) -> str:
+    """The proxy's request id when it sent a plain one, else a new random one."""
+    value = headers.get(REQUEST_ID_HEADER)
+    if value is not None and _REQUEST_ID.match(value):
+        return value
+    return uuid.uuid4().hex
+
+
+def log_refusal(error: OAuthError, rid: str, where: str) -> None:
+    """Log why a request was refused (the precise reason; never the token)."""
+    log.info(
+        "refused %s request %s: %d %s: %s", where, rid, error.status, error.error, error.detail
+    )
 
 
 def bearer_token(authorization: Sequence[str]) -> str:

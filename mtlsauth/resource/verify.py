@@ -7,7 +7,9 @@ profile itself is :mod:`mtlsauth.core.access_token`). RFC 8705 §3: a token with
 thumbprint; whether unbound tokens are accepted at all is a setting (off by default).
 
 A verified token is cached by its SHA-256 until it expires, so a token reused for many calls
-costs a dictionary lookup after the first; the binding is still checked on every call.
+costs a dictionary lookup after the first; the binding is still checked on every call. With a
+revocation list (:mod:`mtlsauth.resource.revocation`), a token the issuer revoked is refused
+within the list's poll interval, at the cost of one set lookup.
 """
 
 from __future__ import annotations
@@ -35,7 +37,15 @@ from mtlsauth.core.access_token import (
 from mtlsauth.core.errors import InsufficientScope, InvalidToken
 from mtlsauth.core.thumbprint import x5t_s256
 
-__all__ = ["ALGORITHMS", "Claims", "KeySource", "TokenVerifier", "VerifierConfig", "require_scopes"]
+__all__ = [
+    "ALGORITHMS",
+    "Claims",
+    "KeySource",
+    "RevocationSource",
+    "TokenVerifier",
+    "VerifierConfig",
+    "require_scopes",
+]
 
 Claims = dict[str, Any]
 # RFC 6750 §2.1 b64token; a JWS compact serialisation is a subset of it.
@@ -45,6 +55,10 @@ _B64URL_SEGMENT: Final = re.compile(r"[A-Za-z0-9_-]+={0,2}\Z")
 
 class KeySource(Protocol):
     async def key(self, kid: str) -> jwt.PyJWK: ...
+
+
+class RevocationSource(Protocol):
+    def refuses(self, jti: str, client_id: str, iat: float, bound_to: str | None) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +77,24 @@ class _Verified:
     claims: Claims
     exp: float
     bound_to: str | None
+    jti: str
+    client_id: str
+    iat: float
 
 
 class TokenVerifier:
     """Verifies tokens of one issuer for one resource server."""
 
-    def __init__(self, config: VerifierConfig, keys: KeySource) -> None:
+    def __init__(
+        self,
+        config: VerifierConfig,
+        keys: KeySource,
+        *,
+        revocations: RevocationSource | None = None,
+    ) -> None:
         self.config = config
         self._keys = keys
+        self.revocations = revocations
         self._cache: dict[bytes, _Verified] = {}
 
     async def verify(
@@ -84,6 +108,10 @@ class TokenVerifier:
                 del self._cache[digest]
             verified = await self._verify_jwt(token)
             self._remember(digest, verified)
+        if self.revocations is not None and self.revocations.refuses(
+            verified.jti, verified.client_id, verified.iat, verified.bound_to
+        ):
+            raise InvalidToken("the token, its client or its certificate was revoked")
         self._check_binding(verified, peer_der, allow_unbound)
         return verified.claims
 
@@ -125,7 +153,14 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"{type(exc).__name__}: {exc}") from exc
-        return _Verified(claims=claims, exp=float(claims["exp"]), bound_to=bound_thumbprint(claims))
+        return _Verified(
+            claims=claims,
+            exp=float(claims["exp"]),
+            bound_to=bound_thumbprint(claims),
+            jti=str(claims["jti"]),
+            client_id=str(claims["client_id"]),
+            iat=float(claims["iat"]),
+        )
 
 
 @functools.lru_cache(maxsize=64)

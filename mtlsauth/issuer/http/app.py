@@ -39,6 +39,7 @@ from mtlsauth.issuer.http.keys import (
     METRICS_ALLOW,
     PROXY,
     REGISTRY,
+    REVOCATION_FEED,
     SETTINGS,
     SIGNER,
     SIGNING_KEYS,
@@ -50,17 +51,19 @@ from mtlsauth.issuer.http.metadata import WELL_KNOWN, build_metadata, metadata
 from mtlsauth.issuer.http.metrics import metrics
 from mtlsauth.issuer.http.middleware import service_middleware
 from mtlsauth.issuer.http.revoke import revoke
+from mtlsauth.issuer.http.revoked import revoked
 from mtlsauth.issuer.http.signing import SigningKeys
 from mtlsauth.issuer.http.token import token
 from mtlsauth.issuer.introspection import TokenInspector
 from mtlsauth.issuer.metrics import Metrics
 from mtlsauth.issuer.model import Client
 from mtlsauth.issuer.registry import ClientRegistry
+from mtlsauth.issuer.revocation_feed import RevocationFeed
 from mtlsauth.issuer.settings import Settings
 from mtlsauth.issuer.store import Store, StoreError, open_store
 from mtlsauth.issuer.throttle import Throttle, ThrottlePolicy
 from mtlsauth.issuer.tls.contexts import ServerTLSConfig, TLSManager
-from mtlsauth.issuer.tls.revocation import renew_crl_if_due
+from mtlsauth.issuer.tls.revocation import renew_crl_if_due, revoked_thumbprints
 from mtlsauth.issuer.tokens import TokenSigner
 from mtlsauth.issuer.trust.registry import AnchorRegistry
 from mtlsauth.issuer.trust.revocation import TrustRevocation
@@ -230,6 +233,12 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         audit=audit,
         metrics=app[METRICS],
     )
+    crl = settings.crl
+    app[REVOCATION_FEED] = RevocationFeed(
+        store,
+        settings.issuer,
+        revoked_certificates=(lambda: revoked_thumbprints(crl.parent)) if crl else None,
+    )
     app[INSPECTOR] = TokenInspector(
         issuer=settings.issuer, keys=keys.published, store=store, audit=audit
     )
@@ -271,6 +280,7 @@ def create_app(settings: Settings, tls: TLSManager) -> web.Application:
     app.router.add_post("/revoke", revoke, name="revoke")
     app.router.add_get(WELL_KNOWN, metadata, name="metadata")
     app.router.add_get("/jwks", jwks, name="jwks")
+    app.router.add_get("/revoked", revoked, name="revoked")
     app.router.add_get("/health", health, name="health")
     app.router.add_get("/crl/{name}", crl, name="crl")
     if settings.metrics_port is None:

@@ -12,6 +12,7 @@ from mtlsauth.issuer.http.signing import SigningKeys
 from mtlsauth.issuer.introspection import TokenInspector
 from mtlsauth.issuer.metrics import Metrics
 from mtlsauth.issuer.registry import ClientRegistry
+from mtlsauth.issuer.revocation_feed import RevocationFeed
 from mtlsauth.issuer.settings import Settings
 from mtlsauth.issuer.store import Store
 from mtlsauth.issuer.tls.contexts import TLSManager
@@ -30,6 +31,7 @@ __all__ = [
     "METRICS_ALLOW",
     "PROXY",
     "REGISTRY",
+    "REVOCATION_FEED",
     "SETTINGS",
     "SIGNER",
     "SIGNING_KEYS",
@@ -57,3 +59,5 @@ TRUST_REVOCATION = web.AppKey("trust_revocation", TrustRevocation)
 PROXY = web.AppKey("proxy", ProxyConfig)
 #: On the public listeners: the peer networks that may read /metrics (others get 404).
 METRICS_ALLOW = web.AppKey("metrics_allow", tuple[IPNetwork, ...])
+#: GET /revoked: the revoked, unexpired token ids resource servers poll.
+REVOCATION_FEED = web.AppKey("revocation_feed", RevocationFeed)

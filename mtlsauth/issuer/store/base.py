@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from mtlsauth.core.dn import CertificateName
 from mtlsauth.issuer.model import AUTH_METHODS, Client, Federation, RegisteredCert, SecretEntry
 from mtlsauth.issuer.trust.anchors import TrustAnchor
 
 __all__ = [
+    "CLIENT_REVOCATION_PREFIX",
     "ClientExistsError",
     "FederationExistsError",
     "SchemaError",
@@ -28,10 +29,20 @@ __all__ = [
     "anchor_from_row",
     "anchor_row",
     "client_from_row",
+    "client_revocation_id",
     "client_row",
     "federation_from_row",
     "federation_row",
 ]
+
+
+#: Revocation entries of whole clients share the revoked-token table under this prefix; token
+#: ids (``secrets.token_urlsafe``) never contain ':'.
+CLIENT_REVOCATION_PREFIX: Final = "client:"
+
+
+def client_revocation_id(client_id: str) -> str:
+    return CLIENT_REVOCATION_PREFIX + client_id
 
 
 class StoreError(Exception):
@@ -120,6 +131,15 @@ class Store(Protocol):
         """RFC 7009: remember a revoked access token until it would have expired anyway."""
 
     async def is_token_revoked(self, jti: str) -> bool: ...
+
+    async def revoked_tokens(self, now: float) -> list[tuple[str, float, float]]:
+        """(jti, exp, revoked_at) of every revocation entry that has not expired by ``now``:
+        token ids, and :func:`client_revocation_id` entries (every token of a client issued
+        up to ``revoked_at``)."""
+
+    async def revoke_client(self, client_id: str, until: float) -> None:
+        """Revoke every token ``client_id`` holds now (a removed client); remembered until
+        ``until``, when the last of them has expired."""
 
     async def use_assertion_id(self, client_id: str, jti: str, exp: float) -> bool:
         """RFC 7523 §3: True the first time (client_id, jti) is seen, False on any replay."""

@@ -32,6 +32,7 @@ from mtlsauth.issuer.store.base import (
     anchor_from_row,
     anchor_row,
     client_from_row,
+    client_revocation_id,
     client_row,
     federation_from_row,
     federation_row,
@@ -476,6 +477,29 @@ class PostgresStore:
             return bool(await conn.fetchval("SELECT 1 FROM revoked_tokens WHERE jti = $1", jti))
 
         return await self._run(read)
+
+    async def revoked_tokens(self, now: float) -> list[tuple[str, float, float]]:
+        async def read(conn: asyncpg.Connection) -> list[tuple[str, float, float]]:
+            rows = await conn.fetch(
+                "SELECT jti, exp, revoked_at FROM revoked_tokens WHERE exp >= $1 ORDER BY jti",
+                now,
+            )
+            return [(str(r["jti"]), float(r["exp"]), float(r["revoked_at"])) for r in rows]
+
+        return await self._run(read)
+
+    async def revoke_client(self, client_id: str, until: float) -> None:
+        async def revoke(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO revoked_tokens VALUES ($1, $2, $3, $4) ON CONFLICT (jti) "
+                "DO UPDATE SET exp = EXCLUDED.exp, revoked_at = EXCLUDED.revoked_at",
+                client_revocation_id(client_id),
+                client_id,
+                until,
+                time.time(),
+            )
+
+        await self._run(revoke)
 
     async def use_assertion_id(self, client_id: str, jti: str, exp: float) -> bool:
         async def use(conn: asyncpg.Connection) -> bool:

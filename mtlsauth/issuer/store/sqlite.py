@@ -27,6 +27,7 @@ from mtlsauth.issuer.store.base import (
     anchor_from_row,
     anchor_row,
     client_from_row,
+    client_revocation_id,
     client_row,
     federation_from_row,
     federation_row,
@@ -384,6 +385,26 @@ class SQLiteStore:
             )
 
         return await self._run(read)
+
+    async def revoked_tokens(self, now: float) -> list[tuple[str, float, float]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[str, float, float]]:
+            rows = conn.execute(
+                "SELECT jti, exp, revoked_at FROM revoked_tokens WHERE exp >= ? ORDER BY jti",
+                (now,),
+            )
+            return [(str(jti), float(exp), float(at)) for jti, exp, at in rows]
+
+        return await self._run(read)
+
+    async def revoke_client(self, client_id: str, until: float) -> None:
+        def revoke(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO revoked_tokens VALUES (?, ?, ?, ?)",
+                    (client_revocation_id(client_id), client_id, until, time.time()),
+                )
+
+        await self._run(revoke)
 
     async def use_assertion_id(self, client_id: str, jti: str, exp: float) -> bool:
         def use(conn: sqlite3.Connection) -> bool:

@@ -24,7 +24,7 @@ from cryptography import x509
 from pki.authority import Authority, resolve_passphrase
 from pki.ca import CAError
 
-__all__ = ["CRLError", "RevocationState", "renew_crl_if_due"]
+__all__ = ["CRLError", "RevocationState", "renew_crl_if_due", "revoked_thumbprints"]
 
 log = logging.getLogger(__name__)
 
@@ -200,3 +200,14 @@ def renew_crl_if_due(crl_path: Path, state: RevocationState) -> bool:
         return False
     log.info("re-signed the CRL %s", crl_path)
     return True
+
+
+def revoked_thumbprints(ca_dir: Path) -> list[str]:
+    """``x5t#S256`` of the unexpired certificates the CA in ``ca_dir`` revoked, from its
+    inventory (for GET /revoked: resource servers refuse the tokens bound to them). Empty when
+    this host has no CA inventory."""
+    if not (ca_dir / "inventory.db").exists():
+        return []
+    now = dt.datetime.now(dt.UTC)
+    records = Authority(ca_dir).inventory.query(status="revoked")
+    return sorted(r.thumbprint for r in records if r.expires > now)
