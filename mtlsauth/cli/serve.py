@@ -162,6 +162,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
             runner.run(serve(settings, reuse_port=worker))
+    except ConfigError as exc:  # found while building the app (the CA key for enrollment)
+        raise CLIError(f"configuration error: {exc}", code=2) from exc
     except (StoreError, SigningKeyError, ListenError, OSError) as exc:
         raise CLIError(f"cannot start: {exc}") from exc
     return 0

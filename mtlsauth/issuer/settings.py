@@ -394,6 +394,8 @@ class Settings:
     metrics_port: int | None = field(metadata=_setting(None, _optional(_PORT, None)))
     metrics_host: str = field(metadata=_setting("127.0.0.1", _TEXT))
     metrics_allow: tuple[str, ...] = field(metadata=_setting("127.0.0.0/8,::1", _NETWORKS))
+    enrollment: bool = field(metadata=_setting(True, _BOOLEAN))
+    ca_dir: Path = field(metadata=_setting("ca", _PATH))
 
     @property
     def proxy(self) -> ProxyConfig | None:

@@ -7,6 +7,7 @@ from aiohttp import web
 from mtlsauth.core.peer import IPNetwork, ProxyConfig
 from mtlsauth.issuer.audit import Audit
 from mtlsauth.issuer.clientauth.guard import ClientGuard
+from mtlsauth.issuer.est import Enrollment
 from mtlsauth.issuer.grant import ClientCredentialsGrant
 from mtlsauth.issuer.http.signing import SigningKeys
 from mtlsauth.issuer.introspection import TokenInspector
@@ -19,6 +20,7 @@ from mtlsauth.issuer.tokens import TokenSigner
 
 __all__ = [
     "AUDIT",
+    "EST",
     "GRANT",
     "GUARD",
     "INSPECTOR",
@@ -51,3 +53,5 @@ TLS = web.AppKey("tls", TLSManager)
 PROXY = web.AppKey("proxy", ProxyConfig)
 #: On the public listeners: the peer networks that may read /metrics (others get 404).
 METRICS_ALLOW = web.AppKey("metrics_allow", tuple[IPNetwork, ...])
+#: Present only when the CA directory (``ca_dir``) holds a CA: RFC 7030 enrollment.
+EST = web.AppKey("est", Enrollment)
