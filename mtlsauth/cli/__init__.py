@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mtlsauth.cli import clients, init, keys, migrate, resource, serve, token
+from mtlsauth.cli import clients, est, init, keys, migrate, resource, serve, token
 from mtlsauth.cli.common import CLIError
 from pki import cli as pki_cli
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser(sub)
     migrate.add_parser(sub)
     resource.add_parsers(sub)
+    est.add_parsers(sub)
     pki = sub.add_parser("pki", help="the CA toolkit (same as python -m pki)")
     pki_cli.add_commands(pki)
     pki.set_defaults(handler=pki_cli.run)
