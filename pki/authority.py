@@ -478,6 +478,9 @@ class Authority:
         credential fixes. EnrollDenied when the credential does not authenticate; CAError
         (naming it) when the CSR asks for a name the credential does not allow."""
         grant = self.enroll_tokens.check(token_id, secret)
+        if not csr.is_signature_valid:
+            # Proof of possession (RFC 7030 §3.4), before the credential is spent.
+            raise CAError("the CSR's signature does not verify: it was not made with its key")
         _check_requested_names(csr, grant)
         self.enroll_tokens.claim(token_id)
         try:

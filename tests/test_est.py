@@ -252,11 +252,14 @@ async def test_a_credential_fixes_the_names_and_checks_possession(home: Home) ->
         # Proof of possession: a CSR whose signature does not verify.
         _, body = csr_b64([cn], [dns])
         der = bytearray(base64.b64decode(body))
-        der[-3] ^= 0x55
+        der[-1] ^= 0x01  # the last byte of the signature's s: still DER, no longer valid
+        tampered = x509.load_der_x509_csr(bytes(der))
+        assert not tampered.is_signature_valid
         status, _, answer = await post_est(
             service, "simpleenroll", base64.encodebytes(bytes(der)), auth=auth
         )
         assert (status, error_of(answer)[0]) == (400, "invalid_request")
+        assert "signature" in error_of(answer)[1]
         # Not base64 / not a CSR / wrong media type.
         status, _, _ = await post_est(service, "simpleenroll", b"%%%", auth=auth)
         assert status == 400
