@@ -159,6 +159,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
         key_type=args.key_type,
         csr=csr,
         out=Path(args.out) if args.out else None,
+        hours=args.hours,
     )
     _emit(args, issued.summary())
     return 0
@@ -463,7 +464,13 @@ def _add_issuing_commands(sub: Subparsers) -> None:
     _common(issue)
     issue.add_argument("--cn", required=True, help="subject common name")
     _san_flags(issue)
-    issue.add_argument("--days", type=int, default=90, help="validity in days (default 90)")
+    lifetime = issue.add_mutually_exclusive_group()
+    lifetime.add_argument("--days", type=int, default=90, help="validity in days (default 90)")
+    lifetime.add_argument(
+        "--hours",
+        type=int,
+        help="short-lived: validity in hours (1-168), marked noRevAvail (RFC 9608), no CRL DP",
+    )
     issue.add_argument("--key-type", choices=KEY_TYPES, default="ec-p256")
     issue.add_argument("--out", help="directory for cert.pem, key.pem, chain.pem")
     issue.add_argument("--csr", help="PEM CSR to sign instead of generating a key")

@@ -504,3 +504,28 @@ async def test_daemon_renews_a_short_lived_certificate_and_the_client_follows(
     ]
     assert len(renewal) == 1
     assert abs(float(renewal[0].split()[-1]) - dt.datetime.now(dt.UTC).timestamp()) < 60
+
+
+def test_pki_issue_makes_short_lived_certificates(home: Home) -> None:
+    out = cli_json(["pki", "issue", "--home", str(home.path), "--cn", "edge", "--hours", "2"])
+    cert = x509.load_pem_x509_certificate(Path(out["cert"]).read_bytes())
+    assert any(ext.oid == NO_REV_AVAIL and not ext.critical for ext in cert.extensions)
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert dt.timedelta(hours=2) <= lifetime <= dt.timedelta(hours=2, minutes=10)
+    code, _, err = run_cli(
+        ["pki", "issue", "--home", str(home.path), "--cn", "x", "--hours", "169"]
+    )
+    assert code == 1
+    assert "--hours must be from 1 to 168" in err
+    with pytest.raises(SystemExit) as usage:  # argparse: one lifetime or the other
+        run_cli(
+            ["pki", "issue", "--home", str(home.path), "--cn", "x", "--hours", "1", "--days", "2"]
+        )
+    assert usage.value.code == 2
+    # A renewal keeps it short-lived, and as short.
+    renewed = cli_json(["pki", "renew", "--home", str(home.path), "--serial", out["serial"]])
+    again = x509.load_pem_x509_certificate(Path(renewed["cert"]).read_bytes())
+    assert any(ext.oid == NO_REV_AVAIL for ext in again.extensions)
+    assert again.not_valid_after_utc - again.not_valid_before_utc <= dt.timedelta(
+        hours=2, minutes=10
+    )
