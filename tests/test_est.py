@@ -26,6 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mtlsauth.client import TokenClient
 from mtlsauth.core.thumbprint import x5t_s256
+from mtlsauth.issuer.est import inventory_metrics
 from pki.ca import NO_REV_AVAIL
 from pki.enroll import EnrollDenied
 from tests.conftest import ClientCert, Home, Service, cli_json, client_context, run_cli, running
@@ -529,3 +530,20 @@ def test_pki_issue_makes_short_lived_certificates(home: Home) -> None:
     assert again.not_valid_after_utc - again.not_valid_before_utc <= dt.timedelta(
         hours=2, minutes=10
     )
+
+
+def test_inventory_metrics_count_what_expires_and_who_renewed(home: Home) -> None:
+    authority = home.authority
+    soon = authority.issue_client(common_name="soon", days=5)
+    authority.issue_client(common_name="month", days=20)
+    authority.issue_client(common_name="later", days=90)
+    gone = authority.issue_client(common_name="gone", days=3)
+    authority.revoke(gone.record.serial)
+    authority.renew(soon.record.serial)
+    text = inventory_metrics(home.path / "ca")
+    assert 'mtlsauth_ca_client_certs_expiring{within="7d"} 2' in text  # soon and its renewal
+    assert 'mtlsauth_ca_client_certs_expiring{within="30d"} 3' in text
+    assert 'mtlsauth_ca_client_cert_last_renewal_timestamp_seconds{subject="CN=soon"}' in text
+    assert 'last_renewal_timestamp_seconds{subject="CN=month"}' not in text
+    assert 'expiry_timestamp_seconds{subject="CN=gone"}' not in text  # revoked
+    assert inventory_metrics(home.path / "nowhere") == ""
