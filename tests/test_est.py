@@ -547,3 +547,35 @@ def test_inventory_metrics_count_what_expires_and_who_renewed(home: Home) -> Non
     assert 'last_renewal_timestamp_seconds{subject="CN=month"}' not in text
     assert 'expiry_timestamp_seconds{subject="CN=gone"}' not in text  # revoked
     assert inventory_metrics(home.path / "nowhere") == ""
+
+
+async def test_daemon_retries_with_back_off_while_the_issuer_is_down(
+    home: Home, tmp_path: Path
+) -> None:
+    out = tmp_path / "svc"
+    async with running(home) as service:
+        first = await enroll_cli(home, service, out, "--cn", "svc", "--hours", "1")
+        url = service.url
+    # Due after about 1.8 s, while nothing listens.
+    daemon = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mtlsauth", "renew", "--issuer", url,
+        "--cacert", str(home.ca_cert), "--cert", str(first.cert), "--key", str(first.key),
+        "--daemon", "--renew-at", "0.0005",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await asyncio.sleep(4)
+        assert client_cert(out).der == first.der
+        assert daemon.returncode is None
+        async with running(home):
+            deadline = asyncio.get_running_loop().time() + 30
+            while client_cert(out).der == first.der:
+                assert daemon.returncode is None, "the daemon stopped"
+                assert asyncio.get_running_loop().time() < deadline, "no renewal in 30 s"
+                await asyncio.sleep(0.2)
+    finally:
+        daemon.terminate()
+        _, log = await daemon.communicate()
+    assert b"renewal failed" in log
+    assert b"retrying in" in log
+    assert b"renewed: certificate" in log
