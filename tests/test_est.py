@@ -128,7 +128,7 @@ async def enroll_cli(home: Home, service: Service, out: Path, *token_args: str) 
     code, stdout, err = await cli(
         "enroll", "--issuer", service.url, "--cacert", str(home.ca_cert), "--id", token["id"],
         "--secret-file", str(secret), "--cert-out", str(out / "cert.pem"),
-        "--key-out", str(out / "key.pem"),
+        "--key-out", str(out / "key.pem"), "--json",
     )  # fmt: skip
     assert code == 0, err
     assert json.loads(stdout)["cert"] == str(out / "cert.pem")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import logging
 import os
 import random
@@ -29,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from mtlsauth.cli.common import CLIError
+from mtlsauth.cli.common import CLIError, emit
 from mtlsauth.cli.logs import configure_logging
 from mtlsauth.client import EnrollError, client_ssl_context, est_enroll
 from mtlsauth.core.thumbprint import x5t_s256
@@ -179,7 +178,7 @@ def _enroll(args: argparse.Namespace) -> int:
         replace_file(cert_out, _pem(certificates), default_mode=0o644)
     except OSError as exc:
         raise CLIError(f"cannot write the certificate files: {exc}") from exc
-    print(json.dumps(_summary(certificates, cert_out, key_out), indent=2))
+    emit(args, _summary(certificates, cert_out, key_out))
     return 0
 
 
@@ -308,7 +307,7 @@ def _renew(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot write the renewed files: {exc}") from exc
     if args.exec:
         asyncio.run(_run_exec(args.exec))
-    print(json.dumps(_summary(certificates, job.cert, job.key), indent=2))
+    emit(args, _summary(certificates, job.cert, job.key))
     return 0
 
 
@@ -318,7 +317,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="get a client certificate over EST with a one-time enrollment credential",
         description="Make a key here, send a CSR to the issuer's EST simpleenroll (RFC 7030) "
         "with the credential from 'mtlsauth pki enroll-token', write the certificate (with its "
-        "chain) and the key (0600). Prints JSON: cert, key, serial, subject, not_after, x5t#S256.",
+        "chain) and the key (0600). Prints cert, key, serial, subject, not_after, x5t#S256.",
     )
     enroll.add_argument("--issuer", required=True, help="the token service's URL")
     enroll.add_argument("--cacert", required=True, help="CA bundle that verifies the server")
@@ -327,6 +326,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     enroll.add_argument("--cert-out", required=True, help="where to write the certificate")
     enroll.add_argument("--key-out", required=True, help="where to write the key (0600)")
     enroll.add_argument("--key-type", choices=KEY_TYPES, default="ec-p256")
+    enroll.add_argument("--json", action="store_true", help="print the result as JSON")
     enroll.set_defaults(handler=_enroll)
 
     renew = sub.add_parser(
@@ -353,4 +353,5 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         metavar="SHARE",
         help="with --daemon: renew when this share of the lifetime has passed (default 0.67)",
     )
+    renew.add_argument("--json", action="store_true", help="print the result as JSON")
     renew.set_defaults(handler=_renew)
