@@ -140,6 +140,10 @@ def _context(cacert: Path, cert: Path | None = None, key: Path | None = None) ->
         raise CLIError(f"cannot load the TLS files: {exc}", code=2) from exc
 
 
+def _reason(exc: EnrollError) -> str:
+    return f"{exc} (HTTP {exc.status})" if exc.status is not None else str(exc)
+
+
 # --- enroll ----------------------------------------------------------------------------------
 
 
@@ -171,7 +175,7 @@ def _enroll(args: argparse.Namespace) -> int:
             est_enroll(args.issuer, context, csr, credential=(args.id, secret))
         )
     except EnrollError as exc:
-        raise CLIError(f"enrollment refused: {exc} (status {exc.status})") from exc
+        raise CLIError(f"enrollment failed: {_reason(exc)}") from exc
     try:
         replace_file(key_out, _key_pem(key), default_mode=0o600)
         os.chmod(key_out, 0o600)  # a key is never readable by others, whatever was there
@@ -263,11 +267,11 @@ async def renew_forever(job: Renewal, *, share: float = RENEW_AT, exec_: str | N
                 break
             except EnrollError as exc:
                 if exc.status in PERMANENT:
-                    log.error("renewal refused, giving up: %s (status %s)", exc, exc.status)
+                    log.error("renewal refused, giving up: %s", _reason(exc))
                     return 1
                 left = (current.not_valid_after_utc - dt.datetime.now(dt.UTC)).total_seconds()
                 delay = min(backoff, max(1.0, left / 10))
-                log.warning("renewal failed: %s; retrying in %.0f s", exc, delay)
+                log.warning("renewal failed: %s; retrying in %.0f s", _reason(exc), delay)
                 await asyncio.sleep(delay)
                 backoff = min(backoff * 2, BACKOFF_MAX)
             except OSError as exc:
@@ -302,7 +306,7 @@ def _renew(args: argparse.Namespace) -> int:
     try:
         certificates = asyncio.run(renew_once(job))
     except EnrollError as exc:
-        raise CLIError(f"renewal refused: {exc} (status {exc.status})") from exc
+        raise CLIError(f"renewal failed: {_reason(exc)}") from exc
     except OSError as exc:
         raise CLIError(f"cannot write the renewed files: {exc}") from exc
     if args.exec:
