@@ -579,3 +579,8 @@ async def test_daemon_retries_with_back_off_while_the_issuer_is_down(
     assert b"renewal failed" in log
     assert b"retrying in" in log
     assert b"renewed: certificate" in log
+
+
+def test_an_unreadable_inventory_leaves_the_other_metrics_alone(home: Home) -> None:
+    (home.path / "ca" / "inventory.db").write_bytes(b"not a database" * 100)
+    assert inventory_metrics(home.path / "ca") == ""

@@ -14,12 +14,16 @@ CA issued for, which the operator, not a request, decides.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import sqlite3
 from pathlib import Path
 
 from mtlsauth.issuer.metrics import labels
 from pki.inventory import Inventory
 
 __all__ = ["inventory_metrics"]
+
+log = logging.getLogger(__name__)
 
 _WINDOWS = (("7d", dt.timedelta(days=7)), ("30d", dt.timedelta(days=30)))
 
@@ -30,7 +34,12 @@ def inventory_metrics(ca_dir: Path, now: dt.datetime | None = None) -> str:
     if not path.is_file():
         return ""
     now = now or dt.datetime.now(dt.UTC)
-    records = Inventory(path).query(profile="client")
+    try:
+        records = Inventory(path).query(profile="client")
+    except sqlite3.Error as exc:
+        # The service's own counters are still worth serving; the gap itself shows.
+        log.warning("cannot read the CA inventory %s for /metrics: %s", path, exc)
+        return ""
     valid = [r for r in records if r.status == "valid"]
     expiry: dict[str, dt.datetime] = {}
     for record in valid:
