@@ -1,6 +1,11 @@
 """A token client for services: discovery (RFC 8414), the client credentials grant, a token
 cache with refresh before expiry, and an aiohttp session that presents the token and the same
-client certificate it was bound to (RFC 8705 §3).
+client certificate it was bound to (RFC 8705 §3); and the client side of EST (RFC 7030)
+enrollment and re-enrollment of that certificate.
+
+A TokenClient made with :meth:`TokenClient.from_files` notices when its certificate files
+are replaced (a renewal) and uses the new certificate for its next connection: the next
+token is bound to it, and cached tokens bound to the old one are dropped.
 
 ::
 
@@ -14,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import os
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -24,12 +31,24 @@ from typing import Any, Final, Self
 from urllib.parse import quote_plus
 
 import aiohttp
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
-__all__ = ["BearerSession", "TokenClient", "TokenError", "client_ssl_context", "form_encode"]
+__all__ = [
+    "BearerSession",
+    "EnrollError",
+    "TokenClient",
+    "TokenError",
+    "client_ssl_context",
+    "est_enroll",
+    "form_encode",
+]
 
 BASIC: Final = "client_secret_basic"
 POST: Final = "client_secret_post"
 WELL_KNOWN: Final = "/.well-known/oauth-authorization-server"
+#: RFC 7030 §3.2.2: the EST operations' path under the server's base URL.
+EST_PREFIX: Final = "/.well-known/est"
 # Refresh when less than this share of the lifetime (and at least this many seconds) is left.
 REFRESH_SHARE: Final = 0.2
 REFRESH_MIN_SECONDS: Final = 10.0
@@ -43,6 +62,79 @@ class TokenError(Exception):
         self.error = error
         self.description = description
         self.status = status
+
+
+class EnrollError(Exception):
+    """The EST server refused the request (``status``, the OAuth ``error``), or could not be
+    reached (``status`` None)."""
+
+    def __init__(self, error: str, description: str = "", status: int | None = None) -> None:
+        super().__init__(f"{error}: {description}" if description else error)
+        self.error = error
+        self.description = description
+        self.status = status
+
+
+async def est_enroll(
+    issuer: str,
+    ssl_context: ssl.SSLContext,
+    csr: x509.CertificateSigningRequest,
+    *,
+    credential: tuple[str, str] | None = None,
+    time_limit: float = 30.0,
+) -> list[x509.Certificate]:
+    """Send ``csr`` to the issuer's EST server; the certificate first, then its chain.
+
+    With ``credential`` (id, secret) it is a first enrollment (RFC 7030 §4.2.1, HTTP Basic);
+    without, a re-enrollment (§4.2.2) authenticated by the certificate ``ssl_context``
+    presents.
+    """
+    operation = "simpleenroll" if credential is not None else "simplereenroll"
+    url = f"{issuer.rstrip('/')}{EST_PREFIX}/{operation}"
+    headers = {"Content-Type": "application/pkcs10"}
+    if credential is not None:
+        userpass = f"{form_encode(credential[0])}:{form_encode(credential[1])}"
+        headers["Authorization"] = "Basic " + base64.b64encode(userpass.encode()).decode()
+    body = base64.encodebytes(csr.public_bytes(Encoding.DER))
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=time_limit)) as http,
+            http.post(url, data=body, headers=headers, ssl=ssl_context) as resp,
+        ):
+            data = await resp.read()
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise EnrollError("request_failed", str(exc) or type(exc).__name__) from exc
+    if status != 200:
+        raise _enroll_error(data, status)
+    try:
+        certificates = pkcs7.load_der_pkcs7_certificates(base64.b64decode(b"".join(data.split())))
+    except ValueError as exc:
+        raise EnrollError("invalid_response", f"not a certs-only PKCS#7: {exc}", status) from exc
+    return _leaf_first(certificates, csr)
+
+
+def _enroll_error(data: bytes, status: int) -> EnrollError:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):
+        return EnrollError(
+            str(doc.get("error", "invalid_response")), str(doc.get("error_description", "")), status
+        )
+    return EnrollError("invalid_response", data[:200].decode(errors="replace"), status)
+
+
+def _leaf_first(
+    certificates: Sequence[x509.Certificate], csr: x509.CertificateSigningRequest
+) -> list[x509.Certificate]:
+    """A certs-only PKCS#7 is a SET (no order): the certificate of the CSR's key goes first."""
+    key = csr.public_key()
+    leaves = [c for c in certificates if c.public_key() == key]
+    if len(leaves) != 1:
+        raise EnrollError("invalid_response", "no certificate for the request's key in the answer")
+    return [leaves[0], *(c for c in certificates if c is not leaves[0])]
 
 
 def form_encode(value: str) -> str:
@@ -79,6 +171,22 @@ class _Closing:
 
 
 @dataclass(frozen=True, slots=True)
+class _IdentityFiles:
+    """The files a TokenClient's TLS identity was loaded from, and how they looked then."""
+
+    cacert: Path
+    cert: Path
+    key: Path
+    stamp: tuple[tuple[int, int, int], ...]
+
+    @staticmethod
+    def stamp_of(*paths: Path) -> tuple[tuple[int, int, int], ...]:
+        # A renewal replaces the files (a new inode) or rewrites them (a new mtime or size).
+        stats = [os.stat(p) for p in paths]
+        return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in stats)
+
+
+@dataclass(frozen=True, slots=True)
 class _Cached:
     response: Mapping[str, Any]
     refresh_at: float
@@ -109,7 +217,41 @@ class TokenClient(_Closing):
         self._cache: dict[tuple[str | None, tuple[str, ...]], _Cached] = {}
         self._locks: dict[tuple[str | None, tuple[str, ...]], asyncio.Lock] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._files: _IdentityFiles | None = None
         self.requests = 0
+
+    @classmethod
+    def from_files(
+        cls, *, issuer: str, cacert: Path, cert: Path, key: Path, **options: Any
+    ) -> TokenClient:
+        """A client whose certificate is read from ``cert`` and ``key`` and read again when
+        they change (``mtlsauth renew`` replaced them): no restart after a renewal."""
+        stamp = _IdentityFiles.stamp_of(cert, key)
+        client = cls(issuer=issuer, ssl_context=client_ssl_context(cacert, cert, key), **options)
+        client._files = _IdentityFiles(cacert, cert, key, stamp)
+        return client
+
+    def reload_identity(self) -> bool:
+        """Use renewed certificate files for the next connection; True when it switched.
+
+        Tokens bound to the old certificate are dropped from the cache: presented with the
+        new certificate they would not match their ``cnf`` (RFC 8705 §3). A half-written
+        pair (a new certificate beside the old key) is skipped until it is whole.
+        """
+        files = self._files
+        if files is None:
+            return False
+        try:
+            stamp = _IdentityFiles.stamp_of(files.cert, files.key)
+            if stamp == files.stamp:
+                return False
+            context = client_ssl_context(files.cacert, files.cert, files.key)
+        except (OSError, ssl.SSLError):
+            return False
+        self.ssl_context = context
+        self._files = _IdentityFiles(files.cacert, files.cert, files.key, stamp)
+        self._cache.clear()
+        return True
 
     def __repr__(self) -> str:
         return f"TokenClient(issuer={self.issuer!r}, client_id={self.client_id!r})"
@@ -165,6 +307,7 @@ class TokenClient(_Closing):
         self, *, scope: str | None = None, resources: tuple[str, ...] = ()
     ) -> dict[str, Any]:
         """One token request, uncached; returns the RFC 6749 §5.1 response or raises TokenError."""
+        self.reload_identity()
         body, headers = self._request_body(scope, resources)
         self.requests += 1
         try:
@@ -194,6 +337,7 @@ class TokenClient(_Closing):
 
         Concurrent callers share one request (single flight).
         """
+        self.reload_identity()
         key = (scope, resources)
         cached = self._cache.get(key)
         if cached is not None and not force and time.monotonic() < cached.refresh_at:

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 # The server's own subject matching (D1): a collision is judged exactly as a handshake would be.
 from mtlsauth.core.dn import dn_of_certificate
+from mtlsauth.core.thumbprint import x5t_s256
 from pki.audit import AuditLog
 from pki.ca import (
     CA,
@@ -43,11 +44,13 @@ from pki.ca import (
     IssuedCert,
     KeyType,
     SubjectAltNames,
+    is_short_lived,
     load_private_key,
     write_private,
 )
-from pki.constraints import NameConstraints
+from pki.constraints import NameConstraintError, NameConstraints, check_names
 from pki.csr import requested_sans, requested_subject
+from pki.enroll import DEFAULT_TTL, EnrollDenied, EnrollGrant, EnrollTokens
 from pki.inventory import Inventory, Record
 from pki.publish import BASE_URL_FILE, crl_url, publish, read_base_url, validate_base_url
 from pki.serials import normalize_serial
@@ -115,6 +118,7 @@ class Authority:
         self._passphrase = passphrase
         self._issuing: CA | None = None
         self.inventory = Inventory(directory / "inventory.db")
+        self.enroll_tokens = EnrollTokens(directory / "inventory.db")
         self.audit = AuditLog(directory / "audit.log")
 
     # -- paths -----------------------------------------------------------------------------
@@ -291,10 +295,14 @@ class Authority:
         key_type: KeyType = "ec-p256",
         csr: x509.CertificateSigningRequest | None = None,
         out: Path | None = None,
+        hours: int | None = None,
+        requested_by: str | None = None,
     ) -> Issued:
         """A client certificate. With a CSR, its subject (``common_name`` replacing the CN)
         and its requested SANs are kept, ``sans`` added to them; every name is checked as for
-        a certificate without a CSR, and one that is not allowed refuses the whole request."""
+        a certificate without a CSR, and one that is not allowed refuses the whole request.
+        ``hours`` makes it short-lived (RFC 9608); ``requested_by`` names, in the audit log,
+        the credential that asked for it."""
         sans = sans or SubjectAltNames()
         subject: x509.Name | None = None
         if csr is not None:
@@ -309,6 +317,7 @@ class Authority:
             days=days,
             key_type=key_type,
             csr=csr,
+            hours=hours,
         )
         # Checked before anything is written or recorded: the signed certificate is dropped.
         clash = self.subject_collision(issued.cert.subject)
@@ -324,6 +333,7 @@ class Authority:
             event="cert.sign_csr" if csr is not None else "cert.issue",
             profile="client",
             out=out or self._default_out(issued),
+            **({"requested_by": requested_by} if requested_by else {}),
         )
 
     def subject_collision(self, subject: x509.Name) -> Record | None:
@@ -359,6 +369,8 @@ class Authority:
         out: Path | None = None,
         revoke_old: bool = False,
         new_key: bool = False,
+        hours: int | None = None,
+        requested_by: str | None = None,
     ) -> Issued:
         """A new certificate with the same subject, SANs and profile.
 
@@ -376,6 +388,9 @@ class Authority:
         if record.status == "revoked":
             raise CAError(f"certificate {serial} is revoked: issue a new one instead of renewing")
         lifetime = old.not_valid_after_utc - old.not_valid_before_utc
+        if hours is None and days is None and is_short_lived(old):
+            # A short-lived certificate stays short-lived, and as short (RFC 9608).
+            hours = max(1, round(lifetime.total_seconds() / 3600))
         days = days or max(1, round(lifetime.total_seconds() / 86400))
         ca = self.issuing()
         public_key: CertificatePublicKey | None = None
@@ -396,6 +411,7 @@ class Authority:
                 days=days,
                 csr=csr,
                 public_key=public_key,
+                hours=hours,
             )
         target = out or self._default_out(issued)
         result = self._record(
@@ -405,6 +421,7 @@ class Authority:
             out=target,
             renewed_from=serial,
             new_key=public_key is None,
+            **({"requested_by": requested_by} if requested_by else {}),
         )
         if public_key is not None and record.key_path and Path(record.key_path).exists():
             # Same key: keep a copy beside the new certificate so the directory is complete.
@@ -413,6 +430,104 @@ class Authority:
         if revoke_old:
             self.revoke(serial, "superseded")
         return result
+
+    # -- enrollment over the network (RFC 7030) ---------------------------------------------
+
+    def create_enroll_token(
+        self,
+        *,
+        common_name: str,
+        sans: SubjectAltNames | None = None,
+        days: int | None = None,
+        hours: int | None = None,
+        ttl: int = DEFAULT_TTL,
+    ) -> tuple[EnrollGrant, str]:
+        """A one-time credential for one client certificate with exactly these names; the
+        names are checked now, as ``pki issue`` would check them, so a credential that could
+        never be redeemed is not handed out. Returns the grant and its secret."""
+        sans = sans or SubjectAltNames()
+        if days is not None and hours is not None:
+            raise CAError("--days and --hours are two lifetimes: pick one")
+        if hours is None and days is None:
+            days = 90
+        try:
+            x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)])
+        except ValueError as exc:
+            raise CAError(f"invalid common name: {exc}") from exc
+        names = sans.general_names()
+        try:
+            check_names(NameConstraints.from_certificate(self.issuing_cert()), names)
+        except NameConstraintError as exc:
+            raise CAError(f"refused by the CA's name constraints: {exc}") from exc
+        grant, secret = self.enroll_tokens.create(
+            common_name=common_name, sans=sans, days=days, hours=hours, ttl=ttl
+        )
+        self.audit.record(
+            "enroll_token.create",
+            id=grant.id,
+            common_name=common_name,
+            sans=[f"{type(n).__name__}:{n.value}" for n in names],
+            days=days,
+            hours=hours,
+            expires_at=grant.expires_at.isoformat(),
+        )
+        return grant, secret
+
+    def enroll(self, token_id: str, secret: str, csr: x509.CertificateSigningRequest) -> Issued:
+        """RFC 7030 §4.2.1 simpleenroll: a certificate for the CSR's key, with the names the
+        credential fixes. EnrollDenied when the credential does not authenticate; CAError
+        (naming it) when the CSR asks for a name the credential does not allow."""
+        grant = self.enroll_tokens.check(token_id, secret)
+        if not csr.is_signature_valid:
+            # Proof of possession (RFC 7030 §3.4), before the credential is spent.
+            raise CAError("the CSR's signature does not verify: it was not made with its key")
+        _check_requested_names(csr, grant)
+        self.enroll_tokens.claim(token_id)
+        try:
+            issued = self.issue_client(
+                common_name=grant.common_name,
+                sans=grant.sans,
+                csr=csr,
+                days=grant.days or 90,
+                hours=grant.hours,
+                requested_by=f"enroll-token:{token_id}",
+            )
+        except BaseException:
+            self.enroll_tokens.release(token_id)
+            raise
+        self.enroll_tokens.redeemed(token_id, issued.record.serial)
+        return issued
+
+    def reenroll(self, current_der: bytes, csr: x509.CertificateSigningRequest) -> Issued:
+        """RFC 7030 §4.2.2 simplereenroll: a new certificate with the same subject and SANs as
+        ``current_der`` (which authenticated the request), for the CSR's (possibly new) key.
+        The current certificate must be one this CA issued, unrevoked and unexpired."""
+        current = x509.load_der_x509_certificate(current_der)
+        serial = format(current.serial_number, "x")
+        record = self.inventory.get(serial)
+        if record is None or record.thumbprint != x5t_s256(current_der):
+            raise EnrollDenied(f"certificate {serial} was not issued by this CA", "unknown_cert")
+        if record.profile != "client":
+            raise EnrollDenied(f"certificate {serial} is not a client certificate", "profile")
+        if record.status != "valid":
+            raise EnrollDenied(f"certificate {serial} is {record.status}", record.status)
+        if not csr.is_signature_valid:
+            raise CAError("the CSR's signature does not verify: it was not made with its key")
+        if csr.subject != current.subject:
+            raise CAError(
+                f"the request's subject {csr.subject.rfc4514_string()!r} is not the current "
+                f"certificate's {current.subject.rfc4514_string()!r}: re-enrollment keeps it"
+            )
+        wanted = set(requested_sans(csr).general_names())
+        have = set(_sans_of(current).general_names())
+        if wanted != have:
+            extra = ", ".join(_label(n) for n in wanted - have) or "none"
+            missing = ", ".join(_label(n) for n in have - wanted) or "none"
+            raise CAError(
+                "the request's subjectAltNames differ from the current certificate's "
+                f"(not allowed: {extra}; missing: {missing}): re-enrollment keeps them"
+            )
+        return self.renew(serial, csr=csr, requested_by=f"certificate:{serial}")
 
     # -- revocation -------------------------------------------------------------------------
 
@@ -470,6 +585,30 @@ class Authority:
 
     def record_export(self, serial: str, path: Path) -> None:
         self.audit.record("cert.export_pkcs12", serial=serial, path=str(path))
+
+
+def _label(name: x509.GeneralName) -> str:
+    prefixes = {x509.DNSName: "DNS", x509.UniformResourceIdentifier: "URI",
+                x509.IPAddress: "IP", x509.RFC822Name: "email"}  # fmt: skip
+    return f"{prefixes.get(type(name), type(name).__name__)}:{name.value}"
+
+
+def _check_requested_names(csr: x509.CertificateSigningRequest, grant: EnrollGrant) -> None:
+    """CAError naming what a CSR asks for beyond what the credential allows: a subject other
+    than CN=<the credential's name>, or a subjectAltName the credential does not list."""
+    for attribute in csr.subject:
+        if attribute.oid != x509.NameOID.COMMON_NAME or attribute.value != grant.common_name:
+            raise CAError(
+                f"the request's subject attribute {attribute.rfc4514_string()!r} is not "
+                f"allowed: this enrollment credential allows only CN={grant.common_name}"
+            )
+    extra = set(requested_sans(csr).general_names()) - set(grant.sans.general_names())
+    if extra:
+        allowed = ", ".join(_label(n) for n in grant.sans.general_names()) or "none"
+        raise CAError(
+            f"the request's subjectAltNames {', '.join(sorted(_label(n) for n in extra))} are "
+            f"not allowed: this enrollment credential allows {allowed}"
+        )
 
 
 def _sans_of(cert: x509.Certificate) -> SubjectAltNames:

@@ -31,7 +31,9 @@ from pki.constraints import NameConstraintError, NameConstraints, check_names
 __all__ = [
     "CA",
     "KEY_TYPES",
+    "NO_REV_AVAIL",
     "REASONS",
+    "SHORT_LIVED_MAX_HOURS",
     "CAConfigError",
     "CAError",
     "CertificatePublicKey",
@@ -40,6 +42,7 @@ __all__ = [
     "PrivateKey",
     "SubjectAltNames",
     "generate_key",
+    "is_short_lived",
     "load_private_key",
     "make_private_dir",
     "write_private",
@@ -61,6 +64,13 @@ CertificatePublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rs
 REASONS: Final[dict[str, x509.ReasonFlags]] = {
     flag.name: flag for flag in x509.ReasonFlags if flag is not x509.ReasonFlags.remove_from_crl
 }
+#: id-ce-noRevAvail (RFC 9608 §2): the CA publishes no revocation information for the
+#: certificate; cryptography has no class for it, so it is carried as its DER value (NULL).
+NO_REV_AVAIL: Final = x509.ObjectIdentifier("2.5.29.56")
+_DER_NULL: Final = b"\x05\x00"
+#: The longest short-lived certificate (``hours``): a week, the CA/Browser Forum's bound for
+#: certificates that need no revocation; longer lifetimes are ``days`` and revocable.
+SHORT_LIVED_MAX_HOURS: Final = 168
 # Backdating absorbs small clock skew between the CA and the verifiers.
 _BACKDATE: Final = dt.timedelta(minutes=5)
 
@@ -420,17 +430,20 @@ class CA:
         csr: x509.CertificateSigningRequest | None = None,
         subject: x509.Name | None = None,
         public_key: CertificatePublicKey | None = None,
+        hours: int | None = None,
     ) -> IssuedCert:
         """A client certificate: EKU clientAuth only (RFC 8705 client authentication).
 
         The key is generated here unless a CSR (the client keeps its key) or a known public
-        key (renewal with the same key) is given.
+        key (renewal with the same key) is given. With ``hours`` it is short-lived: valid that
+        many hours, and marked noRevAvail (RFC 9608) instead of naming a CRL.
         """
         return self._issue(
             common_name=common_name,
             subject=subject,
             sans=sans,
             days=days,
+            hours=hours,
             key_type=key_type,
             csr=csr,
             public_key=public_key,
@@ -479,9 +492,16 @@ class CA:
         csr: x509.CertificateSigningRequest | None,
         public_key: CertificatePublicKey | None,
         eku: x509.ObjectIdentifier,
+        hours: int | None = None,
     ) -> IssuedCert:
-        if not 1 <= days <= 3650:
+        if hours is not None:
+            if not 1 <= hours <= SHORT_LIVED_MAX_HOURS:
+                raise CAError(f"--hours must be from 1 to {SHORT_LIVED_MAX_HOURS}, got {hours}")
+            lifetime = dt.timedelta(hours=hours)
+        elif not 1 <= days <= 3650:
             raise CAError(f"--days must be from 1 to 3650, got {days}")
+        else:
+            lifetime = dt.timedelta(days=days)
         key: PrivateKey | None = None
         if csr is not None:
             if not csr.is_signature_valid:
@@ -503,7 +523,7 @@ class CA:
         except NameConstraintError as exc:
             raise CAError(f"refused by the CA's name constraints: {exc}") from exc
         now = dt.datetime.now(dt.UTC)
-        not_after = min(now + dt.timedelta(days=days), self.cert.not_valid_after_utc)
+        not_after = min(now + lifetime, self.cert.not_valid_after_utc)
         # ECDSA and Ed25519 keys only sign; RSA keys also encipher the TLS 1.2 key exchange.
         is_rsa = isinstance(public_key, rsa.RSAPublicKey)
         builder = (
@@ -525,7 +545,11 @@ class CA:
         )
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        if self.crl_url is not None:
+        if hours is not None:
+            # RFC 9608 §4: non-critical, and never beside a CRL distribution point.
+            no_rev = x509.UnrecognizedExtension(NO_REV_AVAIL, _DER_NULL)
+            builder = builder.add_extension(no_rev, critical=False)
+        elif self.crl_url is not None:
             builder = builder.add_extension(_distribution_points(self.crl_url), critical=False)
         cert = builder.sign(self.key, _signature_hash(self.key))
         # The chain a TLS peer sends: the issuing CA, not the root (the verifier has that).
@@ -562,6 +586,11 @@ class CA:
                 entry = entry.add_extension(x509.CRLReason(flag), critical=False)
             builder = builder.add_revoked_certificate(entry.build())
         return builder.sign(self.key, _signature_hash(self.key))
+
+
+def is_short_lived(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` carries noRevAvail (RFC 9608): its CA publishes no revocation for it."""
+    return any(ext.oid == NO_REV_AVAIL for ext in cert.extensions)
 
 
 def _distribution_points(url: str) -> x509.CRLDistributionPoints:

@@ -19,6 +19,7 @@ import json
 import os
 import sqlite3
 import sys
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from pki.ca import (
     write_private,
 )
 from pki.constraints import NameConstraintError, NameConstraints
+from pki.enroll import DEFAULT_TTL
 from pki.publish import crl_url
 from pki.serials import normalize_serial
 from pki.verify import explain
@@ -157,6 +159,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
         key_type=args.key_type,
         csr=csr,
         out=Path(args.out) if args.out else None,
+        hours=args.hours,
     )
     _emit(args, issued.summary())
     return 0
@@ -203,6 +206,50 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
         {"serial": record.serial, "subject": record.subject, "status": record.status,
          "reason": record.reason, "revoked_at": record.revoked_at},
     )  # fmt: skip
+    return 0
+
+
+#: Where RFC 7030 puts the enrollment operations, under the server's base URL (§3.2.2).
+EST_PATH = "/.well-known/est"
+#: mtlsauth's default issuer, for a home whose mtlsauth.toml does not name one.
+DEFAULT_ISSUER = "https://localhost:8443"
+
+
+def _issuer_of(home: Path, given: str | None) -> str:
+    """The token service's URL: --issuer, $MTLSAUTH_ISSUER, or the home's mtlsauth.toml."""
+    if given:
+        return given.rstrip("/")
+    if os.environ.get("MTLSAUTH_ISSUER"):
+        return os.environ["MTLSAUTH_ISSUER"].rstrip("/")
+    try:
+        with (home / "mtlsauth.toml").open("rb") as fh:
+            issuer = tomllib.load(fh).get("issuer")
+    except FileNotFoundError:
+        issuer = None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CAConfigError(f"cannot read {home / 'mtlsauth.toml'}: {exc}") from exc
+    return str(issuer).rstrip("/") if isinstance(issuer, str) and issuer else DEFAULT_ISSUER
+
+
+def _cmd_enroll_token(args: argparse.Namespace) -> int:
+    home = _home(args.home)
+    authority = authority_for(home, args.passphrase_file)
+    grant, secret = authority.create_enroll_token(
+        common_name=args.cn, sans=_sans(args), days=args.days, hours=args.hours, ttl=args.ttl
+    )
+    _emit(
+        args,
+        {
+            "id": grant.id,
+            "secret": secret,
+            "expires_at": grant.expires_at.isoformat(),
+            "url": _issuer_of(home, args.issuer) + EST_PATH + "/simpleenroll",
+            "common_name": grant.common_name,
+            "sans": [str(n.value) for n in grant.sans.general_names()],
+            "days": grant.days,
+            "hours": grant.hours,
+        },
+    )
     return 0
 
 
@@ -417,7 +464,13 @@ def _add_issuing_commands(sub: Subparsers) -> None:
     _common(issue)
     issue.add_argument("--cn", required=True, help="subject common name")
     _san_flags(issue)
-    issue.add_argument("--days", type=int, default=90, help="validity in days (default 90)")
+    lifetime = issue.add_mutually_exclusive_group()
+    lifetime.add_argument("--days", type=int, default=90, help="validity in days (default 90)")
+    lifetime.add_argument(
+        "--hours",
+        type=int,
+        help="short-lived: validity in hours (1-168), marked noRevAvail (RFC 9608), no CRL DP",
+    )
     issue.add_argument("--key-type", choices=KEY_TYPES, default="ec-p256")
     issue.add_argument("--out", help="directory for cert.pem, key.pem, chain.pem")
     issue.add_argument("--csr", help="PEM CSR to sign instead of generating a key")
@@ -445,6 +498,28 @@ def _add_issuing_commands(sub: Subparsers) -> None:
     renew.add_argument("--revoke-old", action="store_true",
                        help="revoke the old certificate (reason superseded)")  # fmt: skip
     renew.set_defaults(pki_handler=_cmd_renew)
+
+    token = sub.add_parser(
+        "enroll-token",
+        help="a one-time credential a client enrolls with over EST (RFC 7030)",
+        description="Make a one-time enrollment credential: the client sends its own CSR to "
+        "POST /.well-known/est/simpleenroll with HTTP Basic (id, secret) and gets a certificate "
+        "with exactly these names. The secret is shown once.",
+    )
+    _common(token)
+    token.add_argument("--cn", required=True, help="subject common name")
+    _san_flags(token)
+    lifetime = token.add_mutually_exclusive_group()
+    lifetime.add_argument("--days", type=int, help="certificate validity in days (default 90)")
+    lifetime.add_argument(
+        "--hours",
+        type=int,
+        help="short-lived certificate: validity in hours (1-168), marked noRevAvail (RFC 9608)",
+    )
+    token.add_argument("--ttl", type=int, default=DEFAULT_TTL, metavar="SECONDS",
+                       help="how long the credential can be used (default 3600)")  # fmt: skip
+    token.add_argument("--issuer", help="the token service's URL (default: the home's issuer)")
+    token.set_defaults(pki_handler=_cmd_enroll_token)
 
     revoke = sub.add_parser("revoke", help="revoke a certificate and re-sign the CRL")
     _common(revoke)

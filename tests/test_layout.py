@@ -187,9 +187,11 @@ PUBLIC = {
     ],
     "mtlsauth.client": [
         "BearerSession",
+        "EnrollError",
         "TokenClient",
         "TokenError",
         "client_ssl_context",
+        "est_enroll",
         "form_encode",
     ],
     "pki": [

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from mtlsauth.cli import (
     clients,
+    est,
     federation,
     gate,
     init,
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_parser(sub)
     resource.add_parsers(sub)
     gate.add_parser(sub)
+    est.add_parsers(sub)
     pki = sub.add_parser("pki", help="the CA toolkit (same as python -m pki)")
     pki_cli.add_commands(pki)
     pki.set_defaults(handler=pki_cli.run)

@@ -22,7 +22,7 @@ from mtlsauth.core.peer import parse_networks
 from mtlsauth.issuer.http.app import create_app, create_metrics_app, create_tls
 from mtlsauth.issuer.http.connections import ConnectionCounter, ConnectionPolicy, GuardedSite
 from mtlsauth.issuer.keys import SigningKeyError
-from mtlsauth.issuer.settings import Settings
+from mtlsauth.issuer.settings import ConfigError, Settings
 from mtlsauth.issuer.store import StoreError
 
 try:
@@ -161,6 +161,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
             runner.run(serve(settings, reuse_port=worker))
+    except ConfigError as exc:  # found while building the app (the CA key for enrollment)
+        raise CLIError(f"configuration error: {exc}", code=2) from exc
     except (StoreError, SigningKeyError, ListenError, OSError) as exc:
         raise CLIError(f"cannot start: {exc}") from exc
     return 0

@@ -13,7 +13,7 @@ import bisect
 from collections import defaultdict
 from typing import Final
 
-__all__ = ["BUCKETS", "Metrics"]
+__all__ = ["BUCKETS", "Metrics", "labels"]
 
 BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -24,6 +24,10 @@ def _labels(**labels: str) -> str:
         for k, v in labels.items()
     )
     return "{" + inner + "}" if inner else ""
+
+
+#: Label rendering with the exposition format's escaping, for other renderers of this service.
+labels = _labels
 
 
 class Metrics:

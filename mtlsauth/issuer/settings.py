@@ -397,6 +397,8 @@ class Settings:
     federated_assertion_max_lifetime: int = field(metadata=_setting(3600, _integer(60, 86400)))
     trust_refresh_interval: float = field(metadata=_setting(300, _seconds(0.5, 86400.0)))
     trust_fetch_timeout: float = field(metadata=_setting(3, _seconds(0.5, 30.0)))
+    enrollment: bool = field(metadata=_setting(True, _BOOLEAN))
+    ca_dir: Path = field(metadata=_setting("ca", _PATH))
 
     @property
     def proxy(self) -> ProxyConfig | None:

@@ -23,14 +23,17 @@ from mtlsauth.issuer.audit import Audit
 from mtlsauth.issuer.clientauth import AssertionPolicy, AuthContext
 from mtlsauth.issuer.clientauth.guard import ClientGuard
 from mtlsauth.issuer.clientauth.remote_jwks import RemoteJWKS
+from mtlsauth.issuer.est import load_enrollment
 from mtlsauth.issuer.grant import ClientCredentialsGrant
 from mtlsauth.issuer.http.crl import crl
+from mtlsauth.issuer.http.est import EST_PREFIX, cacerts, simpleenroll, simplereenroll
 from mtlsauth.issuer.http.health import health
 from mtlsauth.issuer.http.introspect import introspect
 from mtlsauth.issuer.http.jwks import jwks
 from mtlsauth.issuer.http.keys import (
     ANCHORS,
     AUDIT,
+    EST,
     GRANT,
     GUARD,
     INSPECTOR,
@@ -283,6 +286,13 @@ def create_app(settings: Settings, tls: TLSManager) -> web.Application:
     app.router.add_get("/revoked", revoked, name="revoked")
     app.router.add_get("/health", health, name="health")
     app.router.add_get("/crl/{name}", crl, name="crl")
+    if (enrollment := load_enrollment(settings)) is not None:
+        app[EST] = enrollment
+        app.router.add_get(f"{EST_PREFIX}/cacerts", cacerts, name="est_cacerts")
+        app.router.add_post(f"{EST_PREFIX}/simpleenroll", simpleenroll, name="est_simpleenroll")
+        app.router.add_post(
+            f"{EST_PREFIX}/simplereenroll", simplereenroll, name="est_simplereenroll"
+        )
     if settings.metrics_port is None:
         # Otherwise /metrics lives only on its own listener (serve starts it).
         app[METRICS_ALLOW] = parse_networks(settings.metrics_allow)
@@ -294,5 +304,6 @@ def create_metrics_app(service: web.Application) -> web.Application:
     """The separate metrics listener (``metrics_port``): /metrics of ``service``, nothing else."""
     app = web.Application(middlewares=[service_middleware(service[METRICS], float("inf"))])
     app[METRICS] = service[METRICS]
+    app[SETTINGS] = service[SETTINGS]
     app.router.add_get("/metrics", metrics, name="metrics")
     return app

@@ -17,7 +17,7 @@ from mtlsauth.issuer.clientauth import Authenticated, AuthRequest, parse_basic
 from mtlsauth.issuer.http.keys import GUARD, PROXY, TLS
 from mtlsauth.issuer.tls.contexts import CheckingSSLObject
 
-__all__ = ["authenticate", "one"]
+__all__ = ["authenticate", "one", "request_peer", "request_source"]
 
 
 def one(form: Mapping[str, tuple[str, ...]], name: str) -> str | None:
@@ -28,6 +28,16 @@ def one(form: Mapping[str, tuple[str, ...]], name: str) -> str | None:
 async def authenticate(request: web.Request, form: Mapping[str, tuple[str, ...]]) -> Authenticated:
     """The request's client, authenticated by the guard; InvalidClient or InvalidRequest."""
     return await request.app[GUARD].authenticate(_credentials(request, form), _source(request))
+
+
+def request_source(request: web.Request) -> str:
+    """The address failures of this request count against (see :func:`_source`)."""
+    return _source(request)
+
+
+def request_peer(request: web.Request) -> PeerCertificate | None:
+    """The client's certificate, checked against revocation (see :func:`_peer`)."""
+    return _peer(request)
 
 
 def _source(request: web.Request) -> str:

@@ -7,6 +7,7 @@ from aiohttp import web
 from mtlsauth.core.peer import IPNetwork, ProxyConfig
 from mtlsauth.issuer.audit import Audit
 from mtlsauth.issuer.clientauth.guard import ClientGuard
+from mtlsauth.issuer.est import Enrollment
 from mtlsauth.issuer.grant import ClientCredentialsGrant
 from mtlsauth.issuer.http.signing import SigningKeys
 from mtlsauth.issuer.introspection import TokenInspector
@@ -23,6 +24,7 @@ from mtlsauth.issuer.trust.revocation import TrustRevocation
 __all__ = [
     "ANCHORS",
     "AUDIT",
+    "EST",
     "GRANT",
     "GUARD",
     "INSPECTOR",
@@ -61,3 +63,5 @@ PROXY = web.AppKey("proxy", ProxyConfig)
 METRICS_ALLOW = web.AppKey("metrics_allow", tuple[IPNetwork, ...])
 #: GET /revoked: the revoked, unexpired token ids resource servers poll.
 REVOCATION_FEED = web.AppKey("revocation_feed", RevocationFeed)
+#: Present only when the CA directory (``ca_dir``) holds a CA: RFC 7030 enrollment.
+EST = web.AppKey("est", Enrollment)

@@ -8,12 +8,14 @@ others' requests); anyone else gets the 404 of a missing page.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 
 from aiohttp import web
 
 from mtlsauth.core.errors import NO_STORE
-from mtlsauth.issuer.http.keys import METRICS, METRICS_ALLOW, PROXY
+from mtlsauth.issuer.est import inventory_metrics
+from mtlsauth.issuer.http.keys import METRICS, METRICS_ALLOW, PROXY, SETTINGS
 
 __all__ = ["metrics"]
 
@@ -43,8 +45,12 @@ def _allowed(request: web.Request) -> bool:
 async def metrics(request: web.Request) -> web.Response:
     if not _allowed(request):
         raise web.HTTPNotFound()
+    text = request.app[METRICS].render()
+    settings = request.app.get(SETTINGS)
+    if settings is not None:
+        text += await asyncio.to_thread(inventory_metrics, settings.ca_dir)
     return web.Response(
-        text=request.app[METRICS].render(),
+        text=text,
         content_type="text/plain",
         charset="utf-8",
         headers=NO_STORE,
