@@ -24,6 +24,7 @@ __all__ = [
     "home_of",
     "port_number",
     "read_bounded",
+    "read_secret_file",
     "readable_file",
     "render_text",
     "settings_of",
@@ -95,6 +96,19 @@ def read_bounded(flag: str, stream: BinaryIO) -> str:
         return data.decode()
     except UnicodeDecodeError as exc:
         raise CLIError(f"{flag}: not UTF-8 text", EXIT_USAGE) from exc
+
+
+def read_secret_file(flag: str, path: str) -> str:
+    """A secret kept on one line of a file (the newline an editor or ``echo`` leaves is not part
+    of it), read bounded; a usage error otherwise."""
+    try:
+        with Path(path).open("rb") as stream:
+            secret = read_bounded(flag, stream).rstrip("\r\n")
+    except OSError as exc:
+        raise CLIError(f"cannot read {flag}: {exc}", EXIT_USAGE) from exc
+    if not secret or "\n" in secret or "\r" in secret:
+        raise CLIError(f"{flag} must hold the secret on one line", EXIT_USAGE)
+    return secret
 
 
 def readable_file(flag: str, path: str) -> Path:

@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from mtlsauth.cli.common import CLIError, emit
+from mtlsauth.cli.common import CLIError, emit, read_secret_file
 from mtlsauth.cli.logs import configure_logging
 from mtlsauth.client import EnrollError, client_ssl_context, est_enroll
 from mtlsauth.core.thumbprint import x5t_s256
@@ -147,18 +147,8 @@ def _reason(exc: EnrollError) -> str:
 # --- enroll ----------------------------------------------------------------------------------
 
 
-def _secret(path: str) -> str:
-    try:
-        secret = Path(path).read_text().rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CLIError(f"cannot read --secret-file: {exc}", code=2) from exc
-    if not secret or "\n" in secret:
-        raise CLIError("--secret-file must hold the secret on one line", code=2)
-    return secret
-
-
 def _enroll(args: argparse.Namespace) -> int:
-    secret = _secret(args.secret_file)
+    secret = read_secret_file("--secret-file", args.secret_file)
     context = _context(Path(args.cacert))
     cert_out, key_out = Path(args.cert_out), Path(args.key_out)
     try:

@@ -7,10 +7,9 @@ import asyncio
 import json
 import os
 import ssl
-from pathlib import Path
 from typing import Any
 
-from mtlsauth.cli.common import EXIT_USAGE, CLIError, read_bounded, readable_file
+from mtlsauth.cli.common import EXIT_USAGE, CLIError, read_secret_file, readable_file
 from mtlsauth.client import TokenClient, TokenError, client_ssl_context
 
 __all__ = ["add_parser"]
@@ -24,15 +23,7 @@ def _secret(args: argparse.Namespace) -> str | None:
     if args.client_secret is not None:
         return str(args.client_secret)
     if args.client_secret_file is not None:
-        try:
-            # One line; the newline an editor or `echo` leaves is not part of the secret.
-            with Path(args.client_secret_file).open("rb") as stream:
-                secret = read_bounded("--client-secret-file", stream).rstrip("\r\n")
-        except OSError as exc:
-            raise CLIError(f"cannot read --client-secret-file: {exc}", EXIT_USAGE) from exc
-        if not secret or "\n" in secret or "\r" in secret:
-            raise CLIError("--client-secret-file must hold the secret on one line", EXIT_USAGE)
-        return secret
+        return read_secret_file("--client-secret-file", args.client_secret_file)
     return os.environ.get(SECRET_ENV) or None
 
 
