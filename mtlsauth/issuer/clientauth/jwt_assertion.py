@@ -4,12 +4,15 @@
   alias, as a string or in an array (decision D2; ``strict_assertion_audience`` keeps only the
   issuer); ``exp`` is required and at most ``assertion_max_lifetime`` ahead; ``jti`` is required
   and single-use across every endpoint, worker and host (the store's replay cache decides).
+* ``exp``, ``iat`` and ``nbf`` are NumericDates: JSON numbers (RFC 7519 §2), finite. pyjwt
+  converts strings and booleans, so the types are checked here (decision D9).
 * Fixed algorithm allow-lists per method: asymmetric algorithms for private_key_jwt (so a
   public key can never be used as an HMAC secret), HMAC for client_secret_jwt; never ``none``.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from typing import Any, Final
@@ -36,10 +39,25 @@ PRIVATE_KEY_ALGORITHMS: Final = frozenset(
 SECRET_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 _KTY: Final = {"ES": "EC", "PS": "RSA", "RS": "RSA", "Ed": "OKP"}
 _MAX_JTI: Final = 256
+_NUMERIC_DATES: Final = ("exp", "iat", "nbf")
 
 
 def _bad(client_id: str, detail: str, reason: str = "bad_assertion") -> InvalidClient:
     return InvalidClient(f"client {client_id!r}: {detail}", reason=reason)
+
+
+def _numeric_date_error(claims: dict[str, Any]) -> str | None:
+    """Why a NumericDate claim is not a finite JSON number (RFC 7519 §2), or None."""
+    for name in _NUMERIC_DATES:
+        if name not in claims:
+            continue
+        value = claims[name]
+        # bool is an int subclass in Python; JSON true is not a number.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{name} is a JSON {type(value).__name__}, not a number (RFC 7519 §2)"
+        if not math.isfinite(value):
+            return f"{name} is not a finite number"
+    return None
 
 
 def assertion_issuer(assertion: str) -> str | None:
@@ -138,6 +156,9 @@ async def authenticate_assertion(
         break
     if claims is None:
         raise _bad(client.client_id, "no registered key verifies the assertion's signature")
+    numeric_date_error = _numeric_date_error(claims)
+    if numeric_date_error is not None:
+        raise _bad(client.client_id, numeric_date_error)
     if claims.get("sub") != client.client_id:
         raise _bad(client.client_id, "sub is not the client_id")
     now = time.time()
