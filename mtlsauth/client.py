@@ -137,6 +137,56 @@ def _leaf_first(
     return [leaves[0], *(c for c in certificates if c is not leaves[0])]
 
 
+#: What a TLS alert from the token service means for the client (RFC 8446 §6.2), by the
+#: alert's name; OpenSSL names it in ``ssl.SSLError.reason`` (``TLSV1_ALERT_UNKNOWN_CA``).
+_ALERTS: Final[Mapping[str, str]] = {
+    "unknown_ca": "the server does not trust the issuer of the client certificate",
+    "certificate_expired": "the client certificate has expired or is not yet valid",
+    "certificate_revoked": "the client certificate has been revoked",
+    "bad_certificate": "the server refused the client certificate",
+    "unsupported_certificate": "the client certificate is not meant for client authentication",
+    "certificate_unknown": "the server refused the client certificate",
+    "certificate_required": "the server requires a client certificate",
+    "handshake_failure": "the TLS handshake failed",
+    "protocol_version": "no TLS version in common with the server",
+}
+
+
+def _tls_alert(exc: BaseException) -> str | None:
+    """The name of the TLS alert the server sent (``unknown_ca``), if that is what ``exc``
+    (or what it wraps) reports; aiohttp wraps ``ssl.SSLError`` one or two levels deep."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        reason = getattr(current, "reason", None)
+        if isinstance(current, ssl.SSLError) and isinstance(reason, str) and "_ALERT_" in reason:
+            return reason.split("_ALERT_", 1)[1].lower()
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _request_failed(exc: BaseException) -> TokenError:
+    """A TokenError that says why the connection failed; a TLS alert is named (decision D10)."""
+    alert = _tls_alert(exc)
+    if alert is not None:
+        meaning = _ALERTS.get(alert, "the server ended the TLS connection")
+        return TokenError("tls_alert", f"the server sent the TLS alert {alert}: {meaning}")
+    return TokenError("request_failed", str(exc) or type(exc).__name__)
+
+
+async def _discovery_failed(url: str, resp: aiohttp.ClientResponse) -> TokenError:
+    """The server's own OAuth error when it gave one (a refused certificate is answered 401
+    invalid_client on every request, discovery included), else the status."""
+    try:
+        doc = await resp.json(content_type=None)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+        return TokenError(doc["error"], str(doc.get("error_description", "")), resp.status)
+    return TokenError("discovery_failed", f"{url} answered {resp.status}", resp.status)
+
+
 def form_encode(value: str) -> str:
     """RFC 6749 Appendix B: application/x-www-form-urlencoded encoding of one value."""
     return quote_plus(value, safe="")
@@ -272,7 +322,7 @@ class TokenClient(_Closing):
             url = self.issuer + WELL_KNOWN
             async with self._http().get(url, ssl=self.ssl_context) as resp:
                 if resp.status != 200:
-                    raise TokenError("discovery_failed", f"{url} answered {resp.status}")
+                    raise await _discovery_failed(url, resp)
                 doc = await resp.json(content_type=None)
             if not isinstance(doc, dict) or doc.get("issuer") != self.issuer:
                 raise TokenError("discovery_failed", "the metadata names another issuer")
@@ -318,7 +368,7 @@ class TokenClient(_Closing):
                 doc = await resp.json(content_type=None)
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise TokenError("request_failed", str(exc) or type(exc).__name__) from exc
+            raise _request_failed(exc) from exc
         if status != 200:
             error = doc if isinstance(doc, dict) else {}
             raise TokenError(

@@ -156,16 +156,34 @@ def _check_eku(report: Report, leaf: x509.Certificate) -> None:
         report.add("eku", False, f"extendedKeyUsage lacks clientAuth (has: {names})")
 
 
+_KEY_USAGES: Final = (
+    ("digital_signature", "digitalSignature"),
+    ("content_commitment", "nonRepudiation"),
+    ("key_encipherment", "keyEncipherment"),
+    ("data_encipherment", "dataEncipherment"),
+    ("key_agreement", "keyAgreement"),
+    ("key_cert_sign", "keyCertSign"),
+    ("crl_sign", "cRLSign"),
+)
+
+
 def _check_key_usage(report: Report, leaf: x509.Certificate) -> None:
+    """RFC 8446 §4.4.2.2: a TLS client signs CertificateVerify, so keyUsage (when present)
+    must allow digitalSignature. OpenSSL lets keyAgreement alone pass; the server does not."""
     try:
         usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
         report.add("key_usage", True, "no keyUsage extension", warning=True)
         return
+    if usage.digital_signature:
+        report.add("key_usage", True, "digitalSignature set")
+        return
+    present = ", ".join(label for attr, label in _KEY_USAGES if getattr(usage, attr)) or "none"
     report.add(
         "key_usage",
-        usage.digital_signature,
-        "digitalSignature set" if usage.digital_signature else "digitalSignature missing",
+        False,
+        f"digitalSignature missing (has: {present}): a TLS client must sign with its key "
+        "(RFC 8446 §4.4.2.2), so the token service refuses it",
     )
 
 

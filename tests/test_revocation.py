@@ -89,12 +89,13 @@ async def test_revoked_refused_fresh_and_resumed(home: Home, svc: ClientCert) ->
         while True:
             fresh = await asyncio.to_thread(token_request, port, ctx)
             again = await asyncio.to_thread(token_request, port, ctx, session2)
-            if fresh[0] is None and again[0] is None:
+            # Answered 401 invalid_client on the connection (decision D10), never served.
+            if fresh[0] == 401 and again[0] == 401:
                 break
             assert time.monotonic() - started < 5, (fresh, again)
             await asyncio.sleep(0.1)
         # And it stays refused.
-        assert (await asyncio.to_thread(token_request, port, ctx, session))[0] is None
+        assert (await asyncio.to_thread(token_request, port, ctx, session))[0] == 401
 
 
 async def test_resumed_session_is_checked_too(
@@ -108,9 +109,14 @@ async def test_resumed_session_is_checked_too(
     server_ctx = build_server_context(config, require_cert=False)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # The handshake marks the connection refused; the app (here: this handler) answers.
+        refused = writer.get_extra_info("ssl_object").refused is not None
+        status = b"401 Unauthorized" if refused else b"200 OK"
         try:
             await reader.read(65536)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
             await writer.drain()
         except (ssl.SSLError, ConnectionError):
             pass
@@ -131,11 +137,11 @@ async def test_resumed_session_is_checked_too(
         state = RevocationState.load(authority.crl_path, [authority.issuing_cert()])
         server_ctx.sslobject_class.revocation = state  # type: ignore[attr-defined]
         with caplog.at_level(logging.WARNING, logger="mtlsauth.issuer.tls.contexts"):
-            status, _, _ = await asyncio.to_thread(token_request, port, ctx, session)
+            status, _, resumed = await asyncio.to_thread(token_request, port, ctx, session)
     finally:
         server.close()
         await server.wait_closed()
-    assert status is None
+    assert (status, resumed) == (401, True)
     assert "revoked (key_compromise)" in caplog.text
     assert "resumed session: True" in caplog.text
 
@@ -242,7 +248,7 @@ async def test_expired_crl_fails_closed_and_is_loud(
         async with running(home) as service:
             port = int(service.url.rsplit(":", 1)[1])
             status, _, _ = await asyncio.to_thread(token_request, port, client_context(home, svc))
-            assert status is None  # every certificate of the CA is refused
+            assert status == 401  # every certificate of the CA is refused (answered 401)
             status, body = await service.token(mine, client_id="ss")
             assert status == 200, body  # self-signed clients do not depend on the CRL
             await asyncio.sleep(0.3)
@@ -297,7 +303,7 @@ def test_serve_process_refuses_revoked(home: Home, svc: ClientCert) -> None:
         assert token_request(home.port, ctx)[0] == 200
         revoke(home, serial_of(svc))
         started = time.monotonic()
-        while token_request(home.port, ctx)[0] is not None:
+        while token_request(home.port, ctx)[0] != 401:
             assert time.monotonic() - started < 5, "still accepted 5 s after revocation"
             time.sleep(0.1)
     assert "revoked (key_compromise)" in server.stderr

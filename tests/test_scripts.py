@@ -79,8 +79,9 @@ async def test_operator_lifecycle(tmp_path: Path) -> None:
             return None  # refused in the handshake
 
     async def eventually_refused(cert_dir: Path) -> None:
+        # A revoked certificate's connection is answered 401 invalid_client (decision D10).
         for _ in range(50):
-            if await token(cert_dir) is None:
+            if await token(cert_dir) == 401:
                 return
             await asyncio.sleep(0.1)
         raise AssertionError(f"{cert_dir} still accepted after 5 s")

@@ -99,7 +99,8 @@ async def test_basic_credentials_are_appendix_b_decoded(
         status, _, body = await post_raw(
             service, "grant_type=client_credentials", {"Authorization": f"Basic {raw}"}
         )
-        assert (status, body["error"]) == (401, "invalid_client")
+        # Unencoded, its '%' starts no escape: not form-encoding, a malformed request.
+        assert (status, body["error"]) == (400, "invalid_request")
 
 
 async def test_client_secret_post(home: Home, secret_clients: dict[str, str]) -> None:
@@ -238,11 +239,11 @@ async def test_scope_and_resource_success(home: Home, secret_clients: dict[str, 
         ({"Content-Type": "application/json"}, '{"grant_type": "client_credentials"}', 400),
         ({"Content-Type": "text/plain"}, "grant_type=client_credentials", 400),
         ({**FORM, "Authorization": "Bearer abc"}, "grant_type=client_credentials", 401),
-        ({**FORM, "Authorization": "Basic !!!"}, "grant_type=client_credentials", 401),
+        ({**FORM, "Authorization": "Basic !!!"}, "grant_type=client_credentials", 400),
         ({**FORM, "Authorization": "Basic " + base64.b64encode(b"nocolon").decode()},
-         "grant_type=client_credentials", 401),
+         "grant_type=client_credentials", 400),
         ({**FORM, "Authorization": "Basic " + base64.b64encode(b"\xff:x").decode()},
-         "grant_type=client_credentials", 401),
+         "grant_type=client_credentials", 400),
         ({**FORM, "Content-Type": "application/x-www-form-urlencoded; charset=latin-1"},
          "grant_type=client_credentials", 400),
     ],

@@ -371,7 +371,7 @@ class Settings:
     crl_warn_hours: float = field(metadata=_setting(48, _seconds(0.0, 8760.0)))
     audit_log: Path | None = field(metadata=_setting("audit.jsonl", _optional(_PATH, None)))
     strict_assertion_audience: bool = field(metadata=_setting(False, _BOOLEAN))
-    assertion_max_lifetime: int = field(metadata=_setting(300, _integer(30, 3600)))
+    assertion_max_lifetime: int = field(metadata=_setting(3600, _integer(30, 3600)))
     jwks_uri_cafile: Path | None = field(metadata=_setting("", _optional(_PATH, None)))
     throttle_limit: int = field(metadata=_setting(10, _integer(1, 100000)))
     throttle_window: float = field(metadata=_setting(60, _seconds(1.0, 86400.0)))

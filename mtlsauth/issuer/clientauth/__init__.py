@@ -24,7 +24,11 @@ from mtlsauth.issuer.clientauth.jwt_assertion import (
     assertion_issuer,
     authenticate_assertion,
 )
-from mtlsauth.issuer.clientauth.mtls import authenticate_pki, authenticate_self_signed
+from mtlsauth.issuer.clientauth.mtls import (
+    authenticate_pki,
+    authenticate_self_signed,
+    check_signing_usage,
+)
 from mtlsauth.issuer.clientauth.secret import authenticate_secret, parse_basic
 from mtlsauth.issuer.model import AuthMethod, Client
 from mtlsauth.issuer.registry import ClientRegistry
@@ -103,6 +107,10 @@ async def authenticate(
 ) -> Authenticated:
     """Authenticate the client of a request; raises InvalidClient or InvalidRequest."""
     presented = _presented(request)
+    if request.peer is not None:
+        # Whatever the method: tokens are bound to this certificate, which must be a TLS
+        # client certificate at all.
+        check_signing_usage(request.peer)
     client_id = claimed_client_id(request)
     if client_id is None:
         raise InvalidClient("no client identification in the request", reason="no_credentials")

@@ -41,10 +41,15 @@ class AuthRequest:
 
 @dataclass(frozen=True, slots=True)
 class AssertionPolicy:
-    """RFC 7523 §3 rules for client assertions (decision D2 for ``aud``)."""
+    """RFC 7523 §3 rules for client assertions (decision D2 for ``aud``, D9 for lifetimes).
+
+    An hour, because mainstream clients sign that far ahead out of the box (Authlib's
+    ``PrivateKeyJWT`` and ``ClientSecretJWT`` use ``exp = iat + 3600``); replay stays impossible
+    because the jti is kept until ``exp``.
+    """
 
     audiences: frozenset[str]
-    max_lifetime: int = 300
+    max_lifetime: int = 3600
     leeway: int = 30
     #: Federated tokens are minted by another issuer with its own lifetimes (a Kubernetes
     #: projected token lives at least 10 minutes), so they have their own ceiling.

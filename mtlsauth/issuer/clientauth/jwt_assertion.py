@@ -4,6 +4,8 @@
   alias, as a string or in an array (decision D2; ``strict_assertion_audience`` keeps only the
   issuer); ``exp`` is required and at most ``assertion_max_lifetime`` ahead; ``jti`` is required
   and single-use across every endpoint, worker and host (the store's replay cache decides).
+* ``exp``, ``iat`` and ``nbf`` are NumericDates: JSON numbers (RFC 7519 §2), finite. pyjwt
+  converts strings and booleans, so the types are checked here (decision D9).
 * Fixed algorithm allow-lists per method: asymmetric algorithms for private_key_jwt (so a
   public key can never be used as an HMAC secret), HMAC for client_secret_jwt; never ``none``.
 
@@ -13,6 +15,7 @@ very same code, with the federation's issuer, subject and keys.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from typing import Any, Final
@@ -49,6 +52,20 @@ _NUMERIC_DATES: Final = ("exp", "iat", "nbf")
 
 def _bad(client_id: str, detail: str, reason: str = "bad_assertion") -> InvalidClient:
     return InvalidClient(f"client {client_id!r}: {detail}", reason=reason)
+
+
+def _numeric_date_error(claims: dict[str, Any]) -> str | None:
+    """Why a NumericDate claim is not a finite JSON number (RFC 7519 §2), or None."""
+    for name in _NUMERIC_DATES:
+        if name not in claims:
+            continue
+        value = claims[name]
+        # bool is an int subclass in Python; JSON true is not a number.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{name} is a JSON {type(value).__name__}, not a number (RFC 7519 §2)"
+        if not math.isfinite(value):
+            return f"{name} is not a finite number"
+    return None
 
 
 def assertion_issuer(assertion: str) -> str | None:
@@ -170,11 +187,9 @@ def verify_assertion(
         break
     if claims is None:
         raise _bad(client_id, "no registered key verifies the assertion's signature")
-    for name in _NUMERIC_DATES:
-        value = claims.get(name)
-        # pyjwt reads "exp": "1700000000" as a number; RFC 7519 §2 (and D9) says JSON number.
-        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise _bad(client_id, f"{name} is not a NumericDate (a JSON number)")
+    numeric_date_error = _numeric_date_error(claims)
+    if numeric_date_error is not None:
+        raise _bad(client_id, numeric_date_error)
     if claims.get("sub") != subject:
         raise _bad(client_id, "sub is not the registered subject")
     now = time.time()

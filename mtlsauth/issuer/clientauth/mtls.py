@@ -8,6 +8,10 @@ must be one of the registered certificates (by thumbprint) and valid now (decisi
 Behind a trusted proxy no handshake of ours saw the certificate, so tls_client_auth also checks
 here what OpenSSL checks in a handshake (RFC 5280 §4.1.2.5 validity, §4.2.1.12 extended key
 usage: clientAuth when the extension is present) rather than trusting the proxy's settings.
+
+Whatever the method, a certificate whose keyUsage leaves out digitalSignature is refused
+(:func:`check_signing_usage`): a TLS client proves its key by signing CertificateVerify (RFC 8446
+§4.4.2.2, RFC 5280 §4.2.1.3), and OpenSSL's sslclient purpose lets keyAgreement alone pass.
 """
 
 from __future__ import annotations
@@ -23,7 +27,12 @@ from mtlsauth.issuer.clientauth.base import AuthContext, AuthRequest
 from mtlsauth.issuer.model import Client
 from mtlsauth.issuer.trust.spiffe import SpiffeError, SpiffePattern, svid_id
 
-__all__ = ["authenticate_pki", "authenticate_self_signed"]
+__all__ = ["authenticate_pki", "authenticate_self_signed", "check_signing_usage"]
+
+#: Told to the client (decision D10): the certificate itself is refused, whoever presents it.
+_NOT_FOR_SIGNING = (
+    "The client certificate's keyUsage does not allow digitalSignature (RFC 8446 §4.4.2.2)."
+)
 
 
 def _peer(client: Client, request: AuthRequest) -> PeerCertificate:
@@ -70,6 +79,26 @@ def _check_purpose(client: Client, peer: PeerCertificate) -> None:
         raise InvalidClient(
             f"client {client.client_id!r}: certificate {peer.thumbprint} has an extended key "
             "usage without clientAuth",
+            reason="bad_certificate",
+        )
+
+
+def check_signing_usage(peer: PeerCertificate) -> None:
+    """RFC 8446 §4.4.2.2: the certificate's key must be allowed to sign, when keyUsage is
+    present (RFC 5280 §4.2.1.3). Applies to every method and to forwarded certificates."""
+    try:
+        usage = _parsed(peer).extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    except ValueError as exc:
+        raise InvalidClient(
+            f"certificate {peer.thumbprint} has a malformed extension: {exc}",
+            reason="bad_certificate",
+        ) from exc
+    if not usage.digital_signature:
+        raise InvalidClient(
+            f"certificate {peer.thumbprint} has keyUsage without digitalSignature",
+            description=_NOT_FOR_SIGNING,
             reason="bad_certificate",
         )
 

@@ -79,7 +79,8 @@ def _peer(request: web.Request) -> PeerCertificate | None:
         return None
     refusal = request.app[TLS].refusal(peer)
     if refusal is not None:
-        raise InvalidClient(refusal, reason="revoked_certificate")
+        # D10: the client learns why its certificate is refused; the log gets the detail.
+        raise InvalidClient(refusal, description=refusal.description, reason="revoked_certificate")
     return peer
 
 

@@ -9,6 +9,9 @@ and old keep-alive connections are closed.
 * Every response is counted by endpoint (route name) and status.
 * A connection older than ``max_connection_age`` is closed after its response, so certificate,
   CRL and trust changes reach every client within that time.
+* A connection whose client certificate the handshake found revoked is never served: every
+  request on it is answered 401 ``invalid_client`` naming the reason (decision D10), and the
+  connection is closed after it.
 
 One middleware, not three: each layer costs the hot path a coroutine and a partial.
 """
@@ -23,6 +26,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from mtlsauth.core.errors import (
     NO_STORE,
+    InvalidClient,
     InvalidRequest,
     OAuthError,
     ServerError,
@@ -31,6 +35,7 @@ from mtlsauth.core.errors import (
 from mtlsauth.issuer.metrics import Metrics
 from mtlsauth.issuer.store import StoreError
 from mtlsauth.issuer.tls.contexts import connection_age
+from mtlsauth.issuer.tls.revocation import Refusal
 
 __all__ = ["http_error", "render", "service_middleware"]
 
@@ -95,20 +100,33 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
         return render(ServerError("unhandled exception (see the traceback above)"))
 
 
+def _refusing(refusal: Refusal) -> Handler:
+    """A handler that answers for a connection whose certificate was refused."""
+
+    async def refuse(_request: web.Request) -> web.StreamResponse:
+        raise InvalidClient(
+            f"connection's client certificate refused: {refusal}",
+            description=refusal.description,
+            reason="revoked_certificate",
+        )
+
+    return refuse
+
+
 def service_middleware(metrics: Metrics, max_connection_age: float) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        refused: Refusal | None = getattr(ssl_object, "refused", None)
         try:
-            response = await _respond(request, handler)
+            response = await _respond(request, handler if refused is None else _refusing(refused))
         except web.HTTPException as exc:
             metrics.request(request.match_info.route.name or "unmatched", exc.status)
             raise
         metrics.request(request.match_info.route.name or "unmatched", response.status)
-        transport = request.transport
-        if transport is not None:
-            age = connection_age(transport.get_extra_info("ssl_object"))
-            if age > max_connection_age:
-                response.force_close()
+        if refused is not None or connection_age(ssl_object) > max_connection_age:
+            response.force_close()
         return response
 
     return middleware

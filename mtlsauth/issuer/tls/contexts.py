@@ -30,7 +30,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from mtlsauth.core.peer import PeerCertificate
-from mtlsauth.issuer.tls.revocation import CRLError, RevocationState
+from mtlsauth.issuer.tls.revocation import CRLError, Refusal, RevocationState
 
 __all__ = [
     "CheckingSSLObject",
@@ -48,10 +48,20 @@ log = logging.getLogger(__name__)
 class CheckingSSLObject(ssl.SSLObject):
     """One server-side TLS connection.
 
-    It logs why a handshake was refused (a rejected client otherwise only sees EOF), refuses
-    a revoked client certificate once OpenSSL has accepted the chain — on every handshake,
-    resumed ones included — and remembers when the connection was established so that
-    keep-alive connections can be given a bounded lifetime.
+    It logs why a handshake was refused, and makes sure the client learns it too (decision
+    D10): asyncio's and uvloop's SSL protocols drop a connection whose handshake failed without
+    sending what OpenSSL wrote — the alert that names the reason (unknown_ca,
+    certificate_expired, ...) — so the first failure is held back as "want read", the loop
+    flushes the alert, and the error is raised on the next call (the client's next bytes; its
+    EOF or the handshake timeout close the connection as well).
+
+    A revoked client certificate (checked once OpenSSL has accepted the chain, on every
+    handshake, resumed ones included) cannot get an alert of its own: Python's ssl has no
+    verify callback. The handshake finishes and the connection is marked ``refused``; every
+    request on it is answered 401 invalid_client naming the reason, and none is served.
+
+    It remembers when the connection was established so that keep-alive connections can be
+    given a bounded lifetime.
 
     It owns the connection's :class:`PeerCertificate`, made once in the handshake: every request
     of a keep-alive connection reuses its thumbprint (≈ 2 µs to compute) and parsed form
@@ -63,8 +73,13 @@ class CheckingSSLObject(ssl.SSLObject):
     established_at: float
     #: The client's leaf as this connection's handshake verified it; None without one.
     peer: PeerCertificate | None = None
+    #: Why the handshake's client certificate is refused (every request gets 401), or None.
+    refused: Refusal | None = None
+    _failed: ssl.SSLError | None = None
 
     def do_handshake(self) -> None:
+        if self._failed is not None:
+            raise self._failed
         try:
             super().do_handshake()
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
@@ -72,16 +87,20 @@ class CheckingSSLObject(ssl.SSLObject):
         except ssl.SSLError as exc:
             reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
             log.warning("TLS handshake refused: %s", reason)
-            raise
+            self._failed = exc
+            raise ssl.SSLWantReadError("the handshake failed; its alert is being sent") from exc
         der = self.getpeercert(binary_form=True)
         if der:
+            self.peer = PeerCertificate(der)
             refusal = self.revocation.refusal(der)
             if refusal is not None:
                 log.warning(
-                    "TLS handshake refused: %s (resumed session: %s)", refusal, self.session_reused
+                    "TLS client certificate refused: %s (resumed session: %s); every request "
+                    "on the connection is answered 401",
+                    refusal,
+                    self.session_reused,
                 )
-                raise ssl.SSLError(ssl.SSL_ERROR_SSL, f"client certificate refused: {refusal}")
-            self.peer = PeerCertificate(der)
+                self.refused = refusal
         self.established_at = time.monotonic()
 
 
@@ -284,7 +303,7 @@ class TLSManager:
         log.info("TLS server certificate / client CA / CRL reloaded from disk")
         return True
 
-    def refusal(self, peer: PeerCertificate) -> str | None:
+    def refusal(self, peer: PeerCertificate) -> Refusal | None:
         """Why ``peer`` must be refused now, or None.
 
         The handshake already refused revoked certificates; a keep-alive connection (or a

@@ -24,7 +24,7 @@ from cryptography import x509
 from pki.authority import Authority, resolve_passphrase
 from pki.ca import CAError
 
-__all__ = ["CRLError", "RevocationState", "renew_crl_if_due", "revoked_thumbprints"]
+__all__ = ["CRLError", "Refusal", "RevocationState", "renew_crl_if_due", "revoked_thumbprints"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,19 @@ _CACHE_SIZE: Final = 4096
 
 class CRLError(Exception):
     """A CRL file is missing, malformed, or not signed by a trusted CA."""
+
+
+class Refusal(str):
+    """Why a client certificate is refused: the string is the precise reason, for the log;
+    ``description`` is what the client is told (decision D10: it learns why, not the CA's
+    internals)."""
+
+    description: str
+
+    def __new__(cls, detail: str, description: str) -> Refusal:
+        self = super().__new__(cls, detail)
+        self.description = description
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +152,7 @@ class RevocationState:
             return loaded, []
         return RevocationState(by_issuer=merged), refused
 
-    def refusal(self, der: bytes, now: dt.datetime | None = None) -> str | None:
+    def refusal(self, der: bytes, now: dt.datetime | None = None) -> Refusal | None:
         """Why this certificate must be refused, or None. Certificates of CAs without a CRL
         here (self-signed ones) are not judged."""
         known = self._parsed.get(der)
@@ -147,7 +160,10 @@ class RevocationState:
             try:
                 cert = x509.load_der_x509_certificate(der)
             except ValueError:
-                return "the client certificate does not parse"
+                return Refusal(
+                    "the client certificate does not parse",
+                    "The client certificate does not parse.",
+                )
             if len(self._parsed) >= _CACHE_SIZE:
                 self._parsed.clear()
             known = self._parsed[der] = (
@@ -161,10 +177,17 @@ class RevocationState:
             return None
         now = now or dt.datetime.now(dt.UTC)
         if entry.next_update is not None and now > entry.next_update:
-            return f"the CRL of {issuer.rfc4514_string()} expired at {entry.next_update}"
+            return Refusal(
+                f"the CRL of {issuer.rfc4514_string()} expired at {entry.next_update}",
+                "The client certificate's revocation status cannot be checked now (its CA's "
+                "revocation list has expired); try again later.",
+            )
         reason = entry.revoked.get(serial)
         if reason is not None:
-            return f"certificate {serial:x} is revoked ({reason})"
+            return Refusal(
+                f"certificate {serial:x} is revoked ({reason})",
+                f"The client certificate has been revoked (certificate_revoked: {reason}).",
+            )
         return None
 
     def freshness(self, now: dt.datetime | None = None) -> list[tuple[str, dt.timedelta]]:
