@@ -16,16 +16,15 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from pki.ca import CAError, SubjectAltNames
+from pki.inventory import open_db
 
 __all__ = ["DEFAULT_TTL", "MAX_TTL", "EnrollDenied", "EnrollGrant", "EnrollTokens"]
 
@@ -83,16 +82,8 @@ class EnrollTokens:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=10)
-        try:
-            conn.executescript(_SCHEMA)
-            yield conn
-        finally:
-            conn.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return open_db(self.path, _SCHEMA)
 
     def create(
         self,

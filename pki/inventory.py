@@ -10,7 +10,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from mtlsauth.core.thumbprint import x5t_s256
 from pki.serials import normalize_serial
 
-__all__ = ["Inventory", "Record"]
+__all__ = ["Inventory", "Record", "open_db"]
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS certificates (
@@ -82,20 +82,26 @@ class Record:
         return dt.datetime.fromisoformat(self.not_after)
 
 
+@contextmanager
+def open_db(path: Path, schema: str) -> Iterator[sqlite3.Connection]:
+    """The CA's SQLite database (created 0600: it holds what the CA issued), with ``schema``
+    applied (idempotent DDL), in autocommit mode; closed on exit."""
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+    try:
+        conn.executescript(schema)
+        yield conn
+    finally:
+        conn.close()
+
+
 class Inventory:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=10)
-        try:
-            conn.executescript(_SCHEMA)
-            yield conn
-        finally:
-            conn.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return open_db(self.path, _SCHEMA)
 
     def add(
         self,
