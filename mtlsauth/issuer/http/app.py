@@ -12,9 +12,11 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import sqlite3
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
 from aiohttp import web
 
@@ -51,7 +53,7 @@ from mtlsauth.issuer.http.revoke import revoke
 from mtlsauth.issuer.http.signing import SigningKeys
 from mtlsauth.issuer.http.token import token
 from mtlsauth.issuer.introspection import TokenInspector
-from mtlsauth.issuer.metrics import Metrics
+from mtlsauth.issuer.metrics import EXPIRY_WINDOWS, Metrics
 from mtlsauth.issuer.model import Client
 from mtlsauth.issuer.registry import ClientRegistry
 from mtlsauth.issuer.settings import Settings
@@ -60,6 +62,8 @@ from mtlsauth.issuer.throttle import Throttle, ThrottlePolicy
 from mtlsauth.issuer.tls.contexts import ServerTLSConfig, TLSManager
 from mtlsauth.issuer.tls.revocation import renew_crl_if_due
 from mtlsauth.issuer.tokens import TokenSigner
+from pki.cli import CA_DIR
+from pki.inventory import Inventory
 
 __all__ = ["create_app", "create_metrics_app", "create_tls"]
 
@@ -94,8 +98,38 @@ def _self_signed_anchors(clients: Mapping[str, Client]) -> frozenset[bytes]:
     )
 
 
+def _ca_expiring(inventory_path: Path) -> dict[int, int]:
+    """Valid certificates of the CA inventory by "expires within N days" window."""
+    if not inventory_path.is_file():  # no CA in this home (an external one): nothing to count
+        return {}
+    inventory = Inventory(inventory_path)
+    return {
+        days: len(inventory.query(status="valid", expiring_within=dt.timedelta(days=days)))
+        for days in EXPIRY_WINDOWS
+    }
+
+
+async def _observe(app: web.Application) -> None:
+    """Refresh the gauges that are read from state rather than counted on the way."""
+    metrics, tls = app[METRICS], app[TLS]
+    metrics.crl_next_update(
+        (entry.issuer, entry.next_update)
+        for entry in tls.revocation.by_issuer.values()
+        if entry.next_update is not None
+    )
+    metrics.forget_certificates(app[REGISTRY].all().keys(), time.time())
+    metrics.sample_process()
+    try:
+        counts = await asyncio.to_thread(_ca_expiring, app[SETTINGS].home / CA_DIR / "inventory.db")
+    except (sqlite3.Error, OSError) as exc:
+        log.warning("cannot read the CA inventory for the expiry metrics: %s", exc)
+    else:
+        metrics.ca_expiring(counts)
+
+
 async def _housekeeping(app: web.Application) -> None:
     settings, tls, store = app[SETTINGS], app[TLS], app[STORE]
+    await _observe(app)
     if settings.crl is not None and await asyncio.to_thread(
         renew_crl_if_due, settings.crl, tls.revocation
     ):

@@ -1,0 +1,129 @@
+"""/metrics with ``serve --workers 2``: every scrape counts every worker (prometheus_client's
+multiprocess mode), whichever worker answers, and a dead worker's counts are kept; plus the
+build, process, CRL and certificate-expiry gauges."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
+
+from aiohttp.test_utils import unused_port
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from mtlsauth import __version__
+from pki.ca import SubjectAltNames
+from tests.conftest import ClientCert, Home, client_context, serve_process
+from tests.test_workers import children
+
+TOKENS = 12
+
+
+def scrape(port: int) -> list[Sample]:
+    # A fresh connection per scrape: SO_REUSEPORT hands each to either worker.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        assert resp.status == 200
+        text = resp.read().decode()
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def value(samples: list[Sample], name: str, **labels: str) -> float | None:
+    for sample in samples:
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+            return sample.value
+    return None
+
+
+def fetch_token(home: Home, cert: ClientCert) -> None:
+    request = urllib.request.Request(
+        f"https://127.0.0.1:{home.port}/token",
+        data=b"grant_type=client_credentials&client_id=svc",
+        method="POST",
+    )
+    with urllib.request.urlopen(  # noqa: S310 - a fixed https URL
+        request, context=client_context(home, cert), timeout=5
+    ) as resp:
+        assert resp.status == 200
+        assert json.loads(resp.read())["token_type"] == "Bearer"
+
+
+def wait_for_workers(supervisor: int, count: int) -> set[int]:
+    deadline = time.monotonic() + 20
+    while len(pids := children(supervisor)) < count:
+        assert time.monotonic() < deadline, f"{count} workers did not start"
+        time.sleep(0.1)
+    return pids
+
+
+def test_each_scrape_counts_every_worker(home: Home, tmp_path: Path) -> None:
+    cert = home.issue("svc", dns=["svc"])
+    # Expires within a week: the CA inventory gauge counts it in both windows.
+    home.authority.issue_client(
+        common_name="soon", sans=SubjectAltNames(dns=["soon"]), days=5, out=tmp_path / "soon"
+    )
+    home.add_client(
+        "--auth-method", "tls_client_auth", "--client-id", "svc", "--san-dns", "svc",
+        "--bound-tokens",
+    )  # fmt: skip
+    metrics_port = unused_port()
+    with serve_process(
+        home, "--workers", "2",
+        MTLSAUTH_METRICS_PORT=str(metrics_port), MTLSAUTH_RELOAD_INTERVAL="0.2",
+    ) as server:  # fmt: skip
+        workers = wait_for_workers(server.proc.pid, 2)
+        for _ in range(TOKENS):
+            fetch_token(home, cert)
+        for _ in range(8):
+            samples = scrape(metrics_port)
+            issued = value(
+                samples, "mtlsauth_tokens_issued_total", auth_method="tls_client_auth", bound="true"
+            )
+            assert issued == TOKENS
+            count = value(
+                samples, "mtlsauth_token_request_seconds_count", auth_method="tls_client_auth"
+            )
+            assert count == TOKENS
+            assert value(samples, "mtlsauth_build_info", version=__version__) == 1
+            pids = {s.labels["pid"] for s in samples if s.name == "process_resident_memory_bytes"}
+            assert pids <= {str(p) for p in workers}
+            assert pids, "no process metrics"
+
+        # The gauges filled in by the workers' housekeeping.
+        deadline = time.monotonic() + 10
+        while True:
+            samples = scrape(metrics_port)
+            expiry = value(samples, "mtlsauth_client_certificate_expiry_timestamp_seconds")
+            crl = [s for s in samples if s.name == "mtlsauth_crl_next_update_timestamp_seconds"]
+            soon = value(samples, "mtlsauth_ca_certificates_expiring", within_days="7")
+            if expiry is not None and crl and soon is not None:
+                break
+            assert time.monotonic() < deadline, "the gauges were not published"
+            time.sleep(0.2)
+        assert value(
+            samples, "mtlsauth_client_certificate_expiry_timestamp_seconds", client_id="svc"
+        ) == int(home.authority.inventory.query(subject_contains="svc")[0].expires.timestamp())
+        assert all(s.value > time.time() for s in crl)
+        assert soon == 1
+        assert value(samples, "mtlsauth_ca_certificates_expiring", within_days="30") == 1
+
+        # A worker dies: its counts stay in every scrape, its process gauges go.
+        victim = sorted(workers)[0]
+        os.kill(victim, signal.SIGKILL)  # a worker this test's server started, by PID
+        deadline = time.monotonic() + 20
+        while victim in children(server.proc.pid) or len(children(server.proc.pid)) < 2:
+            assert time.monotonic() < deadline, "the dead worker was not replaced"
+            time.sleep(0.1)
+        fetch_token(home, cert)
+        for _ in range(6):
+            samples = scrape(metrics_port)
+            issued = value(
+                samples, "mtlsauth_tokens_issued_total", auth_method="tls_client_auth", bound="true"
+            )
+            assert issued == TOKENS + 1
+            pids = {s.labels["pid"] for s in samples if s.name == "process_resident_memory_bytes"}
+            assert str(victim) not in pids
+    assert server.proc.returncode == 0, server.stderr
