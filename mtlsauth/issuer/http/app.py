@@ -253,7 +253,13 @@ def create_app(settings: Settings, tls: TLSManager) -> web.Application:
     """The token service; serve it with ``tls.optional`` (and ``tls.required``) as ssl context."""
     app_metrics = Metrics()
     app = web.Application(
-        middlewares=[service_middleware(app_metrics, settings.max_connection_age)],
+        middlewares=[
+            service_middleware(
+                app_metrics,
+                settings.max_connection_age,
+                parse_networks(settings.trusted_proxies),
+            )
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

@@ -19,6 +19,7 @@ from mtlsauth.issuer.tokens import TokenSigner
 
 __all__ = [
     "AUDIT",
+    "CLIENT_ID",
     "GRANT",
     "GUARD",
     "INSPECTOR",
@@ -51,3 +52,5 @@ TLS = web.AppKey("tls", TLSManager)
 PROXY = web.AppKey("proxy", ProxyConfig)
 #: On the public listeners: the peer networks that may read /metrics (others get 404).
 METRICS_ALLOW = web.AppKey("metrics_allow", tuple[IPNetwork, ...])
+#: The authenticated client of a request, for the request's log line.
+CLIENT_ID = web.RequestKey("client_id", str)
