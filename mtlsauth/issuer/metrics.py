@@ -129,6 +129,9 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=registry,
         )
+        self._request_children: dict[tuple[str, int], Counter] = {}
+        self._token_children: dict[tuple[str, bool], Counter] = {}
+        self._histograms: dict[str, Histogram] = {}
         # client_id → {thumbprint: notAfter}: a repeat certificate costs one lookup.
         self._seen: dict[str, dict[str, float]] = {}
         self._process: dict[str, Gauge] = {}
@@ -147,17 +150,34 @@ class Metrics:
 
     # --- the hot path ----------------------------------------------------------------------
 
+    # The labelled children are kept: ``labels()`` takes a lock and checks the values, about
+    # half the cost of an update (same-run A/B: 3.7-7.9 µs vs 1.9-3.2 µs in multiprocess mode).
+    # The label values are route names, status codes, auth methods and failure reasons: few.
+
     def request(self, endpoint: str, status: int) -> None:
-        self._requests.labels(endpoint, str(status)).inc()
+        child = self._request_children.get((endpoint, status))
+        if child is None:
+            child = self._request_children[(endpoint, status)] = self._requests.labels(
+                endpoint, str(status)
+            )
+        child.inc()
 
     def token_latency(self, auth_method: str, seconds: float) -> None:
-        self._latency.labels(auth_method).observe(seconds)
+        child = self._histograms.get(auth_method)
+        if child is None:
+            child = self._histograms[auth_method] = self._latency.labels(auth_method)
+        child.observe(seconds)
 
     def auth_failure(self, reason: str) -> None:
         self._failures.labels(reason).inc()
 
     def token_issued(self, auth_method: str, *, bound: bool) -> None:
-        self._tokens.labels(auth_method, "true" if bound else "false").inc()
+        child = self._token_children.get((auth_method, bound))
+        if child is None:
+            child = self._token_children[(auth_method, bound)] = self._tokens.labels(
+                auth_method, "true" if bound else "false"
+            )
+        child.inc()
 
     def client_certificate(self, client_id: str, peer: PeerCertificate) -> None:
         """Note the certificate an authenticated client presented (its expiry gauge)."""
