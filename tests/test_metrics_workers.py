@@ -12,10 +12,13 @@ import urllib.request
 from pathlib import Path
 
 from aiohttp.test_utils import unused_port
+from prometheus_client import CollectorRegistry
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from mtlsauth import __version__
+from mtlsauth.issuer.metrics import WorkerFiles
 from pki.ca import SubjectAltNames
 from tests.conftest import ClientCert, Home, client_context, serve_process
 from tests.test_workers import children
@@ -127,3 +130,23 @@ def test_each_scrape_counts_every_worker(home: Home, tmp_path: Path) -> None:
             pids = {s.labels["pid"] for s in samples if s.name == "process_resident_memory_bytes"}
             assert str(victim) not in pids
     assert server.proc.returncode == 0, server.stderr
+
+
+def test_an_empty_worker_file_does_not_break_the_scrape(tmp_path: Path) -> None:
+    """A worker creates its file before sizing it; one killed in between leaves it empty for
+    good (prometheus/client_python#1199). Every other worker's counts are still read."""
+    written = MmapedDict(str(tmp_path / "counter_101.db"))  # type: ignore[no-untyped-call]
+    key = mmap_key(
+        "mtlsauth_tokens_issued",
+        "mtlsauth_tokens_issued_total",
+        ["auth_method", "bound"],
+        ["tls_client_auth", "true"],
+        "Access tokens issued.",
+    )
+    written.write_value(key, 7.0, 0.0)  # type: ignore[no-untyped-call]
+    written.close()  # type: ignore[no-untyped-call]
+    (tmp_path / "counter_102.db").write_bytes(b"")
+    registry = CollectorRegistry()
+    registry.register(WorkerFiles(str(tmp_path)))
+    samples = [s for family in registry.collect() for s in family.samples]
+    assert value(samples, "mtlsauth_tokens_issued_total", auth_method="tls_client_auth") == 7

@@ -23,7 +23,9 @@ collected across processes: each worker copies its own into ``pid``-labelled gau
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import glob
 import os
 from collections.abc import Collection, Iterable
 from typing import Final
@@ -38,11 +40,20 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from mtlsauth import __version__
 from mtlsauth.core.peer import PeerCertificate
 
-__all__ = ["BUCKETS", "EXPIRY_WINDOWS", "MULTIPROC_ENV", "Metrics", "multiprocess_dir"]
+__all__ = [
+    "BUCKETS",
+    "EXPIRY_WINDOWS",
+    "MULTIPROC_ENV",
+    "Metrics",
+    "WorkerFiles",
+    "multiprocess_dir",
+]
 
 BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 #: The CA inventory's "expiring soon" windows, in days.
@@ -232,5 +243,24 @@ class Metrics:
             return generate_latest(self.registry)
         self.sample_process()
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(WorkerFiles(multiprocess_dir() or ""))
         return generate_latest(registry)
+
+
+class WorkerFiles(Collector):
+    """``MultiProcessCollector`` without its empty-file failure: a process creates its file
+    before sizing it, and a scrape that reads it in between raises ``struct.error``, losing
+    every worker's metrics; a worker killed in that window leaves the empty file for good
+    (prometheus/client_python#1199). An empty file has recorded nothing: it is skipped."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def collect(self) -> Iterable[Metric]:
+        files = []
+        for path in glob.glob(os.path.join(self._path, "*.db")):
+            with contextlib.suppress(FileNotFoundError):  # a dead worker's, just removed
+                if os.path.getsize(path) > 0:
+                    files.append(path)
+        merged: Iterable[Metric] = multiprocess.MultiProcessCollector.merge(files)  # type: ignore[no-untyped-call]
+        return merged
