@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import time
 import urllib.request
 from pathlib import Path
@@ -54,6 +55,19 @@ def fetch_token(home: Home, cert: ClientCert) -> None:
         assert json.loads(resp.read())["token_type"] == "Bearer"
 
 
+def metrics_dir_of(pid: int) -> Path:
+    """The PROMETHEUS_MULTIPROC_DIR a worker (a process this test's server started) was given;
+    until the worker has exec'd, /proc shows the supervisor's environment: wait for it."""
+    deadline = time.monotonic() + 10
+    while True:
+        raw = Path(f"/proc/{pid}/environ").read_bytes().decode()
+        env = dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+        if "PROMETHEUS_MULTIPROC_DIR" in env:
+            return Path(env["PROMETHEUS_MULTIPROC_DIR"])
+        assert time.monotonic() < deadline, "the worker has no PROMETHEUS_MULTIPROC_DIR"
+        time.sleep(0.05)
+
+
 def wait_for_workers(supervisor: int, count: int) -> set[int]:
     deadline = time.monotonic() + 20
     while len(pids := children(supervisor)) < count:
@@ -78,6 +92,10 @@ def test_each_scrape_counts_every_worker(home: Home, tmp_path: Path) -> None:
         MTLSAUTH_METRICS_PORT=str(metrics_port), MTLSAUTH_RELOAD_INTERVAL="0.2",
     ) as server:  # fmt: skip
         workers = wait_for_workers(server.proc.pid, 2)
+        metrics_dir = metrics_dir_of(min(workers))
+        assert metrics_dir.is_dir()
+        assert stat.S_IMODE(metrics_dir.stat().st_mode) == 0o700  # private to the service
+        assert metrics_dir_of(max(workers)) == metrics_dir
         for _ in range(TOKENS):
             fetch_token(home, cert)
         for _ in range(8):
@@ -130,6 +148,7 @@ def test_each_scrape_counts_every_worker(home: Home, tmp_path: Path) -> None:
             pids = {s.labels["pid"] for s in samples if s.name == "process_resident_memory_bytes"}
             assert str(victim) not in pids
     assert server.proc.returncode == 0, server.stderr
+    assert not metrics_dir.exists(), "the supervisor leaves no metrics files behind"
 
 
 def test_an_empty_worker_file_does_not_break_the_scrape(tmp_path: Path) -> None:
