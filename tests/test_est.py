@@ -539,13 +539,13 @@ def test_inventory_metrics_count_what_expires_and_who_renewed(home: Home) -> Non
     gone = authority.issue_client(common_name="gone", days=3)
     authority.revoke(gone.record.serial)
     authority.renew(soon.record.serial)
-    text = inventory_metrics(home.path / "ca")
-    assert 'mtlsauth_ca_client_certs_expiring{within="7d"} 2' in text  # soon and its renewal
-    assert 'mtlsauth_ca_client_certs_expiring{within="30d"} 3' in text
+    text = inventory_metrics(home.path / "ca").decode()
+    assert 'mtlsauth_ca_client_certs_expiring{within="7d"} 2.0' in text  # soon and its renewal
+    assert 'mtlsauth_ca_client_certs_expiring{within="30d"} 3.0' in text
     assert 'mtlsauth_ca_client_cert_last_renewal_timestamp_seconds{subject="CN=soon"}' in text
     assert 'last_renewal_timestamp_seconds{subject="CN=month"}' not in text
     assert 'expiry_timestamp_seconds{subject="CN=gone"}' not in text  # revoked
-    assert inventory_metrics(home.path / "nowhere") == ""
+    assert inventory_metrics(home.path / "nowhere") == b""
 
 
 async def test_daemon_retries_with_back_off_while_the_issuer_is_down(
@@ -582,4 +582,4 @@ async def test_daemon_retries_with_back_off_while_the_issuer_is_down(
 
 def test_an_unreadable_inventory_leaves_the_other_metrics_alone(home: Home) -> None:
     (home.path / "ca" / "inventory.db").write_bytes(b"not a database" * 100)
-    assert inventory_metrics(home.path / "ca") == ""
+    assert inventory_metrics(home.path / "ca") == b""

@@ -196,7 +196,8 @@ async def test_gate_behind_nginx(
     # Every refusal was logged with the reason and a request id; the token never was.
     proc.wait(timeout=10)
     log = proc.stderr.read()
-    assert "refused gate request rid-42: 401 invalid_token" in log
+    assert "-> 401 invalid_token" in log
+    assert "request rid-42)" in log
     assert "bound to another certificate" in log
     assert "not a trusted proxy" in log
     assert token not in log

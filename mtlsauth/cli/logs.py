@@ -6,15 +6,23 @@ import datetime as dt
 import json
 import logging
 import sys
+from typing import Final
 
-__all__ = ["JSONFormatter", "configure_logging"]
+from mtlsauth.core.requestid import REQUEST_ID
+
+__all__ = ["FIELDS", "JSONFormatter", "configure_logging"]
+
+#: Structured fields a log call may pass in ``extra`` that become keys of the JSON line. A
+#: fixed list: nothing else a record carries (a secret, a token) can reach the log by accident.
+FIELDS: Final = ("request_id", "method", "path", "status", "duration_ms", "client_id", "error")
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message (and the exception, if any)."""
+    """One JSON object per record: time, level, logger, message, the structured ``FIELDS``
+    that are set (``request_id`` also from the request being handled), and the exception."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
                 timespec="milliseconds"
             ),
@@ -22,6 +30,12 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for name in FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
+        if "request_id" not in entry and (request_id := REQUEST_ID.get()) is not None:
+            entry["request_id"] = request_id
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, separators=(",", ":"))

@@ -5,20 +5,30 @@ spreads new connections over them; they share nothing but the store. The supervi
 SIGTERM/SIGINT to every worker and waits for them to drain their in-flight requests. A worker
 that exits on its own is restarted (with a growing pause if it keeps dying at once), unless its
 very first start failed (exit 1 at once: a taken port) or its configuration is bad (exit 2).
+
+Metrics: the workers share a fresh private directory (``PROMETHEUS_MULTIPROC_DIR``, mode 0700,
+removed at the end) where each writes its values, so any worker's /metrics adds up all of them;
+when a worker dies its per-process gauges are dropped (its counters stay counted).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Final
+
+from prometheus_client import multiprocess
+
+from mtlsauth.issuer.metrics import MULTIPROC_ENV
 
 __all__ = ["WORKER_ENV", "Supervisor", "worker_command"]
 
@@ -54,9 +64,10 @@ class Supervisor:
         self._drain_timeout = drain_timeout
         self._stopping = False
         self._status = 0
+        self._metrics_dir = ""
 
     def _start(self, worker: _Worker) -> None:
-        env = {**os.environ, WORKER_ENV: str(worker.index)}
+        env = {**os.environ, WORKER_ENV: str(worker.index), MULTIPROC_ENV: self._metrics_dir}
         worker.proc = subprocess.Popen(self._command, env=env)  # noqa: S603 - our own command
         worker.started_at = time.monotonic()
         log.info("worker %d started (pid %d)", worker.index, worker.proc.pid)
@@ -65,6 +76,14 @@ class Supervisor:
         self._stopping = True
 
     def run(self) -> int:
+        # Fresh each run: files of an earlier run would be added to this one's counts.
+        self._metrics_dir = tempfile.mkdtemp(prefix="mtlsauth-metrics-")  # mode 0700
+        try:
+            return self._supervise()
+        finally:
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+
+    def _supervise(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         for worker in self._workers:
@@ -93,6 +112,7 @@ class Supervisor:
                     worker.backoff = min(_MAX_BACKOFF, worker.backoff * 2 or 0.5) if quick else 0.0
                     worker.restart_at = now + worker.backoff
                     worker.restarted = True
+                    multiprocess.mark_process_dead(proc.pid, self._metrics_dir)  # type: ignore[no-untyped-call]
                     log.warning(
                         "worker %d (pid %d) exited with %s; restarting in %.1f s",
                         worker.index, proc.pid, proc.returncode, worker.backoff,

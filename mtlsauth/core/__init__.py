@@ -14,4 +14,5 @@
   limits) for key sets and metadata.
 * :mod:`~mtlsauth.core.jwks` — the one JWK Set fetch-and-cache component (RFC 7517 §5): single
   flight, back-off, refetch limits, bounded maps.
+* :mod:`~mtlsauth.core.requestid` — the per-request id of logs and ``X-Request-Id``.
 """

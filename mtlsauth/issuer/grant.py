@@ -105,6 +105,8 @@ class ClientCredentialsGrant:
                 aud=list(audience),
             )
         self._metrics.token_issued(client.auth_method, bound=thumbprint is not None)
+        if peer is not None:
+            self._metrics.client_certificate(client.client_id, peer)
         self._metrics.token_latency(client.auth_method, time.perf_counter() - started)
         response: dict[str, object] = {
             "access_token": token.token,

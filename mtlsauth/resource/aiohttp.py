@@ -11,7 +11,9 @@ bearer tokens, bound to the client certificate by RFC 8705 §3).
         ...
 
 The certificate comes from the request's TLS connection, or from a trusted proxy's header
-when ``app[PROXY]`` is set. Errors are RFC 6750 responses; never a 500 for a bad token.
+when ``app[PROXY]`` is set. Errors are RFC 6750 responses; never a 500 for a bad token. Why a
+request was refused is logged at INFO (logger ``mtlsauth.resource``) with the request id that
+the response's ``X-Request-Id`` carries.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from aiohttp.typedefs import Handler, Middleware
 
 from mtlsauth.core.errors import OAuthError
 from mtlsauth.core.peer import ProxyConfig, peer_certificate_der
-from mtlsauth.resource.authorize import authorize, log_refusal, request_id, resolve_peer
+from mtlsauth.core.requestid import REQUEST_ID_HEADER
+from mtlsauth.resource.authorize import authorize, log_refusal, resolve_peer
 from mtlsauth.resource.verify import Claims, TokenVerifier
 
 __all__ = ["CLAIMS", "PROXY", "VERIFIER", "error_response", "require_token", "token_middleware"]
@@ -65,8 +68,17 @@ async def _guarded(
     try:
         request[CLAIMS] = await _authorize(request, scopes, allow_unbound)
     except OAuthError as exc:
-        log_refusal(exc, request_id(request.headers), "aiohttp")
-        return error_response(exc)
+        request_id = log_refusal(
+            exc,
+            method=request.method,
+            path=request.path,
+            remote=request.remote,
+            headers=request.headers,
+            proxy=request.app.get(PROXY),
+        )
+        response = error_response(exc)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        return response
     return await handler(request)
 
 

@@ -1,53 +1,23 @@
 """One request's authorization, shared by the aiohttp, ASGI and FastAPI integrations and the
-gate (RFC 6750 §2.1); and how each of them logs a refusal.
-
-A refused request is logged at INFO on the ``mtlsauth.resource`` logger with its request id and
-the precise reason (the error's ``detail``); the client gets only the generic RFC 6750 §3
-description. The token itself is never logged.
-"""
+gate (RFC 6750 §2.1), and the log line of a refusal: the client sees a generic description, the
+log (INFO, logger ``mtlsauth.resource``) the precise reason with the request id the response
+carries in ``X-Request-Id``. The token itself is never logged."""
 
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Final
+
+from multidict import MultiMapping
 
 from mtlsauth.core.errors import MalformedAuthorization, MissingToken, OAuthError
 from mtlsauth.core.peer import ProxyConfig, ProxyHeaderError
+from mtlsauth.core.requestid import REQUEST_ID_HEADER, choose_request_id
 from mtlsauth.resource.verify import Claims, TokenVerifier, require_scopes
 
-__all__ = [
-    "REQUEST_ID_HEADER",
-    "authorize",
-    "bearer_token",
-    "log_refusal",
-    "request_id",
-    "resolve_peer",
-]
+__all__ = ["authorize", "bearer_token", "log_refusal", "resolve_peer"]
 
 log = logging.getLogger("mtlsauth.resource")
-
-#: The header a proxy names the request in (nginx ``$request_id``, Envoy ``x-request-id``).
-REQUEST_ID_HEADER: Final = "X-Request-Id"
-# A request id is copied into logs and a response header: only a short, plain token is taken.
-_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
-
-
-def request_id(headers: Mapping[str, str]) -> str:
-    """The proxy's request id when it sent a plain one, else a new random one."""
-    value = headers.get(REQUEST_ID_HEADER)
-    if value is not None and _REQUEST_ID.match(value):
-        return value
-    return uuid.uuid4().hex
-
-
-def log_refusal(error: OAuthError, rid: str, where: str) -> None:
-    """Log why a request was refused (the precise reason; never the token)."""
-    log.info(
-        "refused %s request %s: %d %s: %s", where, rid, error.status, error.error, error.detail
-    )
 
 
 def bearer_token(authorization: Sequence[str]) -> str:
@@ -77,7 +47,61 @@ def resolve_peer(
     try:
         return proxy.peer_der(remote, tls_der, headers)
     except ProxyHeaderError as exc:
-        raise MalformedAuthorization(str(exc)) from exc
+        raise MalformedAuthorization(
+            f"{exc}{_rewritten_hint(proxy, remote, headers)}",
+            description=f"The client certificate header {proxy.header} is malformed, repeated, "
+            "or was not sent by the trusted proxy.",
+        ) from exc
+
+
+def _values(headers: Mapping[str, str], name: str) -> list[str]:
+    if isinstance(headers, MultiMapping):
+        return list(headers.getall(name, []))
+    value = headers.get(name)
+    return [] if value is None else [value]
+
+
+def _rewritten_hint(proxy: ProxyConfig, remote: str | None, headers: Mapping[str, str]) -> str:
+    """Why a proxied request can look forged: the server put the forwarded client address in
+    place of the proxy's (uvicorn does with its default ``--proxy-headers``), so the proxy is
+    no longer recognised. Only the log sees this."""
+    if proxy.is_trusted(remote) or remote is None:
+        return ""
+    forwarded = ",".join(_values(headers, "X-Forwarded-For")).split(",")
+    if forwarded[-1].strip() != remote:
+        return ""
+    return (
+        f"; {remote} is also the right-most X-Forwarded-For entry: the server seems to have "
+        "replaced the proxy's address with the forwarded one (uvicorn's --proxy-headers does), "
+        "so the proxy is not recognised: run uvicorn with --no-proxy-headers (BearerMiddleware "
+        "takes the client address from a trusted proxy itself, with address_header)"
+    )
+
+
+def log_refusal(
+    error: OAuthError,
+    *,
+    method: str,
+    path: str,
+    remote: str | None,
+    headers: Mapping[str, str],
+    proxy: ProxyConfig | None,
+) -> str:
+    """Log why a request is refused (INFO, with the precise reason); return its request id
+    (a trusted proxy's sane ``X-Request-Id``, else a new one) for the response."""
+    request_id = choose_request_id(
+        _values(headers, REQUEST_ID_HEADER),
+        trusted=proxy is not None and proxy.is_trusted(remote),
+    )
+    log.info(
+        "%s %s -> %d %s: %s (peer %s, request %s)", method, path, error.status, error.error,
+        error.detail, remote, request_id,
+        extra={
+            "request_id": request_id, "method": method, "path": path,
+            "status": error.status, "error": error.error,
+        },
+    )  # fmt: skip
+    return request_id
 
 
 async def authorize(

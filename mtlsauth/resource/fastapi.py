@@ -34,7 +34,7 @@ from starlette.responses import Response
 from mtlsauth.core.errors import OAuthError
 from mtlsauth.core.peer import ProxyConfig
 from mtlsauth.resource.asgi import tls_der_of_scope
-from mtlsauth.resource.authorize import authorize, log_refusal, request_id, resolve_peer
+from mtlsauth.resource.authorize import authorize, log_refusal, resolve_peer
 from mtlsauth.resource.verify import Claims, TokenVerifier
 
 __all__ = ["SCHEME_NAME", "install", "require_token"]
@@ -105,7 +105,14 @@ def require_token(
                 allow_unbound=allow_unbound,
             )
         except OAuthError as exc:
-            log_refusal(exc, request_id(headers), "fastapi")
+            log_refusal(
+                exc,
+                method=request.method,
+                path=request.url.path,
+                remote=client.host if client else None,
+                headers=headers,
+                proxy=getattr(request.app.state, _PROXY, None),
+            )
             raise
 
     return dependency

@@ -34,13 +34,8 @@ from multidict import CIMultiDictProxy
 
 from mtlsauth.core.errors import MalformedAuthorization, OAuthError
 from mtlsauth.core.peer import ProxyConfig, ProxyHeaderError, cert_from_header
-from mtlsauth.resource.authorize import (
-    REQUEST_ID_HEADER,
-    authorize,
-    log_refusal,
-    request_id,
-    resolve_peer,
-)
+from mtlsauth.core.requestid import REQUEST_ID_HEADER, choose_request_id
+from mtlsauth.resource.authorize import authorize, log_refusal, resolve_peer
 from mtlsauth.resource.verify import Claims, TokenVerifier
 
 __all__ = [
@@ -228,17 +223,27 @@ GATE = web.AppKey("mtlsauth_gate", Gate)
 
 
 async def _decide(request: web.Request) -> web.Response:
-    rid = request_id(request.headers)
+    gate = request.app[GATE]
     try:
-        claims = await request.app[GATE].check(
+        claims = await gate.check(
             remote=request.remote,
             headers=request.headers,
             method=request.method,
             path=request.raw_path,
         )
     except OAuthError as exc:
-        log_refusal(exc, rid, "gate")
+        rid = log_refusal(
+            exc,
+            method=request.method,
+            path=request.path,
+            remote=request.remote,
+            headers=request.headers,
+            proxy=gate.proxy,
+        )
         return _refusal(exc, rid)
+    rid = choose_request_id(
+        request.headers.getall(REQUEST_ID_HEADER, []), trusted=gate.proxy.is_trusted(request.remote)
+    )
     return web.Response(status=200, headers={**identity_headers(claims), REQUEST_ID_HEADER: rid})
 
 

@@ -105,8 +105,21 @@ def _self_signed_anchors(clients: Mapping[str, Client]) -> frozenset[bytes]:
     )
 
 
+async def _observe(app: web.Application) -> None:
+    """Refresh the gauges that are read from state rather than counted on the way."""
+    metrics, tls = app[METRICS], app[TLS]
+    metrics.crl_next_update(
+        (entry.issuer, entry.next_update)
+        for entry in tls.revocation.by_issuer.values()
+        if entry.next_update is not None
+    )
+    metrics.forget_certificates(app[REGISTRY].all().keys(), time.time())
+    metrics.sample_process()
+
+
 async def _housekeeping(app: web.Application) -> None:
     settings, tls, store = app[SETTINGS], app[TLS], app[STORE]
+    await _observe(app)
     if settings.crl is not None and await asyncio.to_thread(
         renew_crl_if_due, settings.crl, tls.revocation
     ):
@@ -263,7 +276,13 @@ def create_app(settings: Settings, tls: TLSManager) -> web.Application:
     """The token service; serve it with ``tls.optional`` (and ``tls.required``) as ssl context."""
     app_metrics = Metrics()
     app = web.Application(
-        middlewares=[service_middleware(app_metrics, settings.max_connection_age)],
+        middlewares=[
+            service_middleware(
+                app_metrics,
+                settings.max_connection_age,
+                parse_networks(settings.trusted_proxies),
+            )
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

@@ -14,7 +14,7 @@ from aiohttp import hdrs, web
 from mtlsauth.core.errors import InvalidClient, InvalidRequest
 from mtlsauth.core.peer import PeerCertificate, ProxyHeaderError
 from mtlsauth.issuer.clientauth import Authenticated, AuthRequest, parse_basic
-from mtlsauth.issuer.http.keys import GUARD, PROXY, TLS
+from mtlsauth.issuer.http.keys import CLIENT_ID, GUARD, PROXY, TLS
 from mtlsauth.issuer.tls.contexts import CheckingSSLObject
 
 __all__ = ["authenticate", "one", "request_peer", "request_source"]
@@ -27,7 +27,9 @@ def one(form: Mapping[str, tuple[str, ...]], name: str) -> str | None:
 
 async def authenticate(request: web.Request, form: Mapping[str, tuple[str, ...]]) -> Authenticated:
     """The request's client, authenticated by the guard; InvalidClient or InvalidRequest."""
-    return await request.app[GUARD].authenticate(_credentials(request, form), _source(request))
+    caller = await request.app[GUARD].authenticate(_credentials(request, form), _source(request))
+    request[CLIENT_ID] = caller.client.client_id
+    return caller
 
 
 def request_source(request: web.Request) -> str:

@@ -24,6 +24,7 @@ from mtlsauth.issuer.trust.revocation import TrustRevocation
 __all__ = [
     "ANCHORS",
     "AUDIT",
+    "CLIENT_ID",
     "EST",
     "GRANT",
     "GUARD",
@@ -65,3 +66,5 @@ METRICS_ALLOW = web.AppKey("metrics_allow", tuple[IPNetwork, ...])
 REVOCATION_FEED = web.AppKey("revocation_feed", RevocationFeed)
 #: Present only when the CA directory (``ca_dir``) holds a CA: RFC 7030 enrollment.
 EST = web.AppKey("est", Enrollment)
+#: The authenticated client of a request, for the request's log line.
+CLIENT_ID = web.RequestKey("client_id", str)

@@ -1,4 +1,5 @@
-"""GET /metrics: Prometheus text exposition of this process's counters.
+"""GET /metrics: Prometheus text exposition of the service's metrics (every worker's, with
+``serve --workers``: see :mod:`mtlsauth.issuer.metrics`).
 
 Counters tell an outsider how the service is used, so /metrics is not public: it is served on
 a separate plain-HTTP listener (``metrics_port``, loopback by default), or, without one, on the
@@ -12,6 +13,7 @@ import asyncio
 import ipaddress
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from mtlsauth.core.errors import NO_STORE
 from mtlsauth.issuer.est import inventory_metrics
@@ -45,13 +47,9 @@ def _allowed(request: web.Request) -> bool:
 async def metrics(request: web.Request) -> web.Response:
     if not _allowed(request):
         raise web.HTTPNotFound()
-    text = request.app[METRICS].render()
+    # Multiprocess mode reads one file per worker and metric: not on the event loop.
+    body = await asyncio.to_thread(request.app[METRICS].render)
     settings = request.app.get(SETTINGS)
     if settings is not None:
-        text += await asyncio.to_thread(inventory_metrics, settings.ca_dir)
-    return web.Response(
-        text=text,
-        content_type="text/plain",
-        charset="utf-8",
-        headers=NO_STORE,
-    )
+        body += await asyncio.to_thread(inventory_metrics, settings.ca_dir)
+    return web.Response(body=body, headers={**NO_STORE, "Content-Type": CONTENT_TYPE_LATEST})
