@@ -101,7 +101,8 @@ async def test_fastapi_behind_nginx(
                 # The client sees the generic description; the log has the reason and the id.
                 assert "demo.admin" not in body["error_description"]
                 assert any(
-                    "refused fastapi request r-7: 403 insufficient_scope" in r.getMessage()
+                    "-> 403 insufficient_scope" in r.getMessage()
+                    and "request r-7)" in r.getMessage()
                     and "lacks scope" in r.getMessage()
                     for r in caplog.records
                 )

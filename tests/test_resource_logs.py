@@ -68,7 +68,7 @@ async def test_aiohttp_refusal_is_logged(
     assert request_id != "forged-id"  # not a trusted proxy: its id is not believed
     record = refusals(caplog)[request_id]
     assert record.getMessage().endswith(
-        "the token is bound to another certificate (peer 127.0.0.1)"
+        f"the token is bound to another certificate (peer 127.0.0.1, request {request_id})"
     )
     assert record.status == 401  # type: ignore[attr-defined]
     assert record.error == "invalid_token"  # type: ignore[attr-defined]
