@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trustme
 from aiohttp.test_utils import unused_port
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -118,6 +119,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     public = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
     (cwd / "billing-keys.json").write_text(json.dumps({"keys": [{**public, "kid": "billing"}]}))
     shutil.copy(dev / "ca" / "ca.pem", cwd / "issuer-ca.pem")
+    # What the federation and trust-anchor blocks name: a cluster's key set, another company's
+    # CA (a root and the intermediate that issues its client certificates), a mesh's root.
+    (cwd / "k8s-jwks.json").write_text(json.dumps({"keys": [{**public, "kid": "k8s"}]}))
+    acme = trustme.CA()
+    acme.cert_pem.write_to_path(cwd / "acme-root.pem")
+    acme.create_child_ca().cert_pem.write_to_path(cwd / "acme-issuing-ca.pem")
+    trustme.CA().cert_pem.write_to_path(cwd / "mesh-bundle.pem")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MTLSAUTH_")},
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
