@@ -19,6 +19,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Final
 
 from mtlsauth.issuer.store import Store
 from mtlsauth.issuer.store.base import CLIENT_REVOCATION_PREFIX
@@ -33,6 +34,45 @@ class RevocationSnapshot:
     body: bytes
     etag: str
     built_at: float
+
+
+#: A client with more revoked live tokens than this is published as one client entry (every
+#: token of it issued up to its latest revocation): no client can grow the list that every
+#: resource server polls beyond this many entries (a list too large for them would stop all
+#: revocations from reaching them). Past it, the client's other live tokens are cut too.
+MAX_TOKENS_PER_CLIENT: Final = 20
+
+
+def _entries(rows: list[tuple[str, str, float, float]]) -> dict[str, list[dict[str, Any]]]:
+    """The ``tokens`` and ``clients`` members: client entries as stored, token ids per client
+    up to MAX_TOKENS_PER_CLIENT, beyond that one client entry instead."""
+    clients: dict[str, dict[str, Any]] = {}
+    by_client: dict[str, list[tuple[str, float, float]]] = {}
+    for jti, client_id, exp, at in rows:
+        if jti.startswith(CLIENT_REVOCATION_PREFIX):
+            clients[client_id] = {"client_id": client_id, "revoked_at": at, "until": exp}
+        else:
+            by_client.setdefault(client_id, []).append((jti, exp, at))
+    tokens: list[dict[str, Any]] = []
+    for client_id, revoked in by_client.items():
+        if len(revoked) <= MAX_TOKENS_PER_CLIENT:
+            tokens += [{"jti": jti, "exp": exp} for jti, exp, _ in revoked]
+            continue
+        cut = {
+            "client_id": client_id,
+            "revoked_at": max(at for _, _, at in revoked),
+            "until": max(exp for _, exp, _ in revoked),
+        }
+        known = clients.get(client_id)
+        if known is not None:
+            cut = {
+                "client_id": client_id,
+                "revoked_at": max(cut["revoked_at"], known["revoked_at"]),
+                "until": max(cut["until"], known["until"]),
+            }
+        clients[client_id] = cut
+    tokens.sort(key=lambda t: str(t["jti"]))
+    return {"tokens": tokens, "clients": sorted(clients.values(), key=lambda c: c["client_id"])}
 
 
 class RevocationFeed:
@@ -72,21 +112,9 @@ class RevocationFeed:
             if (snap := self._fresh()) is not None:
                 return snap
             rows = await self._store.revoked_tokens(time.time())
-            tokens = [{"jti": j, "exp": e} for j, e, _ in rows]
-            clients = [
-                {
-                    "client_id": j.removeprefix(CLIENT_REVOCATION_PREFIX),
-                    "revoked_at": at,
-                    "until": e,
-                }
-                for j, e, at in rows
-                if j.startswith(CLIENT_REVOCATION_PREFIX)
-            ]
-            tokens = [t for t in tokens if not str(t["jti"]).startswith(CLIENT_REVOCATION_PREFIX)]
             document = {
                 "issuer": self._issuer,
-                "tokens": tokens,
-                "clients": clients,
+                **_entries(rows),
                 "certificates": await self._certificates_now(),
             }
             body = json.dumps(document, separators=(",", ":")).encode()

@@ -132,10 +132,10 @@ class Store(Protocol):
 
     async def is_token_revoked(self, jti: str) -> bool: ...
 
-    async def revoked_tokens(self, now: float) -> list[tuple[str, float, float]]:
-        """(jti, exp, revoked_at) of every revocation entry that has not expired by ``now``:
-        token ids, and :func:`client_revocation_id` entries (every token of a client issued
-        up to ``revoked_at``)."""
+    async def revoked_tokens(self, now: float) -> list[tuple[str, str, float, float]]:
+        """(jti, client_id, exp, revoked_at) of every revocation entry not expired by ``now``:
+        token ids, and :func:`client_revocation_id` entries (every token of a client issued up
+        to ``revoked_at``)."""
 
     async def revoke_client(self, client_id: str, until: float) -> None:
         """Revoke every token ``client_id`` holds now (a removed client); remembered until

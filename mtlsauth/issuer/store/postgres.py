@@ -478,13 +478,17 @@ class PostgresStore:
 
         return await self._run(read)
 
-    async def revoked_tokens(self, now: float) -> list[tuple[str, float, float]]:
-        async def read(conn: asyncpg.Connection) -> list[tuple[str, float, float]]:
+    async def revoked_tokens(self, now: float) -> list[tuple[str, str, float, float]]:
+        async def read(conn: asyncpg.Connection) -> list[tuple[str, str, float, float]]:
             rows = await conn.fetch(
-                "SELECT jti, exp, revoked_at FROM revoked_tokens WHERE exp >= $1 ORDER BY jti",
+                "SELECT jti, client_id, exp, revoked_at FROM revoked_tokens WHERE exp >= $1"
+                " ORDER BY jti",
                 now,
             )
-            return [(str(r["jti"]), float(r["exp"]), float(r["revoked_at"])) for r in rows]
+            return [
+                (str(r["jti"]), str(r["client_id"]), float(r["exp"]), float(r["revoked_at"]))
+                for r in rows
+            ]
 
         return await self._run(read)
 

@@ -386,13 +386,14 @@ class SQLiteStore:
 
         return await self._run(read)
 
-    async def revoked_tokens(self, now: float) -> list[tuple[str, float, float]]:
-        def read(conn: sqlite3.Connection) -> list[tuple[str, float, float]]:
+    async def revoked_tokens(self, now: float) -> list[tuple[str, str, float, float]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str, float, float]]:
             rows = conn.execute(
-                "SELECT jti, exp, revoked_at FROM revoked_tokens WHERE exp >= ? ORDER BY jti",
+                "SELECT jti, client_id, exp, revoked_at FROM revoked_tokens WHERE exp >= ?"
+                " ORDER BY jti",
                 (now,),
             )
-            return [(str(jti), float(exp), float(at)) for jti, exp, at in rows]
+            return [(str(jti), str(cid), float(exp), float(at)) for jti, cid, exp, at in rows]
 
         return await self._run(read)
 
