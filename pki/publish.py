@@ -43,7 +43,11 @@ _NAME: Final = re.compile(r"[0-9a-f]{2,128}\.crl\Z")
 
 def validate_base_url(url: str) -> str:
     """An http or https URL with a host and no query or fragment, without a trailing slash."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - a port outside 0-65535 raises here
+    except ValueError as exc:  # an unclosed IPv6 literal, say
+        raise CAError(f"the CRL base URL does not parse: {url!r} ({exc})") from exc
     if (
         parts.scheme not in {"http", "https"}
         or not parts.hostname

@@ -150,6 +150,23 @@ CASES: list[tuple[str, list[str], int]] = [
      USAGE),
     ("trust add", ["trust", "add", "--home", "{home}", "--name", "t", "--ca", "{missing}"], USAGE),
     ("trust add", ["trust", "add", "--home", "{home}", "--name", "t", "--ca", "{bad-pem}"], USAGE),
+    # Devices and broken URLs (the second review: /dev/zero filled memory; tracebacks).
+    ("trust add", ["trust", "add", "--home", "{home}", "--name", "t", "--ca", "/dev/zero"], USAGE),
+    ("trust add", ["trust", "add", "--home", "{home}", "--name", "t", "--ca", "{home}/ca/ca.pem",
+                   "--crl-url", "http://[::1"], USAGE),
+    ("client add", ["client", "add", "--home", "{home}", "--auth-method", "private_key_jwt",
+                    "--jwks", "/dev/zero"], USAGE),
+    ("client add", ["client", "add", "--home", "{home}", "--auth-method",
+                    "self_signed_tls_client_auth", "--cert", "/dev/zero"], USAGE),
+    ("federation add", ["federation", "add", "--home", "{home}", "--name", "f",
+                        "--issuer", "https://x", "--jwks", "/dev/zero"], USAGE),
+    ("federation add", ["federation", "add", "--home", "{home}", "--name", "f",
+                        "--issuer", "https://[::1"], USAGE),
+    ("federation add", ["federation", "add", "--home", "{home}", "--name", "f",
+                        "--issuer", "https://x", "--jwks-uri", "https://[::1"], USAGE),
+    ("init", ["init", "--home", "{missing}", "--issuer", "https://[::1"], USAGE),
+    ("gate", ["gate", "--issuer", "https://[::1", "--cacert", "{home}/ca/ca.pem",
+              "--audience", "a"], USAGE),
     ("trust list", ["trust", "list", "--home", "{missing}"], USAGE),
     ("trust list", ["trust", "list", "--home", "{file}"], USAGE),
     ("trust show", ["trust", "show", "nobody", "--home", "{missing}"], USAGE),
@@ -249,3 +266,14 @@ def test_check_reads_a_bounded_token_from_stdin(
                  str(shared_home.ca_cert), "--token", "-"])  # fmt: skip
     assert code == 2
     assert "more than" in capsys.readouterr().err
+
+
+def test_pki_init_with_a_broken_crl_base_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unclosed IPv6 literal is a refusal, not a traceback (the second review)."""
+    code = main(["pki", "init", "--home", str(tmp_path / "h"), "--crl-base-url", "http://[::1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "does not parse" in err
+    assert "Traceback" not in err

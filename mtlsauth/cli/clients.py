@@ -10,10 +10,9 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
-from mtlsauth.cli.common import CLIError, add_home, emit, settings_of
+from mtlsauth.cli.common import CLIError, add_home, emit, readable_file, settings_of, url
 from mtlsauth.cli.migrate import redact
 from mtlsauth.issuer.model import AUTH_METHODS, SECRET_METHODS, Client
 from mtlsauth.issuer.registration import (
@@ -144,8 +143,8 @@ def _add(args: argparse.Namespace) -> int:
             secret_key=settings.secret_key.get(),
             client_id=args.client_id,
             names=names,
-            cert_files=[Path(p) for p in args.cert],
-            jwks_file=Path(args.jwks) if args.jwks else None,
+            cert_files=[readable_file("--cert", p) for p in args.cert],
+            jwks_file=readable_file("--jwks", args.jwks) if args.jwks else None,
             jwks_uri=args.jwks_uri,
             bound_tokens=args.bound_tokens,
             scope=args.scope,
@@ -280,7 +279,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="FILE",
         help="JWK Set: public keys (private_key_jwt) or keys with x5c (self-signed)",
     )
-    add.add_argument("--jwks-uri", metavar="URL", help="https URL of the keys (private_key_jwt)")
+    add.add_argument(
+        "--jwks-uri", type=url, metavar="URL", help="https URL of the keys (private_key_jwt)"
+    )
     add.add_argument(
         "--federation",
         metavar="NAME",

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any, BinaryIO, Final
+from urllib.parse import urlsplit
 
 from mtlsauth.issuer.settings import ConfigError, Settings, load_settings
 
@@ -28,6 +30,7 @@ __all__ = [
     "readable_file",
     "render_text",
     "settings_of",
+    "url",
     "warn",
 ]
 
@@ -111,14 +114,38 @@ def read_secret_file(flag: str, path: str) -> str:
     return secret
 
 
+#: Certificates, key sets and CA bundles given as files are small; a device or a huge file is
+#: refused before anything reads it (/dev/zero would fill memory).
+MAX_FILE_BYTES: Final = 1 << 20
+
+
+def url(value: str) -> str:
+    """An argparse type: an http(s) URL with a host that parses (an unclosed IPv6 literal is a
+    usage error, not a traceback)."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - a port outside 0-65535 raises here
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a URL: {value!r} ({exc})") from exc
+    if parts.scheme not in ("https", "http") or not host:
+        raise argparse.ArgumentTypeError(f"not an http(s) URL with a host: {value!r}")
+    return value
+
+
 def readable_file(flag: str, path: str) -> Path:
-    """``path`` if it names a readable regular file, else a usage error naming flag and file."""
+    """``path`` if it names a readable regular file of at most MAX_FILE_BYTES, else a usage
+    error naming flag and file."""
     file = Path(path).expanduser()
     try:
-        with file.open("rb"):
-            pass
+        with file.open("rb") as stream:
+            status = os.fstat(stream.fileno())
     except OSError as exc:
         raise CLIError(f"{flag} {path}: {exc.strerror or exc}", EXIT_USAGE) from exc
+    if not stat.S_ISREG(status.st_mode):
+        raise CLIError(f"{flag} {path}: not a regular file", EXIT_USAGE)
+    if status.st_size > MAX_FILE_BYTES:
+        raise CLIError(f"{flag} {path}: larger than {MAX_FILE_BYTES} bytes", EXIT_USAGE)
     return file
 
 

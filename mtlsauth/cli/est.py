@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from mtlsauth.cli.common import CLIError, emit, read_secret_file
+from mtlsauth.cli.common import CLIError, emit, read_secret_file, url
 from mtlsauth.cli.logs import configure_logging
 from mtlsauth.client import EnrollError, client_ssl_context, est_enroll
 from mtlsauth.core.thumbprint import x5t_s256
@@ -313,7 +313,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "with the credential from 'mtlsauth pki enroll-token', write the certificate (with its "
         "chain) and the key (0600). Prints cert, key, serial, subject, not_after, x5t#S256.",
     )
-    enroll.add_argument("--issuer", required=True, help="the token service's URL")
+    enroll.add_argument("--issuer", required=True, type=url, help="the token service's URL")
     enroll.add_argument("--cacert", required=True, help="CA bundle that verifies the server")
     enroll.add_argument("--id", required=True, help="the enrollment credential's id")
     enroll.add_argument("--secret-file", required=True, help="file holding its secret")
@@ -329,7 +329,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         description="Re-enroll with the current certificate (same subject and SANs). Files "
         "are replaced atomically and keep their modes.",
     )
-    renew.add_argument("--issuer", required=True, help="the token service's URL")
+    renew.add_argument("--issuer", required=True, type=url, help="the token service's URL")
     renew.add_argument("--cacert", required=True, help="CA bundle that verifies the server")
     renew.add_argument("--cert", required=True, help="the current certificate (replaced)")
     renew.add_argument("--key", required=True, help="its key (replaced with --new-key)")

@@ -11,11 +11,10 @@ import argparse
 import asyncio
 import dataclasses
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 from mtlsauth.cli.clients import with_store
-from mtlsauth.cli.common import CLIError, add_home, emit, settings_of
+from mtlsauth.cli.common import CLIError, add_home, emit, readable_file, settings_of, url
 from mtlsauth.issuer.model import Federation
 from mtlsauth.issuer.registration import RegistrationError
 from mtlsauth.issuer.store import Store
@@ -52,7 +51,7 @@ def _add(args: argparse.Namespace) -> int:
             name=args.name,
             issuer=args.issuer,
             jwks_uri=args.jwks_uri,
-            jwks_file=Path(args.jwks) if args.jwks else None,
+            jwks_file=readable_file("--jwks", args.jwks) if args.jwks else None,
             audience=args.audience,
         )
     except RegistrationError as exc:
@@ -130,9 +129,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     add_home(add)
     add.add_argument("--name", required=True, help="the federation's name")
-    add.add_argument("--issuer", required=True, metavar="URL", help="the tokens' iss, exactly")
+    add.add_argument(
+        "--issuer", required=True, type=url, metavar="URL", help="the tokens' iss, exactly"
+    )
     keys = add.add_mutually_exclusive_group()
-    keys.add_argument("--jwks-uri", metavar="URL", help="https URL of the issuer's JWK Set")
+    keys.add_argument(
+        "--jwks-uri", type=url, metavar="URL", help="https URL of the issuer's JWK Set"
+    )
     keys.add_argument("--jwks", metavar="FILE", help="the issuer's JWK Set (public keys)")
     add.add_argument(
         "--audience",

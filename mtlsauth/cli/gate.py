@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from mtlsauth.cli.common import CLIError
+from mtlsauth.cli.common import CLIError, url
 from mtlsauth.cli.logs import configure_logging
 from mtlsauth.core.peer import HEADER_FORMATS, ProxyConfig, parse_networks
 from mtlsauth.resource import JWKSCache, TokenVerifier, VerifierConfig
@@ -123,7 +123,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "challenge otherwise; 403 when X-Mtlsauth-Scope-Required or a --config path rule names "
         "a scope the token lacks.",
     )
-    gate.add_argument("--issuer", required=True, help="the token service's issuer URL")
+    gate.add_argument("--issuer", required=True, type=url, help="the token service's issuer URL")
     gate.add_argument("--cacert", required=True, help="CA bundle that verifies the issuer")
     gate.add_argument("--audience", required=True, help="the aud this resource server accepts")
     gate.add_argument("--listen", default=DEFAULT_LISTEN, help=f"default {DEFAULT_LISTEN}")

@@ -9,7 +9,16 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from mtlsauth.cli.common import EXIT_USAGE, CLIError, add_home, emit, home_of, port_number, warn
+from mtlsauth.cli.common import (
+    EXIT_USAGE,
+    CLIError,
+    add_home,
+    emit,
+    home_of,
+    port_number,
+    url,
+    warn,
+)
 from mtlsauth.cli.migrate import migrate_database, redact
 from mtlsauth.issuer.keys import KeyRing, generate_signing_key
 from mtlsauth.issuer.settings import CONFIG_FILE, ConfigError, load_settings
@@ -140,7 +149,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Create a new mtlsauth home. Refuses to touch an existing, non-empty one.",
     )
     add_home(parser)
-    parser.add_argument("--issuer", help="issuer URL (default https://localhost:PORT)")
+    parser.add_argument("--issuer", type=url, help="issuer URL (default https://localhost:PORT)")
     parser.add_argument("--port", type=port_number, default=8443, help="HTTPS port (default 8443)")
     parser.add_argument(
         "--mtls-port",

@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from mtlsauth.bench.demo_api import create_demo_api, demo_api_ssl_context
-from mtlsauth.cli.common import CLIError, add_home, port_number, read_bounded, settings_of
+from mtlsauth.cli.common import CLIError, add_home, port_number, read_bounded, settings_of, url
 from mtlsauth.core.errors import OAuthError
 from mtlsauth.resource import JWKSCache, TokenVerifier, VerifierConfig, require_scopes
 
@@ -105,7 +105,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         description="Exit 0 and print the claims when the token is valid and bound to --cert; "
         "exit 1 and print the RFC 6750 error otherwise (the precise reason on stderr).",
     )
-    check.add_argument("--issuer", required=True)
+    check.add_argument("--issuer", required=True, type=url)
     check.add_argument("--cacert", required=True, help="CA bundle that verifies the issuer")
     check.add_argument("--token", required=True, help="the access token, or - to read stdin")
     check.add_argument("--cert", help="the client certificate presenting the token (PEM)")

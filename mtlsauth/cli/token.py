@@ -9,7 +9,7 @@ import os
 import ssl
 from typing import Any
 
-from mtlsauth.cli.common import EXIT_USAGE, CLIError, read_secret_file, readable_file
+from mtlsauth.cli.common import EXIT_USAGE, CLIError, read_secret_file, readable_file, url
 from mtlsauth.client import TokenClient, TokenError, client_ssl_context
 
 __all__ = ["add_parser"]
@@ -73,7 +73,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         f"secret with --client-secret-file or ${SECRET_ENV}: --client-secret puts it on the "
         "command line, where other users of this machine can read it (ps, /proc).",
     )
-    parser.add_argument("--issuer", required=True, help="issuer URL")
+    parser.add_argument("--issuer", required=True, type=url, help="issuer URL")
     parser.add_argument("--cacert", required=True, help="CA bundle that verifies the server")
     parser.add_argument("--cert", help="client certificate (PEM, may include the chain)")
     parser.add_argument("--key", help="client private key (PEM)")

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
 from mtlsauth.cli.clients import with_store
-from mtlsauth.cli.common import CLIError, add_home, emit, settings_of
+from mtlsauth.cli.common import CLIError, add_home, emit, readable_file, settings_of, url
 from mtlsauth.core.thumbprint import x5t_s256
 from mtlsauth.issuer.store import Store
 from mtlsauth.issuer.trust.anchors import (
@@ -50,7 +49,7 @@ def describe(anchor: TrustAnchor) -> dict[str, Any]:
 
 def _add(args: argparse.Namespace) -> int:
     try:
-        bundle = Path(args.ca).read_bytes()
+        bundle = readable_file("--ca", args.ca).read_bytes()
     except OSError as exc:
         raise CLIError(f"--ca: cannot read {args.ca}: {exc.strerror}", code=2) from exc
     try:
@@ -121,6 +120,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--crl-url",
         action="append",
         default=[],
+        type=url,
         metavar="URL",
         help="http(s) URL of a CRL of this CA; repeatable",
     )
