@@ -272,7 +272,7 @@ async def test_a_credential_fixes_the_names_and_checks_possession(home: Home) ->
         assert headers["Content-Type"] == "application/pkcs7-mime; smime-type=certs-only"
 
 
-async def test_unknown_wrong_expired_credentials_are_401_then_throttled(home: Home) -> None:
+async def test_unknown_wrong_expired_credentials_are_401_then_guesses_throttled(home: Home) -> None:
     expiring = enroll_token(home, "--cn", "soon", "--ttl", "1")
     good = enroll_token(home, "--cn", "later")
     settings = dataclasses.replace(home.settings, throttle_limit=3)
@@ -289,12 +289,18 @@ async def test_unknown_wrong_expired_credentials_are_401_then_throttled(home: Ho
             assert headers["WWW-Authenticate"].startswith("Basic ")
         status, _, _ = await post_est(service, "simpleenroll", body)
         assert status == 401
-        # Three failures from this source: even the right credential waits now.
+        # Three failures from this source: a further guess waits now...
         status, headers, answer = await post_est(
-            service, "simpleenroll", body, auth=(good["id"], good["secret"])
+            service, "simpleenroll", body, auth=(good["id"], "another-guess")
         )
         assert (status, error_of(answer)[0]) == (429, "slow_down")
         assert int(headers["Retry-After"]) > 0
+        # ...but the right credential (it cannot be guessed) is never locked out by someone
+        # else's failures at the same address (the second review: it got 429).
+        status, _, answer = await post_est(
+            service, "simpleenroll", body, auth=(good["id"], good["secret"])
+        )
+        assert status == 200, answer
 
 
 async def test_enrollment_needs_the_ca_passphrase_and_the_setting(

@@ -77,11 +77,13 @@ class Enrollment:
         allow, SlowDown (429) after too many failures from this source."""
         self._require_issuing()
         key: ThrottleKey = (ENROLL_THROTTLE_ID, source_key(source))
-        throttle.check(key)
         try:
             issued = await asyncio.to_thread(self.authority.enroll, token_id, secret, csr)
         except EnrollDenied as exc:
             audit.tally("est.enroll_failed", client_id=None, reason=exc.reason, source=key[1])
+            # A credential cannot be guessed (256 bits): like a certificate (D7), a valid one is
+            # never refused up front, so failures elsewhere at this address cannot lock it out.
+            throttle.check(key)
             await throttle.failed(key)
             raise InvalidClient(str(exc), reason=f"enroll_{exc.reason}") from exc
         except CAError as exc:
