@@ -67,6 +67,8 @@ __all__ = [
 ]
 
 # Names of places a passphrase comes from, not passphrases.
+#: How often one certificate may be re-enrolled (RFC 7030 §4.2.2).
+MAX_REENROLLMENTS: Final = 2
 PASSPHRASE_ENV: Final = "MTLSAUTH_CA_PASSPHRASE"  # noqa: S105
 PASSPHRASE_FILE_ENV: Final = "MTLSAUTH_CA_PASSPHRASE_FILE"  # noqa: S105
 #: A dev home keeps a generated passphrase here; production keeps it elsewhere.
@@ -511,6 +513,14 @@ class Authority:
             raise EnrollDenied(f"certificate {serial} is not a client certificate", "profile")
         if record.status != "valid":
             raise EnrollDenied(f"certificate {serial} is {record.status}", record.status)
+        if len(self.inventory.query(renewed_from=serial)) >= MAX_REENROLLMENTS:
+            # A stolen key must not mint any number of valid siblings: a certificate renews
+            # once (and once more, should the first answer be lost); then it is spent.
+            raise EnrollDenied(
+                f"certificate {serial} was already re-enrolled {MAX_REENROLLMENTS} times: "
+                "use its renewal, or enroll again with a new credential",
+                "renewed",
+            )
         if not csr.is_signature_valid:
             raise CAError("the CSR's signature does not verify: it was not made with its key")
         if csr.subject != current.subject:
@@ -542,8 +552,24 @@ class Authority:
             raise CAError(f"certificate {serial} is already revoked ({record.reason})")
         record = self.inventory.revoke(serial, reason)
         self.audit.record("cert.revoke", serial=serial, subject=record.subject, reason=reason)
+        if reason == "key_compromise":
+            # Whoever held the key could have renewed it (EST simplereenroll) to keys of their
+            # own: everything renewed from it, at any depth, is revoked with it.
+            self._revoke_renewals(serial)
         self.write_crl()
         return record
+
+    def _revoke_renewals(self, serial: str) -> None:
+        pending = [serial]
+        while pending:
+            for child in self.inventory.query(renewed_from=pending.pop()):
+                if child.status == "valid":
+                    self.inventory.revoke(child.serial, "key_compromise")
+                    self.audit.record(
+                        "cert.revoke", serial=child.serial, subject=child.subject,
+                        reason="key_compromise", renewed_from=child.renewed_from,
+                    )  # fmt: skip
+                pending.append(child.serial)
 
     def write_crl(self, days: float = CRL_DAYS) -> x509.CertificateRevocationList:
         """Sign fresh CRLs and replace the files atomically (a server reloads on change):

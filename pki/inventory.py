@@ -183,6 +183,7 @@ class Inventory:
         self,
         *,
         serial: str | None = None,
+        renewed_from: str | None = None,
         status: str | None = None,
         profile: str | None = None,
         expiring_within: dt.timedelta | None = None,
@@ -194,6 +195,9 @@ class Inventory:
         if serial is not None:
             clauses.append("serial = ?")
             args.append(normalize_serial(serial))
+        if renewed_from is not None:
+            clauses.append("renewed_from = ?")
+            args.append(normalize_serial(renewed_from))
         if profile is not None:
             clauses.append("profile = ?")
             args.append(profile)

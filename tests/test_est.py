@@ -589,3 +589,27 @@ async def test_daemon_retries_with_back_off_while_the_issuer_is_down(
 def test_an_unreadable_inventory_leaves_the_other_metrics_alone(home: Home) -> None:
     (home.path / "ca" / "inventory.db").write_bytes(b"not a database" * 100)
     assert inventory_metrics(home.path / "ca") == b""
+
+
+async def test_a_stolen_key_cannot_mint_unrevocable_siblings(home: Home, tmp_path: Path) -> None:
+    """The second review: 60 re-enrollments from one certificate all succeeded, and revoking
+    it for key compromise left every renewal valid. A certificate re-enrolls at most twice;
+    a key_compromise revocation takes every renewal made from it, at any depth."""
+    async with running(home) as service:
+        cert = await enroll_cli(home, service, tmp_path / "a", "--cn", "stolen")
+        parent = format(x509.load_der_x509_certificate(cert.der).serial_number, "x")
+        name = [x509.NameAttribute(NameOID.COMMON_NAME, "stolen")]
+        statuses = []
+        for _ in range(3):
+            _, body = csr_b64(name)
+            status, _, answer = await post_est(service, "simplereenroll", body, cert=cert)
+            statuses.append(status)
+        assert statuses == [200, 200, 401], answer
+    children = home.authority.inventory.query(renewed_from=parent)
+    assert len(children) == 2
+    grandchild = home.authority.renew(children[0].serial)  # a renewal of a renewal
+    home.authority.revoke(parent, "key_compromise")
+    for serial in (*(c.serial for c in children), grandchild.record.serial):
+        record = home.authority.inventory.get(serial)
+        assert record is not None
+        assert (record.status, record.reason) == ("revoked", "key_compromise")
