@@ -84,11 +84,22 @@ async def test_the_check_request_envoy_sends(
         await keys.close()
 
 
-def test_paths_are_compared_as_routed() -> None:
+def test_paths_are_compared_as_routed(tmp_path: Path) -> None:
     assert normalized_path("/api/x/../write/1?q=/api") == "/api/write/1"
     assert normalized_path("//api//write/") == "/api/write"
     assert normalized_path("/api/%2e%2e/admin") == "/admin"
     assert normalized_path("/../../etc") == "/etc"
+    # What other routers route (the second review): Tomcat/Spring drop ';params' (and read
+    # '..;' as '..'), IIS drops trailing dots and spaces and ignores case. Rules only add
+    # scopes, so matching more broadly can only refuse more.
+    assert normalized_path("/admin;jsessionid=x") == "/admin"
+    assert normalized_path("/public/..;/admin") == "/admin"
+    assert normalized_path("/admin%2e") == "/admin"
+    assert normalized_path("/admin%20") == "/admin"
+    assert normalized_path("/Admin") == "/admin"
+    (tmp_path / "rules.toml").write_text('[[rule]]\npath = "/API/Write"\nscope = "w"\n')
+    (rule,) = load_rules(tmp_path / "rules.toml")
+    assert rule.matches("POST", normalized_path("/api/WRITE/1"))
     assert normalized_path("") == "/"
 
 

@@ -79,7 +79,7 @@ class PathRule:
     def matches(self, method: str, path: str) -> bool:
         if self.methods and method.upper() not in self.methods:
             return False
-        base = self.prefix.rstrip("/")
+        base = self.prefix.rstrip("/").casefold()  # paths are case-folded (normalized_path)
         return not base or path == base or path.startswith(base + "/")
 
 
@@ -123,13 +123,18 @@ def load_rules(path: Path) -> tuple[PathRule, ...]:
 
 
 def normalized_path(uri: str) -> str:
-    """The path of a request URI as routers see it: no query, percent-decoded, no dot segments
-    (so ``/public/../invoices`` counts as ``/invoices``)."""
+    """The path of a request URI as any upstream's router may see it: no query,
+    percent-decoded, no ``;params`` (RFC 3986 §3.3; Tomcat and Spring drop them and read
+    ``..;`` as ``..``), no dot segments (``/public/../invoices`` is ``/invoices``), no trailing
+    dots or spaces in a segment (IIS), case-folded (IIS, ASP.NET). Path rules only add scopes,
+    so folding more paths together can only refuse more."""
     # Not urlsplit: it reads '//host/x' as a network location, not as the path nginx routes.
     path = unquote(uri.partition("?")[0].partition("#")[0]) or "/"
+    path = "/".join(segment.partition(";")[0] for segment in path.split("/"))
     normal = posixpath.normpath(path)
+    segments = [segment.rstrip(". ") for segment in normal.split("/")]
     # POSIX keeps a leading '//' (implementation-defined); a router does not.
-    return "/" + normal.lstrip("/")
+    return "/" + "/".join(segments).strip("/").casefold()
 
 
 def _one(headers: CIMultiDictProxy[str], name: str) -> str | None:
