@@ -37,6 +37,9 @@ MAX_BUFFERED = 4096
 
 log = logging.getLogger(__name__)
 
+# One encoder for every line: json.dumps builds a new one per call when given options.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
 
 class Audit:
     def __init__(
@@ -71,11 +74,14 @@ class Audit:
         if self._fd is None or not buffer:
             return
         lines = []
+        second, prefix = -1, ""
         for when, name, fields in buffer:
-            stamp = dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="milliseconds")
-            record = {"time": stamp, "event": name}
+            whole, millis = divmod(int(when * 1000), 1000)
+            if whole != second:  # events of one second share the date and time
+                second, prefix = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            record = {"time": f"{prefix}.{millis:03d}+00:00", "event": name}
             record.update(fields)
-            lines.append(json.dumps(record, separators=(",", ":"), default=str) + "\n")
+            lines.append(_ENCODE(record) + "\n")
         data = memoryview("".join(lines).encode())
         try:
             while data:
