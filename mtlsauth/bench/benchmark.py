@@ -44,6 +44,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from mtlsauth.bench.peer import CLIENT_ID as PEER_CLIENT_ID
+from mtlsauth.bench.peer import Peer, PeerError
 from mtlsauth.core.access_token import ALGORITHM
 from mtlsauth.core.errors import JSON_NO_STORE
 from mtlsauth.core.peer import ProxyConfig, parse_networks
@@ -300,18 +302,31 @@ def _reference_server(home: Path, port: int, kind: str) -> None:
 
 @contextlib.contextmanager
 def _server(
-    home: Path, port: int, cores: set[int], workers: int, *, reference: str | None = None
+    home: Path,
+    port: int,
+    cores: set[int],
+    workers: int,
+    *,
+    reference: str | None = None,
+    peer: Peer | None = None,
 ) -> Iterator[list[int]]:
+    # The default configuration, audit log included: the rows compare what operators run.
     env = {**os.environ, "MTLSAUTH_HOST": "127.0.0.1", "MTLSAUTH_PORT": str(port),
-           "MTLSAUTH_LOG_LEVEL": "WARNING", "MTLSAUTH_AUDIT_LOG": "",
-           "MTLSAUTH_THROTTLE_LIMIT": "100000"}  # fmt: skip
+           "MTLSAUTH_LOG_LEVEL": "WARNING", "MTLSAUTH_THROTTLE_LIMIT": "100000"}  # fmt: skip
     command = [sys.executable, "-m", "mtlsauth", "serve", "--home", str(home)]
+    cwd: Path | None = None
     if reference:
         command = [sys.executable, "-m", "mtlsauth.bench.benchmark", "--reference-server", str(port),
                    "--reference-kind", reference, "--home", str(home)]  # fmt: skip
+    if peer is not None:
+        command, cwd = peer.command(), peer.directory
+        env.update(peer.env(port))
     if workers > 1:
         command += ["--workers", str(workers)]
-    proc = subprocess.Popen(command, env=env, preexec_fn=lambda: os.sched_setaffinity(0, cores))  # noqa: PLW1509
+    # The peer warns on stderr at every start about its in-memory adapter; failures show as errors.
+    stderr = subprocess.DEVNULL if peer is not None else None
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr,
+                            preexec_fn=lambda: os.sched_setaffinity(0, cores))  # noqa: PLW1509  # fmt: skip
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -350,6 +365,9 @@ class _Scenario:
     workers: int = 1
     server_cores: frozenset[int] = frozenset({0})
     reference: str | None = None
+    peer: Peer | None = None
+    #: Node's JIT needs longer than CPython to reach its steady state.
+    warm_up: float = 1.0
 
 
 @dataclass
@@ -364,10 +382,11 @@ def _measure(scenario: _Scenario, home: Path, seconds: float) -> _Round:
     """One round: start the server, warm it up, measure for ``seconds``, stop it."""
     port = _free_port()
     with _server(home, port, set(scenario.server_cores), scenario.workers,
-                 reference=scenario.reference) as pids:  # fmt: skip
+                 reference=scenario.reference, peer=scenario.peer) as pids:  # fmt: skip
         # Warm up (caches, JIT-free but import-heavy first requests), then measure.
         load = _new_connection_load if scenario.new_connections else _keep_alive_load
-        asyncio.run(load(port, scenario.ctx, scenario.request, min(scenario.connections, 4), 1.0))
+        asyncio.run(load(port, scenario.ctx, scenario.request, min(scenario.connections, 4),
+                         scenario.warm_up))  # fmt: skip
         marks: dict[str, float] = {}
 
         def mark() -> None:
@@ -413,6 +432,42 @@ def _result(scenario: _Scenario, rounds: list[_Round]) -> Result:
         server_cpu_s=round(sum(r.cpu for r in rounds), 2),
         cpu_us_per_token=round(_cpu_per_request(rounds) * 1e6, 1),
     )
+
+
+def _per_cpu_second(parts: list[_Round]) -> float:
+    """Capacity: tokens per second of server CPU (with a handshake per request the load
+    generator on the other core saturates neither server, so tokens/s alone would not tell)."""
+    cpu = _cpu_per_request(parts)
+    return 1 / cpu if cpu else 0.0
+
+
+def _peer_scenarios(
+    peer: Peer | None, keep_alive: _Scenario, new_connection: _Scenario
+) -> list[_Scenario]:
+    """The peer's rows, with the same load, connections and core as mtlsauth's."""
+    if peer is None:
+        return []
+    ctx = peer.client_context()
+    body = f"grant_type=client_credentials&client_id={PEER_CLIENT_ID}"
+    return [
+        _Scenario(f"peer ({peer.describe()}): tls_client_auth, keep-alive", ctx,
+                  _request("/token", body, {}), keep_alive.connections, peer=peer, warm_up=3.0),
+        _Scenario(f"peer ({peer.describe()}): tls_client_auth, new TLS connection per request",
+                  ctx, _request("/token", body, {}, close=True), new_connection.connections,
+                  new_connections=True, peer=peer, warm_up=3.0),
+    ]  # fmt: skip
+
+
+def _peer_ratios(
+    rounds: dict[str, list[_Round]], mine: list[_Scenario], peers: list[_Scenario]
+) -> list[dict[str, Any]]:
+    """The issue's targets: capacity of mtlsauth over the peer's, path by path."""
+    return [
+        _ratio(f"tokens per second of server CPU, mtlsauth / peer: "
+               f"{ours.name.removeprefix('tls_client_auth, ')}", target,
+               rounds[ours.name], rounds[theirs.name], _per_cpu_second)
+        for ours, theirs, target in zip(mine, peers, ("≥ 3", "≥ 2.5"), strict=False)
+    ]  # fmt: skip
 
 
 def _run_interleaved(
@@ -494,6 +549,31 @@ def _gate_checks(
     ]  # fmt: skip
 
 
+def _alternate(
+    first_use: Callable[[list[str], float], tuple[int, float]],
+    tokens: list[str],
+    seconds: float,
+    bare: Callable[[], object],
+) -> tuple[float, float]:
+    """First use and the bare verification in alternating slices, so that the ratio the
+    target is stated in (first use / bare P-256) sees the same machine on both sides."""
+    slices = 5
+    per_slice = len(tokens) // slices
+    first_done = first_time = bare_time = 0.0
+    for n in range(slices):
+        done, took = first_use(tokens[n * per_slice : (n + 1) * per_slice], seconds / slices)
+        first_done += done
+        first_time += took
+        started = time.perf_counter()
+        for _ in range(done):
+            bare()
+        bare_time += time.perf_counter() - started
+    return first_done / first_time, first_done / bare_time
+
+
+_BARE_ALTERNATING = "reference: P-256 verification alone, in slices alternating with first use"
+
+
 def _resource_checks(home: Path, seconds: float) -> list[dict[str, Any]]:
     """In-process verifications per second on this (pinned) core."""
     settings = load_settings(home)
@@ -509,16 +589,16 @@ def _resource_checks(home: Path, seconds: float) -> list[dict[str, Any]]:
     ]  # fmt: skip
     config = VerifierConfig(settings.issuer, settings.audience, cache_size=count + 1)
 
-    async def first_use() -> float:
+    async def first_use(batch: list[str], budget: float) -> tuple[int, float]:
         verifier = TokenVerifier(config, source)
         started = time.perf_counter()
         done = 0
-        for token in tokens:
+        for token in batch:
             await verifier.verify(token, der)
             done += 1
-            if time.perf_counter() - started > seconds:
+            if time.perf_counter() - started > budget:
                 break
-        return done / (time.perf_counter() - started)
+        return done, time.perf_counter() - started
 
     async def repeated() -> float:
         verifier = TokenVerifier(config, source)
@@ -552,8 +632,13 @@ def _resource_checks(home: Path, seconds: float) -> list[dict[str, Any]]:
     def rate(value: float) -> float:
         return round(value, 1)
 
+    first_rate, bare_rate = _alternate(
+        lambda batch, budget: asyncio.run(first_use(batch, budget)), tokens, seconds,
+        lambda: public.verify(der_signature, data, ecdsa),
+    )  # fmt: skip
     return [
-        {"scenario": "resource check, first use", "per_s": rate(asyncio.run(first_use()))},
+        {"scenario": "resource check, first use", "per_s": rate(first_rate)},
+        {"scenario": _BARE_ALTERNATING, "per_s": rate(bare_rate)},
         {"scenario": "resource check, repeated token", "per_s": rate(asyncio.run(repeated()))},
         *_gate_checks(signer, config, source, settings.audience, seconds),
         {"scenario": "reference: P-256 signature verification alone",
@@ -613,6 +698,10 @@ def _table(
     rows.append("| in-process on one core | per second |")
     rows.append("|---|---:|")
     rows += [f"| {c['scenario']} | {c['per_s']:,.0f} |" for c in checks]
+    first = next(c["per_s"] for c in checks if c["scenario"] == "resource check, first use")
+    bare = next(c["per_s"] for c in checks if c["scenario"] == _BARE_ALTERNATING)
+    rows.append(f"| ratio: first use / P-256 verification alone, alternating (target ≥ 0.8) "
+                f"| {first / bare:.2f} |")  # fmt: skip
     return "\n".join(rows)
 
 
@@ -628,11 +717,23 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", action="store_true",
                         help="also measure 1 vs 2 workers sharing both cores with the load")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--peer", type=Path, metavar="DIR",
+                        help="also measure the reference peer (node-oidc-provider) prepared in "
+                             "DIR, in the same rounds; without it the peer rows are left out")  # fmt: skip
     parser.add_argument("--reference-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--reference-kind", choices=["bare", "aiohttp"], default="bare",
                         help=argparse.SUPPRESS)  # fmt: skip
     parser.add_argument("--home", help=argparse.SUPPRESS)
     return parser
+
+
+def _open_peer(parser: argparse.ArgumentParser, directory: Path | None) -> Peer | None:
+    if directory is None:
+        return None
+    try:
+        return Peer.open(directory)
+    except PeerError as exc:
+        parser.error(str(exc))  # exits 2, naming what is missing
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -646,6 +747,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (os.cpu_count() or 1) < 2:
         print("the benchmark needs two cores (server on one, load on the other)", file=sys.stderr)
         return 2
+    peer = _open_peer(parser, args.peer)
 
     with tempfile.TemporaryDirectory(prefix="mtlsauth-bench-") as tmp:
         home, material = _setup(Path(tmp))
@@ -687,6 +789,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for n in ((1, 2) if args.workers else ())
         ]  # fmt: skip
         scenarios += workers
+        peers = _peer_scenarios(peer, keep_alive, new_connection)
+        scenarios += peers
         rounds = _run_interleaved(scenarios, home, args.seconds, args.rounds)
         results = [_result(s, rounds[s.name]) for s in scenarios]
         ratios = [
@@ -698,19 +802,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             _ratio("server CPU per token: keep-alive / aiohttp fixed response", "(the framework)",
                    rounds[keep_alive.name], rounds[framework.name], _cpu_per_request),
         ]  # fmt: skip
+        ratios += _peer_ratios(rounds, [keep_alive, new_connection], peers)
         if workers:
             ratios.append(_ratio("tokens/s: 2 workers / 1 worker", "≥ 1.8",
                                  rounds[workers[1].name], rounds[workers[0].name], _per_second))  # fmt: skip
         os.sched_setaffinity(0, {0})
         checks = _resource_checks(home, min(args.seconds, 5.0))
     machine = _machine()
-    report = {"machine": machine, "rounds": args.rounds, "results": [asdict(r) for r in results],
-              "ratios": ratios, "checks": checks}  # fmt: skip
+    peer_note = peer.describe() if peer else "not measured (scripts/bench --peer DIR)"
+    report = {"machine": machine, "peer": peer_note, "rounds": args.rounds,
+              "results": [asdict(r) for r in results], "ratios": ratios, "checks": checks}  # fmt: skip
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(f"machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
               f"{machine['event_loop']}, {machine['openssl']}")  # fmt: skip
+        print(f"peer: {peer_note}")
         print(_table(results, ratios, checks))
     return 0
 

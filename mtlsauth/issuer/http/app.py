@@ -80,6 +80,8 @@ log = logging.getLogger("mtlsauth.issuer.http")
 HOUSEKEEPING_INTERVAL = 60.0
 #: Failed authentications reach the audit log as one line per tally this often.
 AUDIT_TALLY_INTERVAL = 10.0
+#: Buffered audit events reach the file this often (what a crash can lose; see audit.py).
+AUDIT_FLUSH_INTERVAL = 1.0
 #: A retired signing key stays published this long after its last token could have expired.
 KEY_RETIRE_MARGIN = 60.0
 
@@ -259,10 +261,12 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         issuer=settings.issuer, keys=keys.published, store=store, audit=audit
     )
     task = asyncio.create_task(_refresh_forever(app))
+    audit_task = asyncio.create_task(audit.flush_forever(AUDIT_FLUSH_INTERVAL))
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for background in (task, audit_task):
+        background.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await background
     with contextlib.suppress(StoreError):
         await guard.flush_usage(store)
     await remote_jwks.close()
