@@ -541,7 +541,12 @@ class Authority:
 
     # -- revocation -------------------------------------------------------------------------
 
-    def revoke(self, serial: str, reason: str = "unspecified") -> Record:
+    def revoke(
+        self, serial: str, reason: str = "unspecified", *, with_renewals: bool = False
+    ) -> Record:
+        """Revoke ``serial`` and re-sign the CRL. ``with_renewals``: also every valid certificate
+        renewed from it, at any depth (after a key compromise: whoever held the key may have
+        re-enrolled it over EST to keys of their own)."""
         if reason not in REASONS:
             raise CAError(f"unknown reason {reason!r}; allowed: {', '.join(sorted(REASONS))}")
         serial = normalize_serial(serial)
@@ -552,22 +557,20 @@ class Authority:
             raise CAError(f"certificate {serial} is already revoked ({record.reason})")
         record = self.inventory.revoke(serial, reason)
         self.audit.record("cert.revoke", serial=serial, subject=record.subject, reason=reason)
-        if reason == "key_compromise":
-            # Whoever held the key could have renewed it (EST simplereenroll) to keys of their
-            # own: everything renewed from it, at any depth, is revoked with it.
-            self._revoke_renewals(serial)
+        if with_renewals:
+            self._revoke_renewals(serial, reason)
         self.write_crl()
         return record
 
-    def _revoke_renewals(self, serial: str) -> None:
+    def _revoke_renewals(self, serial: str, reason: str) -> None:
         pending = [serial]
         while pending:
             for child in self.inventory.query(renewed_from=pending.pop()):
                 if child.status == "valid":
-                    self.inventory.revoke(child.serial, "key_compromise")
+                    self.inventory.revoke(child.serial, reason)
                     self.audit.record(
                         "cert.revoke", serial=child.serial, subject=child.subject,
-                        reason="key_compromise", renewed_from=child.renewed_from,
+                        reason=reason, renewed_from=child.renewed_from,
                     )  # fmt: skip
                 pending.append(child.serial)
 

@@ -200,7 +200,7 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
         serial = normalize_serial(args.serial)
     else:
         serial = format(_read_cert(args.cert).serial_number, "x")
-    record = authority.revoke(serial, args.reason)
+    record = authority.revoke(serial, args.reason, with_renewals=args.with_renewals)
     _emit(
         args,
         {"serial": record.serial, "subject": record.subject, "status": record.status,
@@ -527,6 +527,12 @@ def _add_issuing_commands(sub: Subparsers) -> None:
     which.add_argument("--serial", metavar="HEX")
     which.add_argument("--cert", metavar="FILE")
     revoke.add_argument("--reason", choices=sorted(REASONS), default="unspecified")
+    revoke.add_argument(
+        "--with-renewals",
+        action="store_true",
+        help="also revoke every valid certificate renewed from it, at any depth (after a key "
+        "compromise: renewals over EST may carry keys the thief chose)",
+    )
     revoke.set_defaults(pki_handler=_cmd_revoke)
 
 
