@@ -9,17 +9,12 @@ trust on the real peer and hands the app the client address the proxy vouches fo
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import uvicorn
-from aiohttp.test_utils import unused_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -31,33 +26,11 @@ from mtlsauth.resource import JWKSCache, TokenVerifier, VerifierConfig
 from mtlsauth.resource.asgi import BearerMiddleware
 from tests.conftest import ClientCert, Home, client_context, running
 from tests.proxies import ADDRESS_HEADER, CERT_HEADER, PROXY_ADDRESS, nginx
+from tests.test_proxy import uvicorn_app
 
 
 async def whoami(request: Request) -> JSONResponse:
     return JSONResponse({"client": request.client.host if request.client else None})
-
-
-@contextlib.asynccontextmanager
-async def uvicorn_app(app: Any, *, proxy_headers: bool) -> AsyncIterator[str]:
-    """uvicorn as users run it; with proxy headers it trusts the proxy's address, as it
-    trusts 127.0.0.1 by default (nginx here connects from 127.0.0.2)."""
-    port = unused_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
-        proxy_headers=proxy_headers, forwarded_allow_ips=PROXY_ADDRESS,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            await asyncio.sleep(0.02)
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def proxy_for(home: Home, upstream: str, workdir: Path) -> Any:

@@ -210,11 +210,14 @@ def test_header_parsing_edge_cases(tmp_path: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def uvicorn_app(app: Any) -> AsyncIterator[str]:
+async def uvicorn_app(app: Any, *, proxy_headers: bool = False) -> AsyncIterator[str]:
+    """uvicorn as users run it (stopped on exit); with ``proxy_headers`` it trusts the proxy's
+    address, as it trusts 127.0.0.1 by default (nginx here connects from PROXY_ADDRESS)."""
     port = unused_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", proxy_headers=False
-    )
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+        proxy_headers=proxy_headers, forwarded_allow_ips=PROXY_ADDRESS,
+    )  # fmt: skip
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:

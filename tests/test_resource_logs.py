@@ -4,17 +4,11 @@ the client sees only the generic description."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import pytest
-import uvicorn
-from aiohttp.test_utils import unused_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -24,6 +18,7 @@ from mtlsauth.core.peer import ProxyConfig, parse_networks
 from mtlsauth.resource import JWKSCache, TokenVerifier, VerifierConfig
 from mtlsauth.resource.asgi import BearerMiddleware
 from tests.conftest import ClientCert, Home, client_context, running
+from tests.test_proxy import uvicorn_app
 from tests.test_resource import demo_api, get_token
 
 CERT_HEADER = "X-SSL-Client-Cert"
@@ -78,26 +73,6 @@ async def test_aiohttp_refusal_is_logged(
 
 async def whoami(request: Request) -> JSONResponse:
     return JSONResponse({"client": request.client.host if request.client else None})
-
-
-@contextlib.asynccontextmanager
-async def uvicorn_app(app: Any) -> AsyncIterator[str]:
-    port = unused_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", proxy_headers=False
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            await asyncio.sleep(0.02)
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_asgi_refusal_is_logged(
