@@ -48,10 +48,6 @@ def nginx(
     """Serve ``https://127.0.0.1:PORT`` → ``upstream``, forwarding $ssl_client_escaped_cert
     (and, with ``forward_address``, the client's address appended to X-Forwarded-For); with
     ``crl``, nginx checks the client chain against those CRLs itself (``ssl_crl``)."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(binary).exists():
-        raise RuntimeError("nginx is not installed: scripts/test installs it")
-    workdir.mkdir(parents=True, exist_ok=True)
     port = unused_port()
     client_ca_line = f"ssl_client_certificate {client_ca};" if client_ca else ""
     if crl is not None:
@@ -67,21 +63,7 @@ def nginx(
             proxy_ssl_verify on;
             proxy_ssl_name localhost;
             proxy_ssl_server_name on;"""
-    conf = workdir / "nginx.conf"
-    conf.write_text(f"""
-user root;
-daemon off;
-worker_processes 1;
-pid {workdir}/nginx.pid;
-error_log {workdir}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {workdir}/body;
-    proxy_temp_path {workdir}/proxy;
-    fastcgi_temp_path {workdir}/fastcgi;
-    uwsgi_temp_path {workdir}/uwsgi;
-    scgi_temp_path {workdir}/scgi;
+    server = f"""
     server {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {server_cert};
@@ -94,25 +76,9 @@ http {{
             proxy_set_header {CERT_HEADER} $ssl_client_escaped_cert;
             {address_line}{upstream_tls}
         }}
-    }}
-}}
-""")
-    log = workdir / "error.log"
-    proc = subprocess.Popen(
-        [binary, "-p", str(workdir), "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_listening(port, proc, log)
+    }}"""
+    with nginx_servers(workdir, server, port):
         yield f"https://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextlib.contextmanager
