@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import unused_port
 
+from mtlsauth.issuer.http.keys import TRUST_REVOCATION
 from mtlsauth.issuer.store import open_store
 from mtlsauth.issuer.trust.anchors import TrustAnchor
 from tests.conftest import Home, Service, cli_json, eventually, fresh_database, run_cli, running
@@ -124,12 +127,12 @@ def same_names(home: Home, acme: ForeignPKI, globex: ForeignPKI, tmp_path: Path)
                     "--subject-dn", "CN=svc")  # fmt: skip
 
 
-async def test_an_intermediate_missing_from_the_bundle_is_refused_after_the_handshake(
+async def test_a_chain_through_an_intermediate_only_the_client_sends_authenticates(
     home: Home, acme: ForeignPKI, tmp_path: Path
 ) -> None:
-    """The client sends its intermediate, so OpenSSL accepts the chain; the check of which
-    anchor it chains to cannot see what the client sent (Python 3.11's ssl) and builds the path
-    from the bundle: without the intermediate there, nothing authenticates."""
+    """The anchor's file holds the root only; the client sends leaf + intermediate, as clients
+    do. OpenSSL accepts the chain, and the check of which anchor it chains to builds the path
+    through what the client sent."""
     await asyncio.to_thread(
         trust_add, home, "acme", acme.bundle(tmp_path / "acme.pem", with_intermediate=False)
     )
@@ -138,7 +141,79 @@ async def test_an_intermediate_missing_from_the_bundle_is_refused_after_the_hand
     leaf = acme.issue(tmp_path / "svc", "svc")
     async with running(home) as service:
         status, body = await service.token(cert=leaf, client_id="svc")
+        assert status == 200, body
+        # The leaf alone (no intermediate sent, none in the bundle) has no path: the
+        # handshake itself refuses it.
+        alone = dataclasses.replace(leaf, chain=leaf.cert)
+        with pytest.raises(aiohttp.ClientError):
+            await service.token(cert=alone, client_id="svc")
+
+
+async def test_an_intermediate_of_another_anchor_sent_by_the_client_does_not_chain_to_this_one(
+    home: Home, acme: ForeignPKI, globex: ForeignPKI, tmp_path: Path
+) -> None:
+    """Globex's leaf with the same name, sent with Globex's intermediate: the handshake accepts
+    it (Globex is trusted too), but the path it makes ends at Globex's root, not Acme's."""
+    await asyncio.to_thread(
+        trust_add, home, "acme", acme.bundle(tmp_path / "acme.pem", with_intermediate=False)
+    )
+    await asyncio.to_thread(
+        trust_add, home, "globex", globex.bundle(tmp_path / "globex.pem", with_intermediate=False)
+    )
+    await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "svc",
+                           "--subject-dn", "CN=svc", "--trust", "acme")  # fmt: skip
+    await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "g-svc",
+                           "--subject-dn", "CN=svc", "--trust", "globex")  # fmt: skip
+    impostor = globex.issue(tmp_path / "g", "svc")
+    async with running(home) as service:
+        assert (await service.token(cert=impostor, client_id="g-svc"))[0] == 200
+        status, body = await service.token(cert=impostor, client_id="svc")
         assert (status, body["error"]) == (401, "invalid_client")
+
+
+def _token_over_a_socket(
+    ctx: ssl.SSLContext, port: int, session: ssl.SSLSession | None
+) -> tuple[int, ssl.SSLSession | None, bool]:
+    """One token request on its own TLS connection, resuming ``session`` when given:
+    (status, the session to resume next time, whether this one was resumed)."""
+    body = b"grant_type=client_credentials&client_id=svc"
+    request = (
+        b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls,
+    ):
+        tls.sendall(request)
+        response = b""
+        while chunk := tls.recv(65536):
+            response += chunk
+        return int(response.split(b" ", 2)[1]), tls.session, bool(tls.session_reused)
+
+
+async def test_a_resumed_session_keeps_the_chain_its_leaf_arrived_with(
+    home: Home, acme: ForeignPKI, tmp_path: Path
+) -> None:
+    """A resumed TLS session carries the leaf but not the intermediates: the ones the leaf
+    arrived with in its full handshake still build its path."""
+    await asyncio.to_thread(
+        trust_add, home, "acme", acme.bundle(tmp_path / "acme.pem", with_intermediate=False)
+    )
+    await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "svc",
+                           "--subject-dn", "CN=svc", "--trust", "acme")  # fmt: skip
+    leaf = acme.issue(tmp_path / "svc", "svc")
+    async with running(home) as service:
+        ctx = service.ssl_context(leaf)
+        first, session, reused = await asyncio.to_thread(_token_over_a_socket, ctx, home.port, None)
+        assert (first, reused) == (200, False)
+        # A reload of the anchors that keeps their roots (a policy edit, say) keeps the TLS
+        # context, so the session stays resumable, and forgets the verified paths.
+        trust = service.app[TRUST_REVOCATION].trust
+        trust.replace(list(trust.all().values()))
+        second, _, reused = await asyncio.to_thread(_token_over_a_socket, ctx, home.port, session)
+        assert (second, reused) == (200, True)
 
 
 def test_trust_commands(home: Home, acme: ForeignPKI, tmp_path: Path) -> None:

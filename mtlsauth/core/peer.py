@@ -29,13 +29,14 @@ ignored.
 
 from __future__ import annotations
 
+import _ssl
 import base64
 import binascii
 import hashlib
 import ipaddress
 import re
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Final, Literal, get_args
@@ -59,6 +60,7 @@ __all__ = [
     "cert_from_header",
     "parse_networks",
     "peer_certificate_der",
+    "sent_chain",
 ]
 
 HeaderFormat = Literal["rfc9440", "nginx", "xfcc", "base64-der"]
@@ -70,17 +72,19 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class PeerCertificate:
-    """The client's leaf certificate: the DER, lazily its thumbprint and the parsed certificate.
+    """The client's leaf certificate: the DER, lazily its thumbprint and the parsed certificate,
+    and the CA certificates the client sent after it.
 
     The token service makes one per TLS connection in the handshake, so what is learned about
     it is worked out once per connection, not once per request; a certificate forwarded by a
     trusted proxy gets one per request (one proxy connection carries many clients).
     """
 
-    __slots__ = ("__dict__", "der")
+    __slots__ = ("__dict__", "_sent", "der")
 
-    def __init__(self, der: bytes) -> None:
+    def __init__(self, der: bytes, sent: Callable[[], Sequence[bytes]] | None = None) -> None:
         self.der = der
+        self._sent = sent
 
     @cached_property
     def thumbprint(self) -> str:
@@ -92,6 +96,31 @@ class PeerCertificate:
         """The parsed certificate; ValueError when the DER does not parse."""
         return x509.load_der_x509_certificate(self.der)
 
+    @cached_property
+    def intermediates(self) -> tuple[x509.Certificate, ...]:
+        """The certificates the client sent after its leaf (RFC 8446 §4.4.2), parsed, at most
+        :data:`MAX_SENT_CHAIN`: untrusted path candidates, never anchors. Empty for a
+        certificate a proxy forwarded, and for a resumed TLS session (the session keeps the
+        leaf only). Read only when a client must chain to an external anchor."""
+        if self._sent is None:
+            return ()
+        certs = []
+        for der in self._sent():
+            if der == self.der:
+                continue
+            try:
+                certs.append(x509.load_der_x509_certificate(der))
+            except ValueError:
+                continue
+            if len(certs) == MAX_SENT_CHAIN:
+                break
+        return tuple(certs)
+
+
+#: Certificates after the leaf worth reading from a client's chain: real chains hold one to
+#: three CA certificates, and each one read costs a parse and a path-building candidate.
+MAX_SENT_CHAIN: Final = 8
+
 
 def peer_certificate_der(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> bytes | None:
     """The DER of the TLS connection's verified client leaf, or None (RFC 8705 §3).
@@ -99,6 +128,29 @@ def peer_certificate_der(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> by
     It is there on resumed sessions too.
     """
     return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+
+
+def sent_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> Callable[[], Sequence[bytes]]:
+    """A reader of the certificate chain the client sent in its handshake, as DER.
+
+    OpenSSL keeps that chain; Python's ``ssl`` exposes it as ``get_unverified_chain`` from
+    3.13 and, in 3.10-3.12, only on the private ``_sslobj`` of the same object (same method,
+    same OpenSSL call, returning certificate objects rather than DER). The reader holds that
+    inner object, never the wrapper, so no reference cycle keeps a connection alive.
+    """
+    inner = getattr(ssl_object, "_sslobj", ssl_object)
+    getter = getattr(inner, "get_unverified_chain", None)
+
+    def read() -> Sequence[bytes]:
+        chain = getter() if getter is not None else None
+        if not chain:
+            return ()
+        return [
+            item if isinstance(item, bytes) else item.public_bytes(_ssl.ENCODING_DER)
+            for item in chain[: MAX_SENT_CHAIN + 1]
+        ]
+
+    return read
 
 
 class ProxyHeaderError(ValueError):

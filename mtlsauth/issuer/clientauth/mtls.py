@@ -111,7 +111,7 @@ async def _check_external(
     the anchor's CRL/OCSP policy. Asked on every request: a revocation must reach keep-alive
     connections too, and the answers it needs are cached by the revocation component."""
     assert client.trust is not None
-    chain = context.trust.chain(client.trust, cert)
+    chain = context.trust.chain(client.trust, cert, peer.intermediates)
     if isinstance(chain, str):
         raise InvalidClient(
             f"client {client.client_id!r}: certificate {peer.thumbprint} {chain}",

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from mtlsauth.core.peer import PeerCertificate
+from mtlsauth.core.peer import PeerCertificate, sent_chain
 from mtlsauth.issuer.tls.revocation import CRLError, Refusal, RevocationState
 
 __all__ = [
@@ -91,7 +91,7 @@ class CheckingSSLObject(ssl.SSLObject):
             raise ssl.SSLWantReadError("the handshake failed; its alert is being sent") from exc
         der = self.getpeercert(binary_form=True)
         if der:
-            self.peer = PeerCertificate(der)
+            self.peer = PeerCertificate(der, sent_chain(self))
             refusal = self.revocation.refusal(der)
             if refusal is not None:
                 log.warning(

@@ -1,9 +1,10 @@
 """An external trust anchor as an operator registers it (``mtlsauth trust add``).
 
 The ``--ca`` bundle holds the anchor's root certificate(s) and, optionally, the intermediate
-CA certificates below them. Python's ssl (3.11) does not expose the chain a client sent, so the
-check made after the handshake (which anchor the leaf chains to, see :mod:`.verifier`) builds
-the path from the bundle: the intermediates a client sends must therefore be in the bundle too.
+CA certificates below them. The check made after the handshake (which anchor the leaf chains
+to, see :mod:`.verifier`) builds the path through the intermediates the client sent and those of
+the bundle; a certificate forwarded by a proxy comes without its chain, so the bundle must hold
+the intermediates then.
 Only the roots (self-issued certificates) become TLS trust anchors; an intermediate stays an
 untrusted path element, so it can never stand in for its root.
 """

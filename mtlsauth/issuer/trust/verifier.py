@@ -1,17 +1,23 @@
 """Which external anchor a client's leaf chains to (RFC 5280 §6, RFC 8705 §2.1).
 
 The TLS handshake already accepted the chain against every trust anchor of the server; Python's
-ssl does not say which one it used, nor give the chain the client sent. So after the handshake
-the leaf is verified again with cryptography's X.509 verifier against one anchor at a time,
-building the path through that anchor's registered intermediates: a client registered with
+ssl does not say which one it used. So after the handshake the leaf is verified again with
+cryptography's X.509 verifier against one anchor at a time: a client registered with
 ``--trust NAME`` is authenticated only by a leaf that chains to NAME.
+
+The path is built through the intermediates the client sent in its handshake (read from OpenSSL,
+see :func:`mtlsauth.core.peer.sent_chain`) and those registered in the anchor's bundle. What a
+client sends is only a path candidate: the path must still end at one of NAME's roots, with
+every signature, validity period and CA constraint checked. A resumed TLS session carries the
+leaf but not the chain, so the intermediates a leaf arrived with are remembered (bounded) for
+its later, resumed connections.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 from cryptography import x509
@@ -41,6 +47,9 @@ class TrustSet:
         # (anchor, leaf DER) → (chain, when the first certificate of it expires): a path
         # verification costs a few hundred µs, and a client reconnects with the same leaf.
         self._verified: dict[tuple[str, bytes], tuple[list[x509.Certificate], dt.datetime]] = {}
+        # leaf DER → the intermediates it last arrived with. Not cleared on reload: they are
+        # path candidates, not trust, and a resumed session cannot send them again.
+        self._sent: dict[bytes, tuple[x509.Certificate, ...]] = {}
         #: Bumped on every reload, so verdicts remembered elsewhere can tell they are stale.
         self.generation = 0
         self.replace(anchors)
@@ -68,11 +77,15 @@ class TrustSet:
             return None
         return PolicyBuilder().store(store).time(now).build_client_verifier()
 
-    def chain(self, name: str, leaf: x509.Certificate) -> list[x509.Certificate] | str:
+    def chain(
+        self, name: str, leaf: x509.Certificate, sent: Sequence[x509.Certificate] = ()
+    ) -> list[x509.Certificate] | str:
         """The verified chain (leaf first, root last) of ``leaf`` up to anchor ``name``, or the
-        reason it does not chain there (for the log)."""
+        reason it does not chain there (for the log). ``sent``: the CA certificates the client
+        sent after the leaf (RFC 8446 §4.4.2), untrusted path candidates."""
         now = dt.datetime.now(dt.UTC)
-        key = (name, leaf.public_bytes(serialization.Encoding.DER))
+        der = leaf.public_bytes(serialization.Encoding.DER)
+        key = (name, der)
         known = self._verified.get(key)
         if known is not None and now <= known[1]:
             return known[0]
@@ -80,8 +93,14 @@ class TrustSet:
         verifier = self._verifier(name, now)
         if anchor is None or verifier is None:
             return f"no trust anchor {name!r} is registered"
+        if sent:
+            if len(self._sent) >= _CACHE_SIZE:
+                self._sent.clear()
+            self._sent[der] = tuple(sent)
+        else:
+            sent = self._sent.get(der, ())
         try:
-            verified = verifier.verify(leaf, list(anchor.intermediates))
+            verified = verifier.verify(leaf, [*anchor.intermediates, *sent])
         except VerificationError as exc:
             return f"does not chain to trust anchor {name!r}: {exc}"
         chain = list(verified.chain)
