@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 import trustme
 
+from mtlsauth.issuer.clientauth import SPIFFE_ASSERTION_TYPE
 from mtlsauth.issuer.settings import Settings
 from mtlsauth.issuer.store import Store, open_store
 from tests.conftest import ClientCert, Home, Service, cli_json, eventually, running
@@ -173,9 +174,19 @@ async def test_a_dead_endpoint_is_tolerated_until_the_budget_then_fails_closed_t
     home: Home, endpoint: BundleServer, tmp_path: Path
 ) -> None:
     await register(home, endpoint.url, "--max-stale", "2")
+    await home.aadd_client("--auth-method", "jwt_spiffe", "--client-id", "jwt", "--trust",
+                           "acme", "--spiffe-id", f"spiffe://{TD}/ns/prod/sa/api")  # fmt: skip
     svid = endpoint.domain.svid(tmp_path / "api", "/ns/prod/sa/api")
+    jwt_svid = endpoint.domain.jwt_svid("/ns/prod/sa/api", home.settings.issuer)
+
+    async def jwt_status(service: Service) -> int:
+        status, _ = await service.token(client_id="jwt", client_assertion=jwt_svid,
+                                        client_assertion_type=SPIFFE_ASSERTION_TYPE)  # fmt: skip
+        return status
+
     async with running(home, fast(home)) as service:
         await becomes(service, svid, {200}, within=5)
+        assert await jwt_status(service) == 200
         endpoint.up = False
         died = time.monotonic()
         # Within the budget (hint 1 s + --max-stale 2 s) issuance goes on, and never waits
@@ -192,9 +203,11 @@ async def test_a_dead_endpoint_is_tolerated_until_the_budget_then_fails_closed_t
 
         await eventually(refused, within=4)
         assert time.monotonic() - died >= 3 - 0.5
+        assert await jwt_status(service) == 401
         assert (await show(home))["spiffe_bundle"]["stale"] is True
         endpoint.up = True
         await becomes(service, svid, {200}, within=6)
+        assert await jwt_status(service) == 200
     assert (await show(home))["spiffe_bundle"]["stale"] is False
 
 
