@@ -11,7 +11,9 @@ The trust domain (CAs, SVIDs, the bundle) is built with cryptography alone
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +27,7 @@ import trustme
 from mtlsauth.issuer.clientauth import SPIFFE_ASSERTION_TYPE
 from mtlsauth.issuer.settings import Settings
 from mtlsauth.issuer.store import Store, open_store
+from mtlsauth.issuer.trust.bundle import BundleError, parse_spiffe_bundle
 from tests.conftest import ClientCert, Home, Service, cli_json, eventually, running
 from tests.foreign_pki import ForeignPKI
 from tests.spiffe_domain import BundleServer, TrustDomain, trust_bundle_endpoint_ca
@@ -253,3 +256,56 @@ async def test_removing_the_anchor_forgets_its_bundle(tmp_path: Path) -> None:
         assert await store.spiffe_bundles() == {}
     finally:
         await store.close()
+
+
+def _doc(**changes: Any) -> dict[str, Any]:
+    doc = TrustDomain.create(TD).bundle()
+    doc.update(changes)
+    return doc
+
+
+def _with_key(**key: Any) -> dict[str, Any]:
+    doc = _doc()
+    doc["keys"][0].update(key)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("doc", "error"),
+    [
+        pytest.param({"nokeys": []}, "no keys array", id="not a JWK Set"),
+        pytest.param(_doc(spiffe_sequence=-1), "spiffe_sequence", id="negative sequence"),
+        pytest.param(_doc(spiffe_sequence="5"), "spiffe_sequence", id="sequence a string"),
+        pytest.param(_doc(spiffe_refresh_hint=0), "refresh_hint", id="zero hint"),
+        pytest.param(_doc(spiffe_refresh_hint=True), "refresh_hint", id="hint a boolean"),
+        pytest.param(_with_key(x5c=[]), "exactly one x5c", id="no certificate"),
+        pytest.param(_with_key(x5c=["AAAA", "AAAA"]), "exactly one x5c", id="two certificates"),
+        pytest.param(_with_key(x5c=["not base64!"]), "base64 DER", id="not base64"),
+        pytest.param(_doc(keys=[{"use": "jwt-svid", "kty": "EC"}]), "needs a kid", id="no kid"),
+        pytest.param(
+            _doc(keys=[{"use": "jwt-svid", "kty": "EC", "kid": "k", "d": "x"}]),
+            "public",
+            id="a private key",
+        ),
+    ],
+)
+def test_bundle_documents_that_break_the_format_are_refused(doc: dict[str, Any], error: str
+                                                           ) -> None:  # fmt: skip
+    with pytest.raises(BundleError, match=error):
+        parse_spiffe_bundle(json.dumps(doc))
+
+
+def test_a_leaf_as_x509_authority_is_refused(tmp_path: Path) -> None:
+    leaf = TrustDomain.create(TD).svid(tmp_path / "leaf", "/a")
+    doc = _with_key(x5c=[base64.b64encode(leaf.der).decode()])
+    with pytest.raises(BundleError, match="not a CA"):
+        parse_spiffe_bundle(json.dumps(doc))
+
+
+def test_keys_of_other_uses_are_ignored() -> None:
+    doc = _doc()
+    doc["keys"].append({"use": "sig", "kty": "EC", "kid": "other"})
+    bundle = parse_spiffe_bundle(json.dumps(doc))
+    assert len(bundle.authorities) == 1
+    assert [k["kid"] for k in bundle.jwt_keys] == [k["kid"] for k in doc["keys"][1:2]]
+    assert all("use" not in k for k in bundle.jwt_keys)
