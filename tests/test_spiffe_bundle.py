@@ -16,21 +16,31 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import trustme
+from aiohttp.test_utils import unused_port
 
 from mtlsauth.issuer.clientauth import SPIFFE_ASSERTION_TYPE
 from mtlsauth.issuer.settings import Settings
 from mtlsauth.issuer.store import Store, open_store
 from mtlsauth.issuer.trust.bundle import BundleError, parse_spiffe_bundle
-from tests.conftest import ClientCert, Home, Service, cli_json, eventually, running
+from tests.conftest import (
+    ClientCert,
+    Home,
+    Service,
+    cli_json,
+    eventually,
+    fresh_database,
+    running,
+)
 from tests.foreign_pki import ForeignPKI
 from tests.spiffe_domain import BundleServer, TrustDomain, trust_bundle_endpoint_ca
+from tests.test_stores import use_postgres
 
 TD = "acme.example"
 
@@ -309,3 +319,36 @@ def test_keys_of_other_uses_are_ignored() -> None:
     assert len(bundle.authorities) == 1
     assert [k["kid"] for k in bundle.jwt_keys] == [k["kid"] for k in doc["keys"][1:2]]
     assert all("use" not in k for k in bundle.jwt_keys)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with fresh_database() as url:
+        yield url
+
+
+async def test_two_servers_on_postgresql_share_the_sequence_floor(
+    home: Home, endpoint: BundleServer, tmp_path: Path, pg_url: str
+) -> None:
+    """A second worker (another host, same PostgreSQL) that never saw sequence 5 refuses the
+    endpoint's 4 all the same: the floor is the database's."""
+    await asyncio.to_thread(use_postgres, home, pg_url)
+    domain = endpoint.domain
+    domain.sequence = 5
+    await register(home, endpoint.url)
+    current = domain.svid(tmp_path / "current", "/ns/prod/sa/api")
+    async with running(home, fast(home)) as first:
+        await becomes(first, current, {200}, within=5)
+        domain.cas, domain.sequence = [ForeignPKI.create("Rollback")], 4
+        smuggled = domain.svid(tmp_path / "smuggled", "/ns/prod/sa/api")
+        other = dataclasses.replace(fast(home), port=unused_port())
+        async with running(home, other) as second:
+            hits = endpoint.hits
+
+            async def refetched() -> bool:
+                return endpoint.hits >= hits + 4
+
+            await eventually(refetched, within=5)
+            for server in (first, second):
+                assert await outcome(server, current) == 200
+                assert await outcome(server, smuggled) in ("tls", 401)
