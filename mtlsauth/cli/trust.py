@@ -1,7 +1,9 @@
 """``mtlsauth trust add|list|show|remove``: external trust anchors, straight in the store.
 
 A running server rebuilds its TLS contexts with the new anchors within its reload interval,
-no restart (the store's change marker; PostgreSQL also NOTIFYs).
+no restart (the store's change marker; PostgreSQL also NOTIFYs). An anchor with
+``--spiffe-bundle-url`` is fetched by the servers, never by this command; ``list`` and ``show``
+report the bundle in force from the store (:func:`~mtlsauth.issuer.trust.bundles.bundle_status`).
 """
 
 from __future__ import annotations
@@ -141,7 +143,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="register an external trust anchor",
         description="Register another CA for tls_client_auth clients (client add --trust NAME). "
         "--ca is a PEM bundle: the root CA certificate(s) and every intermediate CA below them "
-        "that clients' certificates are issued by.",
+        "that clients' certificates are issued by. Or a SPIFFE trust domain's bundle endpoint "
+        "(--spiffe-bundle-url with one --spiffe-trust-domain), for X.509-SVIDs and JWT-SVIDs "
+        "(client add --auth-method jwt_spiffe).",
     )
     add_home(add)
     add.add_argument("--name", required=True, help="the name clients refer to (--trust NAME)")
