@@ -315,6 +315,9 @@ def test_a_leaf_as_x509_authority_is_refused(tmp_path: Path) -> None:
 def test_keys_of_other_uses_are_ignored() -> None:
     doc = _doc()
     doc["keys"].append({"use": "sig", "kty": "EC", "kid": "other"})
+    # An unknown key type is ignored whole (§4.2.1), whatever else it holds.
+    doc["keys"].append({"use": "x509-svid", "kty": "future", "x5c": []})
+    doc["keys"].append({"use": "jwt-svid", "x": "no kty, no kid"})
     bundle = parse_spiffe_bundle(json.dumps(doc))
     assert len(bundle.authorities) == 1
     assert [k["kid"] for k in bundle.jwt_keys] == [k["kid"] for k in doc["keys"][1:2]]

@@ -9,8 +9,9 @@ what they authenticate.
 * ``spiffe_sequence`` (§4.1.1): increases with every change; ``spiffe_refresh_hint`` (§4.1.2):
   how often the consumer should poll, in seconds.
 
-A key of another (or no) ``use`` is ignored, as the spec says; a document that breaks a rule
-above is refused whole, so a half-understood bundle never replaces a good one.
+A key of another (or no) ``use``, or of an unknown (or no) ``kty``, is ignored, as §4.1.3,
+§4.2.1 and §4.2.2 say; a document that breaks a rule above is refused whole, so a
+half-understood bundle never replaces a good one.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ __all__ = ["MAX_BUNDLE_BYTES", "BundleError", "SpiffeBundle", "parse_spiffe_bund
 #: A bundle holds a handful of authorities and keys; this leaves room for dozens.
 MAX_BUNDLE_BYTES: Final = 256 * 1024
 _MAX_KEYS: Final = 64
-_JWT_KTY: Final = frozenset({"EC", "RSA"})
+#: RFC 7518 §6.1 and RFC 8037 key types; a JWK of another kty is ignored (§4.2.1).
+_KNOWN_KTY: Final = frozenset({"EC", "RSA", "OKP"})
 
 
 class BundleError(ValueError):
@@ -75,8 +77,8 @@ def _jwt_key(index: int, key: dict[str, Any]) -> dict[str, Any]:
     kid = key.get("kid")
     if not isinstance(kid, str) or not kid:
         raise BundleError(f"keys[{index}]: a jwt-svid key needs a kid")
-    if key.get("kty") not in _JWT_KTY or "d" in key:
-        raise BundleError(f"keys[{index}]: a jwt-svid key must be a public EC or RSA key")
+    if "d" in key:
+        raise BundleError(f"keys[{index}]: a jwt-svid key must be a public key")
     # What RFC 7517 consumers expect of a signing key: the SPIFFE ``use`` is ours to read.
     return {k: v for k, v in key.items() if k != "use"}
 
@@ -109,6 +111,8 @@ def parse_spiffe_bundle(body: bytes | str) -> SpiffeBundle:
     for index, key in enumerate(keys):
         if not isinstance(key, dict):
             raise BundleError(f"keys[{index}] is not a JSON object")
+        if key.get("kty") not in _KNOWN_KTY:
+            continue
         if key.get("use") == "x509-svid":
             authorities.append(_authority(index, key))
         elif key.get("use") == "jwt-svid":

@@ -49,7 +49,8 @@ __all__ = ["DEFAULT_REFRESH", "MAX_REFRESH", "BundleRefresher", "bundle_status"]
 
 log = logging.getLogger(__name__)
 
-#: Without a refresh hint (SPIFFE Federation §5.2 leaves it to the consumer).
+#: Without a refresh hint: "a relatively low (e.g. five minutes)" interval (SPIFFE Trust Domain
+#: and Bundle §6.2).
 DEFAULT_REFRESH: Final = 300.0
 #: A hint longer than this is clamped: revoked authorities must not linger for days.
 MAX_REFRESH: Final = 3600.0
