@@ -1,7 +1,9 @@
 """``mtlsauth trust add|list|show|remove``: external trust anchors, straight in the store.
 
 A running server rebuilds its TLS contexts with the new anchors within its reload interval,
-no restart (the store's change marker; PostgreSQL also NOTIFYs).
+no restart (the store's change marker; PostgreSQL also NOTIFYs). An anchor with
+``--spiffe-bundle-url`` is fetched by the servers, never by this command; ``list`` and ``show``
+report the bundle in force from the store (:func:`~mtlsauth.issuer.trust.bundles.bundle_status`).
 """
 
 from __future__ import annotations
@@ -16,18 +18,21 @@ from mtlsauth.cli.clients import with_store
 from mtlsauth.cli.common import CLIError, add_home, emit, readable_file, settings_of, url
 from mtlsauth.core.thumbprint import x5t_s256
 from mtlsauth.issuer.store import Store
+from mtlsauth.issuer.store.base import StoredBundle
 from mtlsauth.issuer.trust.anchors import (
     MAX_STALE_DEFAULT,
     OCSP_MODES,
     TrustAnchor,
     TrustError,
 )
+from mtlsauth.issuer.trust.bundles import bundle_status
 
 __all__ = ["add_parser", "describe"]
 
 
-def describe(anchor: TrustAnchor) -> dict[str, Any]:
-    """An anchor as JSON for operators."""
+def describe(anchor: TrustAnchor, bundle: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An anchor as JSON for operators; ``bundle``: its SPIFFE bundle's state, if it has one
+    (:func:`mtlsauth.issuer.trust.bundles.bundle_status`)."""
 
     def cert(c: Any) -> dict[str, str]:
         return {
@@ -41,17 +46,41 @@ def describe(anchor: TrustAnchor) -> dict[str, Any]:
         "roots": [cert(c) for c in anchor.roots],
         "intermediates": [cert(c) for c in anchor.intermediates],
         **anchor.policy(),
+        **({"spiffe_bundle": bundle} if bundle is not None else {}),
         "created_at": dt.datetime.fromtimestamp(anchor.created_at, dt.UTC).isoformat(
             timespec="seconds"
         ),
     }
 
 
+def _described(args: argparse.Namespace) -> list[tuple[TrustAnchor, dict[str, Any]]]:
+    """Every anchor with its JSON description, bundle state included (from the store)."""
+    settings = settings_of(args)
+
+    async def read(store: Store) -> tuple[list[TrustAnchor], dict[str, StoredBundle]]:
+        return await store.list_trust_anchors(), await store.spiffe_bundles()
+
+    anchors, stored = with_store(settings, read)
+    minimum = settings.spiffe_bundle_min_refresh
+    return [
+        (
+            a,
+            describe(
+                a,
+                bundle_status(a, stored.get(a.name), minimum) if a.spiffe_bundle_url else None,
+            ),
+        )
+        for a in anchors
+    ]
+
+
 def _add(args: argparse.Namespace) -> int:
-    try:
-        bundle = readable_file("--ca", args.ca).read_bytes()
-    except OSError as exc:
-        raise CLIError(f"--ca: cannot read {args.ca}: {exc.strerror}", code=2) from exc
+    bundle = b""
+    if args.ca is not None:
+        try:
+            bundle = readable_file("--ca", args.ca).read_bytes()
+        except OSError as exc:
+            raise CLIError(f"--ca: cannot read {args.ca}: {exc.strerror}", code=2) from exc
     try:
         anchor = TrustAnchor.create(
             name=args.name,
@@ -61,29 +90,32 @@ def _add(args: argparse.Namespace) -> int:
             max_stale=args.max_stale,
             ocsp=args.ocsp,
             spiffe_trust_domains=args.spiffe_trust_domain,
+            spiffe_bundle_url=args.spiffe_bundle_url,
         )
     except TrustError as exc:
         raise CLIError(str(exc), code=2) from exc
     with_store(settings_of(args), lambda store: store.add_trust_anchor(anchor))
-    emit(args, describe(anchor))
+    status = bundle_status(anchor, None, 0.0) if anchor.spiffe_bundle_url else None
+    emit(args, describe(anchor, status))
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    anchors = with_store(settings_of(args), lambda store: store.list_trust_anchors())
+    described = _described(args)
     text = "\n".join(
-        f"{a.name}\troots={len(a.roots)}\tintermediates={len(a.intermediates)}" for a in anchors
+        f"{a.name}\troots={len(a.roots)}\tintermediates={len(a.intermediates)}"
+        + (f"\tbundle={a.spiffe_bundle_url}" if a.spiffe_bundle_url else "")
+        for a, _ in described
     )
-    emit(args, [describe(a) for a in anchors], text or "(no trust anchors)")
+    emit(args, [d for _, d in described], text or "(no trust anchors)")
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    anchors = with_store(settings_of(args), lambda store: store.list_trust_anchors())
-    anchor = next((a for a in anchors if a.name == args.name), None)
-    if anchor is None:
+    found = next((d for a, d in _described(args) if a.name == args.name), None)
+    if found is None:
         raise CLIError(f"no trust anchor {args.name!r}")
-    emit(args, describe(anchor))
+    emit(args, found)
     return 0
 
 
@@ -111,11 +143,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="register an external trust anchor",
         description="Register another CA for tls_client_auth clients (client add --trust NAME). "
         "--ca is a PEM bundle: the root CA certificate(s) and every intermediate CA below them "
-        "that clients' certificates are issued by.",
+        "that clients' certificates are issued by. Or a SPIFFE trust domain's bundle endpoint "
+        "(--spiffe-bundle-url with one --spiffe-trust-domain), for X.509-SVIDs and JWT-SVIDs "
+        "(client add --auth-method jwt_spiffe).",
     )
     add_home(add)
     add.add_argument("--name", required=True, help="the name clients refer to (--trust NAME)")
-    add.add_argument("--ca", required=True, metavar="FILE", help="PEM: roots and intermediates")
+    add.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="PEM: roots and intermediates (with --spiffe-bundle-url: optional, the bootstrap "
+        "bundle trusted until the first fetch)",
+    )
     add.add_argument(
         "--crl-url",
         action="append",
@@ -134,8 +173,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=int,
         default=MAX_STALE_DEFAULT,
         metavar="SECONDS",
-        help="how long past nextUpdate a CRL that cannot be refreshed is still used "
-        f"(default {MAX_STALE_DEFAULT})",
+        help="how long past nextUpdate a CRL (or past its refresh interval a SPIFFE bundle) "
+        f"that cannot be refreshed is still used (default {MAX_STALE_DEFAULT})",
     )
     add.add_argument(
         "--ocsp",
@@ -151,6 +190,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="TD",
         help="a SPIFFE trust domain whose X.509-SVIDs this CA issues (client add --spiffe-id); "
         "repeatable",
+    )
+    add.add_argument(
+        "--spiffe-bundle-url",
+        type=url,
+        metavar="URL",
+        help="a SPIFFE bundle endpoint (https_web) of the one --spiffe-trust-domain: its X.509 "
+        "authorities become this anchor's CAs and its JWT-SVID keys verify jwt_spiffe clients; "
+        "refreshed in the background as its refresh hint says",
     )
     add.add_argument("--json", action="store_true")
     add.set_defaults(handler=_add)

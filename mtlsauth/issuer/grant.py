@@ -24,7 +24,7 @@ from mtlsauth.core.errors import (
 from mtlsauth.core.peer import PeerCertificate
 from mtlsauth.issuer.audit import Audit
 from mtlsauth.issuer.metrics import Metrics
-from mtlsauth.issuer.model import Client
+from mtlsauth.issuer.model import SPIFFE_JWT_METHOD, Client
 from mtlsauth.issuer.registration import validate_scope_tokens
 from mtlsauth.issuer.tokens import TokenSigner
 
@@ -67,7 +67,8 @@ class ClientCredentialsGrant:
         started: float,
     ) -> bytes:
         """The JSON token response (RFC 6749 §5.1) for ``client``, bound to ``peer`` when the
-        client registered for bound tokens, or is federated and presented one (RFC 8705 §3).
+        client registered for bound tokens, or is federated (or a JWT-SVID's) and presented one
+        (RFC 8705 §3).
         ``started`` is the request's ``time.perf_counter()``, so the latency histogram
         includes the authentication."""
         if params.grant_type != GRANT_TYPE:
@@ -87,9 +88,11 @@ class ClientCredentialsGrant:
                     "client certificate.",
                 )
             thumbprint = peer.thumbprint
-        elif peer is not None and client.federation is not None:
-            # A federated workload's token proves who it is, not what key it holds: a
-            # certificate it does present is what makes the access token useless if stolen.
+        elif peer is not None and (
+            client.federation is not None or client.auth_method == SPIFFE_JWT_METHOD
+        ):
+            # A federated workload's token (or a JWT-SVID) proves who it is, not what key it
+            # holds: a certificate it does present makes the access token useless if stolen.
             thumbprint = peer.thumbprint
         token = self._signer.sign(
             client_id=client.client_id, audience=audience, scope=scope, x5t_s256=thumbprint

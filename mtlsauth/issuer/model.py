@@ -21,6 +21,7 @@ __all__ = [
     "CERTIFICATE_METHODS",
     "FEDERATED_METHOD",
     "SECRET_METHODS",
+    "SPIFFE_JWT_METHOD",
     "AuthMethod",
     "Client",
     "Federation",
@@ -36,6 +37,7 @@ AuthMethod = Literal[
     "tls_client_auth",
     "self_signed_tls_client_auth",
     "federated_jwt",
+    "jwt_spiffe",
 ]
 AUTH_METHODS: Final[tuple[AuthMethod, ...]] = get_args(AuthMethod)
 SECRET_METHODS: Final = frozenset({"client_secret_basic", "client_secret_post"})
@@ -43,6 +45,9 @@ CERTIFICATE_METHODS: Final = frozenset({"tls_client_auth", "self_signed_tls_clie
 #: A JWT from an external issuer (a federation) names the client: RFC 7523 §2.2 assertion
 #: whose ``iss``/``sub`` are the workload's, not the client_id (see clientauth/federated.py).
 FEDERATED_METHOD: Final = "federated_jwt"
+#: A JWT-SVID (draft-ietf-oauth-spiffe-client-auth §3.1) under an anchor's SPIFFE bundle; the
+#: draft registers the assertion type only, so the method's name is ours.
+SPIFFE_JWT_METHOD: Final = "jwt_spiffe"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +109,8 @@ class Client:
     #: tls_client_auth: the external trust anchor the certificate must chain to (``trust
     #: add``); None for the home's client CA.
     trust: str | None = None
-    #: tls_client_auth with an SVID: ``spiffe://TD/path`` or ``spiffe://TD/path/*``.
+    #: tls_client_auth with an X.509-SVID, or jwt_spiffe (a JWT-SVID): ``spiffe://TD/path``
+    #: or ``spiffe://TD/path/*``.
     spiffe_id: str | None = None
 
     def certificate(self, thumbprint: str) -> RegisteredCert | None:

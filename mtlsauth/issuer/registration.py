@@ -160,10 +160,13 @@ def _tls_name(auth_method: str, names: Sequence[tuple[str, str]]) -> Certificate
 def _spiffe_id(
     auth_method: str, names: Sequence[tuple[str, str]], trust: str | None, value: str
 ) -> str:
-    """The canonical ``--spiffe-id`` pattern (SPIFFE ID §2), for tls_client_auth under an
-    external anchor, instead of a certificate name."""
-    if auth_method != "tls_client_auth":
-        raise RegistrationError(f"--spiffe-id is for tls_client_auth, not {auth_method}")
+    """The canonical ``--spiffe-id`` pattern (SPIFFE ID §2), for tls_client_auth (an
+    X.509-SVID) under an external anchor instead of a certificate name, or jwt_spiffe (a
+    JWT-SVID, draft-ietf-oauth-spiffe-client-auth §3.1)."""
+    if auth_method not in ("tls_client_auth", "jwt_spiffe"):
+        raise RegistrationError(
+            f"--spiffe-id is for tls_client_auth and jwt_spiffe, not {auth_method}"
+        )
     if names:
         raise RegistrationError("--spiffe-id replaces --subject-dn/--san-*: give only one")
     if trust is None:
@@ -306,8 +309,12 @@ def register(
             "--client-id must be 1-200 printable ASCII characters (RFC 6749 VSCHAR), "
             "not starting or ending with a space"
         )
-    if trust is not None and auth_method != "tls_client_auth":
-        raise RegistrationError(f"--trust is for tls_client_auth, not {auth_method}")
+    if trust is not None and auth_method not in ("tls_client_auth", "jwt_spiffe"):
+        raise RegistrationError(f"--trust is for tls_client_auth and jwt_spiffe, not {auth_method}")
+    if auth_method == "jwt_spiffe" and (trust is None or spiffe_id is None):
+        raise RegistrationError(
+            "jwt_spiffe needs --trust NAME (an anchor with --spiffe-bundle-url) and --spiffe-id"
+        )
     if spiffe_id is not None:
         spiffe_id = _spiffe_id(auth_method, names, trust, spiffe_id)
         tls_name = None

@@ -397,6 +397,7 @@ class Settings:
     federated_assertion_max_lifetime: int = field(metadata=_setting(3600, _integer(60, 86400)))
     trust_refresh_interval: float = field(metadata=_setting(300, _seconds(0.5, 86400.0)))
     trust_fetch_timeout: float = field(metadata=_setting(3, _seconds(0.5, 30.0)))
+    spiffe_bundle_min_refresh: float = field(metadata=_setting(30, _seconds(0.5, 3600.0)))
     enrollment: bool = field(metadata=_setting(True, _BOOLEAN))
     ca_dir: Path = field(metadata=_setting("ca", _PATH))
 

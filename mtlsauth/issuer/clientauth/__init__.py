@@ -24,6 +24,11 @@ from mtlsauth.issuer.clientauth.jwt_assertion import (
     assertion_issuer,
     authenticate_assertion,
 )
+from mtlsauth.issuer.clientauth.jwt_svid import (
+    SPIFFE_ASSERTION_TYPE,
+    authenticate_jwt_svid,
+    svid_subject,
+)
 from mtlsauth.issuer.clientauth.mtls import (
     authenticate_pki,
     authenticate_self_signed,
@@ -36,6 +41,7 @@ from mtlsauth.issuer.registry import ClientRegistry
 __all__ = [
     "ASSERTION_TYPE",
     "METHODS",
+    "SPIFFE_ASSERTION_TYPE",
     "AssertionPolicy",
     "AuthContext",
     "AuthRequest",
@@ -55,6 +61,7 @@ METHODS: Final[Mapping[AuthMethod, Authenticator]] = {
     "tls_client_auth": authenticate_pki,
     "self_signed_tls_client_auth": authenticate_self_signed,
     "federated_jwt": authenticate_federated,
+    "jwt_spiffe": authenticate_jwt_svid,
 }
 
 
@@ -88,15 +95,20 @@ def _presented(request: AuthRequest) -> str:
 _COMPATIBLE: Final[Mapping[str, frozenset[str]]] = {
     "client_secret_basic": frozenset({"client_secret_basic"}),
     "client_secret_post": frozenset({"client_secret_post"}),
-    "client_assertion": frozenset({"client_secret_jwt", "private_key_jwt", "federated_jwt"}),
+    "client_assertion": frozenset(
+        {"client_secret_jwt", "private_key_jwt", "federated_jwt", "jwt_spiffe"}
+    ),
     "tls": frozenset({"tls_client_auth", "self_signed_tls_client_auth"}),
 }
 
 
 def claimed_client_id(request: AuthRequest) -> str | None:
-    """The client the request claims to be (form, Basic user, or the assertion's issuer)."""
+    """The client the request claims to be (form, Basic user, the assertion's issuer, or a
+    JWT-SVID's SPIFFE ID)."""
     if request.client_id is not None:
         return request.client_id
+    if request.assertion is not None and request.assertion_type == SPIFFE_ASSERTION_TYPE:
+        return svid_subject(request.assertion)
     if request.assertion is not None:
         return assertion_issuer(request.assertion)
     return None

@@ -15,6 +15,7 @@ from mtlsauth.issuer.model import Client, Federation, SecretEntry
 from mtlsauth.issuer.secrets import generate_secret, hash_secret
 from mtlsauth.issuer.store import Store
 from mtlsauth.issuer.tls.contexts import ClientCA
+from mtlsauth.issuer.trust.bundles import BundleRefresher
 from mtlsauth.issuer.trust.revocation import TrustRevocation
 from mtlsauth.issuer.trust.verifier import TrustSet
 
@@ -54,6 +55,9 @@ class AssertionPolicy:
     #: Federated tokens are minted by another issuer with its own lifetimes (a Kubernetes
     #: projected token lives at least 10 minutes), so they have their own ceiling.
     federated_max_lifetime: int = 3600
+    #: This server's issuer identifier: the sole ``aud`` a JWT-SVID may carry (OAuth SPIFFE
+    #: client authentication draft §3.1 item 3, after draft-ietf-oauth-rfc7523bis).
+    issuer: str = ""
 
 
 class _PkiVerdict(NamedTuple):
@@ -123,6 +127,8 @@ class AuthContext:
     trust: TrustSet = field(default_factory=TrustSet)
     #: Their CRLs and OCSP answers (None: no revocation checks, as in unit set-ups).
     trust_revocation: TrustRevocation | None = None
+    #: The SPIFFE bundles of anchors with a bundle endpoint (None: none are followed).
+    bundles: BundleRefresher | None = None
     #: Stand-ins a secret presented for an unregistered client_id is checked against, so that
     #: it costs the same HMAC and comparison as a wrong secret of a registered client.
     decoys: dict[str, Client] = field(init=False, repr=False)

@@ -35,6 +35,7 @@ __all__ = [
     "assertion_issuer",
     "authenticate_assertion",
     "jwk_keys",
+    "numeric_date_error",
     "presented_assertion",
     "use_jti",
     "verify_assertion",
@@ -54,7 +55,7 @@ def _bad(client_id: str, detail: str, reason: str = "bad_assertion") -> InvalidC
     return InvalidClient(f"client {client_id!r}: {detail}", reason=reason)
 
 
-def _numeric_date_error(claims: dict[str, Any]) -> str | None:
+def numeric_date_error(claims: dict[str, Any]) -> str | None:
     """Why a NumericDate claim is not a finite JSON number (RFC 7519 §2), or None."""
     for name in _NUMERIC_DATES:
         if name not in claims:
@@ -187,9 +188,9 @@ def verify_assertion(
         break
     if claims is None:
         raise _bad(client_id, "no registered key verifies the assertion's signature")
-    numeric_date_error = _numeric_date_error(claims)
-    if numeric_date_error is not None:
-        raise _bad(client_id, numeric_date_error)
+    date_error = numeric_date_error(claims)
+    if date_error is not None:
+        raise _bad(client_id, date_error)
     if claims.get("sub") != subject:
         raise _bad(client_id, "sub is not the registered subject")
     now = time.time()

@@ -27,7 +27,12 @@ from mtlsauth.issuer.clientauth.base import AuthContext, AuthRequest
 from mtlsauth.issuer.model import Client
 from mtlsauth.issuer.trust.spiffe import SpiffeError, SpiffePattern, svid_id
 
-__all__ = ["authenticate_pki", "authenticate_self_signed", "check_signing_usage"]
+__all__ = [
+    "authenticate_pki",
+    "authenticate_self_signed",
+    "check_bundle_fresh",
+    "check_signing_usage",
+]
 
 #: Told to the client (decision D10): the certificate itself is refused, whoever presents it.
 _NOT_FOR_SIGNING = (
@@ -111,6 +116,7 @@ async def _check_external(
     the anchor's CRL/OCSP policy. Asked on every request: a revocation must reach keep-alive
     connections too, and the answers it needs are cached by the revocation component."""
     assert client.trust is not None
+    check_bundle_fresh(client, context)
     chain = context.trust.chain(client.trust, cert, peer.intermediates)
     if isinstance(chain, str):
         raise InvalidClient(
@@ -126,6 +132,19 @@ async def _check_external(
                 f"trust anchor {client.trust!r}: {refusal}",
                 reason="bad_certificate",
             )
+
+
+def check_bundle_fresh(client: Client, context: AuthContext) -> None:
+    """SPIFFE Federation §5: a trust domain whose bundle could not be refreshed within its
+    staleness budget (``--max-stale``) fails closed; the client is told why (decision D10)."""
+    refusal = context.bundles.refusal(client.trust) if context.bundles and client.trust else None
+    if refusal is not None:
+        raise InvalidClient(
+            f"client {client.client_id!r}: {refusal}",
+            description="The client's SPIFFE trust domain bundle could not be refreshed within "
+            "its staleness budget; its SVIDs are refused until it can be.",
+            reason="stale_bundle",
+        )
 
 
 def _check_svid(

@@ -68,6 +68,7 @@ from mtlsauth.issuer.throttle import Throttle, ThrottlePolicy
 from mtlsauth.issuer.tls.contexts import ServerTLSConfig, TLSManager
 from mtlsauth.issuer.tls.revocation import renew_crl_if_due, revoked_thumbprints
 from mtlsauth.issuer.tokens import TokenSigner
+from mtlsauth.issuer.trust.bundles import BundleRefresher
 from mtlsauth.issuer.trust.registry import AnchorRegistry
 from mtlsauth.issuer.trust.revocation import TrustRevocation
 from mtlsauth.issuer.trust.verifier import TrustSet
@@ -152,6 +153,7 @@ async def _refresh_forever(app: web.Application) -> None:
             await asyncio.sleep(settings.reload_interval)
         tls.reload_if_changed()
         app[TRUST_REVOCATION].tick()
+        app[ANCHORS].tick()
         if app[SIGNING_KEYS].reload_if_changed():
             app[SIGNER].use_key(app[SIGNING_KEYS].active)
         if loop.time() >= next_tallies:
@@ -170,6 +172,12 @@ def _jwks_uri_context(settings: Settings) -> ssl.SSLContext:
     if settings.jwks_uri_cafile is not None:
         ctx.load_verify_locations(cafile=str(settings.jwks_uri_cafile))
     return ctx
+
+
+async def _close(*fetchers: RemoteJWKS | TrustRevocation | BundleRefresher) -> None:
+    """Stop the outbound fetchers (their tasks and sessions), in order."""
+    for fetcher in fetchers:
+        await fetcher.close()
 
 
 async def _runtime(app: web.Application) -> AsyncIterator[None]:
@@ -194,11 +202,17 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         refresh_interval=settings.trust_refresh_interval,
         timeout=settings.trust_fetch_timeout,
     )
+    bundles = BundleRefresher(
+        store,
+        ssl_context=_jwks_uri_context(settings),
+        timeout=settings.trust_fetch_timeout,
+        min_refresh=settings.spiffe_bundle_min_refresh,
+    )
     try:
         registry = ClientRegistry(store)
         registry.on_change(lambda clients: tls.set_trust_anchors(_self_signed_anchors(clients)))
         await registry.refresh()
-        anchors = AnchorRegistry(store, trust_revocation.trust, tls.set_external_anchors)
+        anchors = AnchorRegistry(store, trust_revocation.trust, tls.set_external_anchors, bundles)
         await anchors.refresh()
         context = AuthContext(
             secret_key=settings.secret_key.get(),
@@ -207,6 +221,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
                 audiences=settings.assertion_audiences,
                 max_lifetime=settings.assertion_max_lifetime,
                 federated_max_lifetime=settings.federated_assertion_max_lifetime,
+                issuer=settings.issuer,
             ),
             store=store,
             remote_jwks=remote_jwks,
@@ -214,6 +229,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
             federation_keys=federation_keys,
             trust=anchors.trust,
             trust_revocation=trust_revocation,
+            bundles=bundles,
         )
         policy = ThrottlePolicy(
             limit=settings.throttle_limit,
@@ -229,9 +245,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         )
         await guard.throttle.refresh()
     except BaseException:
-        await remote_jwks.close()
-        await federation_keys.close()
-        await trust_revocation.close()
+        await _close(remote_jwks, federation_keys, trust_revocation, bundles)
         audit.close()
         await store.close()
         raise
@@ -269,9 +283,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
             await background
     with contextlib.suppress(StoreError):
         await guard.flush_usage(store)
-    await remote_jwks.close()
-    await federation_keys.close()
-    await trust_revocation.close()
+    await _close(remote_jwks, federation_keys, trust_revocation, bundles)
     audit.close()
     await store.close()
 

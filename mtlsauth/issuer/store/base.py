@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from mtlsauth.core.dn import CertificateName
 from mtlsauth.issuer.model import AUTH_METHODS, Client, Federation, RegisteredCert, SecretEntry
@@ -25,6 +25,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "StoredBundle",
     "TrustAnchorExistsError",
     "anchor_from_row",
     "anchor_row",
@@ -67,6 +68,16 @@ class FederationExistsError(StoreError):
 
 class TrustAnchorExistsError(StoreError):
     """A trust anchor with that name is already registered."""
+
+
+class StoredBundle(NamedTuple):
+    """The SPIFFE bundle in force for an anchor (SPIFFE Trust Domain and Bundle §4), shared by
+    every worker and host: its ``spiffe_sequence``, the document, and when it was last
+    fetched successfully (epoch seconds)."""
+
+    sequence: int | None
+    document: str
+    refreshed_at: float
 
 
 class Store(Protocol):
@@ -124,6 +135,16 @@ class Store(Protocol):
         """Delete an anchor; False when there was none."""
 
     async def list_trust_anchors(self) -> list[TrustAnchor]: ...
+
+    async def save_spiffe_bundle(
+        self, anchor: str, sequence: int | None, document: str, refreshed_at: float
+    ) -> StoredBundle:
+        """Make this the anchor's bundle unless the one stored has a higher sequence (a
+        sequence never goes back, §4.1.1, across workers and restarts); atomic. Returns the
+        bundle in force afterwards. Does not bump the change marker."""
+
+    async def spiffe_bundles(self) -> dict[str, StoredBundle]:
+        """The stored bundles by anchor name."""
 
     # -- tokens and assertions -----------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from mtlsauth.issuer.store.base import (
     ClientExistsError,
     FederationExistsError,
     SchemaError,
+    StoredBundle,
     StoreError,
     StoreUnavailable,
     TrustAnchorExistsError,
@@ -149,6 +150,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE TRIGGER bump_trust_anchors AFTER INSERT OR UPDATE OR DELETE ON trust_anchors
         FOR EACH STATEMENT EXECUTE FUNCTION mtlsauth_bump();
+    """,
+    # 5: the SPIFFE bundle in force per anchor, so its sequence never goes back (across
+    # workers, hosts and restarts). Refreshes do not bump or NOTIFY.
+    """
+    CREATE TABLE spiffe_bundles (
+        anchor       TEXT PRIMARY KEY,
+        sequence     BIGINT,
+        document     TEXT NOT NULL,
+        refreshed_at DOUBLE PRECISION NOT NULL
+    );
     """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -444,10 +455,46 @@ class PostgresStore:
 
     async def remove_trust_anchor(self, name: str) -> bool:
         async def delete(conn: asyncpg.Connection) -> bool:
-            status = await conn.execute("DELETE FROM trust_anchors WHERE name = $1", name)
+            async with conn.transaction():
+                await conn.execute("DELETE FROM spiffe_bundles WHERE anchor = $1", name)
+                status = await conn.execute("DELETE FROM trust_anchors WHERE name = $1", name)
             return bool(status.endswith(" 1"))
 
         return await self._run(delete)
+
+    async def save_spiffe_bundle(
+        self, anchor: str, sequence: int | None, document: str, refreshed_at: float
+    ) -> StoredBundle:
+        async def upsert(conn: asyncpg.Connection) -> StoredBundle:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO spiffe_bundles VALUES ($1, $2, $3, $4) ON CONFLICT (anchor)"
+                    " DO UPDATE SET sequence = EXCLUDED.sequence, document = EXCLUDED.document,"
+                    " refreshed_at = EXCLUDED.refreshed_at"
+                    " WHERE spiffe_bundles.sequence IS NULL OR EXCLUDED.sequence IS NULL"
+                    " OR EXCLUDED.sequence >= spiffe_bundles.sequence",
+                    anchor, sequence, document, refreshed_at,
+                )  # fmt: skip
+                row = await conn.fetchrow(
+                    "SELECT sequence, document, refreshed_at FROM spiffe_bundles WHERE anchor = $1",
+                    anchor,
+                )
+            assert row is not None
+            return StoredBundle(row["sequence"], row["document"], float(row["refreshed_at"]))
+
+        return await self._run(upsert)
+
+    async def spiffe_bundles(self) -> dict[str, StoredBundle]:
+        async def read(conn: asyncpg.Connection) -> dict[str, StoredBundle]:
+            rows = await conn.fetch(
+                "SELECT anchor, sequence, document, refreshed_at FROM spiffe_bundles"
+            )
+            return {
+                r["anchor"]: StoredBundle(r["sequence"], r["document"], float(r["refreshed_at"]))
+                for r in rows
+            }
+
+        return await self._run(read)
 
     async def list_trust_anchors(self) -> list[TrustAnchor]:
         async def read(conn: asyncpg.Connection) -> list[TrustAnchor]:

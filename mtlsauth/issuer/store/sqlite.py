@@ -22,6 +22,7 @@ from mtlsauth.issuer.store.base import (
     ClientExistsError,
     FederationExistsError,
     SchemaError,
+    StoredBundle,
     StoreError,
     TrustAnchorExistsError,
     anchor_from_row,
@@ -141,6 +142,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     """
     + "".join(_bump("trust_anchors", op) for op in ("INSERT", "UPDATE", "DELETE")),
+    # 5: the SPIFFE bundle in force per anchor, so its sequence never goes back (across
+    # workers and restarts). Refreshes do not bump the change counter.
+    """
+    CREATE TABLE spiffe_bundles (
+        anchor       TEXT PRIMARY KEY,
+        sequence     INTEGER,
+        document     TEXT NOT NULL,
+        refreshed_at REAL NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -352,9 +363,42 @@ class SQLiteStore:
 
     async def remove_trust_anchor(self, name: str) -> bool:
         def delete(conn: sqlite3.Connection) -> bool:
-            return conn.execute("DELETE FROM trust_anchors WHERE name = ?", (name,)).rowcount > 0
+            with conn:
+                conn.execute("DELETE FROM spiffe_bundles WHERE anchor = ?", (name,))
+                return (
+                    conn.execute("DELETE FROM trust_anchors WHERE name = ?", (name,)).rowcount > 0
+                )
 
         return await self._run(delete)
+
+    async def save_spiffe_bundle(
+        self, anchor: str, sequence: int | None, document: str, refreshed_at: float
+    ) -> StoredBundle:
+        def upsert(conn: sqlite3.Connection) -> StoredBundle:
+            with conn:
+                conn.execute(
+                    "INSERT INTO spiffe_bundles VALUES (?, ?, ?, ?) ON CONFLICT (anchor) DO UPDATE"
+                    " SET sequence = excluded.sequence, document = excluded.document,"
+                    " refreshed_at = excluded.refreshed_at"
+                    " WHERE spiffe_bundles.sequence IS NULL OR excluded.sequence IS NULL"
+                    " OR excluded.sequence >= spiffe_bundles.sequence",
+                    (anchor, sequence, document, refreshed_at),
+                )
+                row = conn.execute(
+                    "SELECT sequence, document, refreshed_at FROM spiffe_bundles WHERE anchor = ?",
+                    (anchor,),
+                ).fetchone()
+            return StoredBundle(row[0], row[1], float(row[2]))
+
+        return await self._run(upsert)
+
+    async def spiffe_bundles(self) -> dict[str, StoredBundle]:
+        def read(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            return conn.execute(
+                "SELECT anchor, sequence, document, refreshed_at FROM spiffe_bundles"
+            ).fetchall()
+
+        return {r[0]: StoredBundle(r[1], r[2], float(r[3])) for r in await self._run(read)}
 
     async def list_trust_anchors(self) -> list[TrustAnchor]:
         def read(conn: sqlite3.Connection) -> list[sqlite3.Row]:

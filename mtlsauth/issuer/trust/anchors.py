@@ -11,6 +11,7 @@ untrusted path element, so it can never stand in for its root.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Sequence
@@ -109,6 +110,15 @@ def _check_url(url: str) -> str:
     return url
 
 
+def _check_bundle_url(url: str) -> str:
+    parts = urlsplit(url)
+    # The https_web profile (SPIFFE Federation §5.2.1), which the OAuth SPIFFE client
+    # authentication draft requires: the endpoint's certificate is checked against Web PKI.
+    if parts.scheme != "https" or not parts.hostname or parts.fragment or len(url) > 2048:
+        raise TrustError(f"--spiffe-bundle-url must be an https URL, got {url!r}")
+    return url
+
+
 @dataclass(frozen=True, slots=True)
 class TrustAnchor:
     """A registered external CA and its revocation policy."""
@@ -122,6 +132,9 @@ class TrustAnchor:
     ocsp: str = "off"
     #: SPIFFE trust domains whose SVIDs this anchor may issue (``--spiffe-trust-domain``).
     spiffe_trust_domains: tuple[str, ...] = ()
+    #: A SPIFFE bundle endpoint (``--spiffe-bundle-url``): the bundle's X.509 authorities
+    #: replace ``bundle``'s roots once fetched, and its JWT-SVID keys verify JWT-SVIDs.
+    spiffe_bundle_url: str | None = None
     created_at: float = 0.0
     roots: tuple[x509.Certificate, ...] = field(default=(), compare=False, repr=False)
     intermediates: tuple[x509.Certificate, ...] = field(default=(), compare=False, repr=False)
@@ -137,9 +150,15 @@ class TrustAnchor:
         max_stale: int = MAX_STALE_DEFAULT,
         ocsp: str = "off",
         spiffe_trust_domains: Sequence[str] = (),
+        spiffe_bundle_url: str | None = None,
         created_at: float | None = None,
     ) -> TrustAnchor:
-        """Validate a registration (TrustError names the bad flag)."""
+        """Validate a registration (TrustError names the bad flag).
+
+        With ``spiffe_bundle_url`` the ``--ca`` bundle is optional: when given it is the
+        bootstrap bundle (SPIFFE Federation §5.2: trust obtained out of band), trusted until
+        the first fetch succeeds; the trust domain is exactly one (a bundle is of one domain,
+        SPIFFE Trust Domain and Bundle §3)."""
         if not _NAME.match(name):
             raise TrustError(
                 "--name must be 1-63 letters, digits, '.', '_' or '-', starting with a letter "
@@ -154,7 +173,20 @@ class TrustAnchor:
                 valid_trust_domain(domain)
             except SpiffeError as exc:
                 raise TrustError(f"--spiffe-trust-domain: {exc}") from exc
-        roots, intermediates = parse_bundle(bundle)
+        if spiffe_bundle_url is not None:
+            _check_bundle_url(spiffe_bundle_url)
+            if len(set(spiffe_trust_domains)) != 1:
+                raise TrustError(
+                    "--spiffe-bundle-url needs exactly one --spiffe-trust-domain (the bundle's)"
+                )
+            if (crl_urls or crl_from_cdp or ocsp != "off") and not bundle.strip():
+                raise TrustError("--crl-url/--crl-from-cdp/--ocsp need --ca (the issuing CAs)")
+        elif not bundle.strip():
+            raise TrustError("give --ca FILE, or --spiffe-bundle-url URL")
+        roots: tuple[x509.Certificate, ...] = ()
+        intermediates: tuple[x509.Certificate, ...] = ()
+        if bundle.strip():
+            roots, intermediates = parse_bundle(bundle)
         return cls(
             name=name,
             bundle=bundle,
@@ -163,6 +195,7 @@ class TrustAnchor:
             max_stale=max_stale,
             ocsp=ocsp,
             spiffe_trust_domains=tuple(dict.fromkeys(spiffe_trust_domains)),
+            spiffe_bundle_url=spiffe_bundle_url,
             created_at=time.time() if created_at is None else created_at,
             roots=roots,
             intermediates=intermediates,
@@ -171,6 +204,11 @@ class TrustAnchor:
     @property
     def checks_revocation(self) -> bool:
         return bool(self.crl_urls) or self.crl_from_cdp or self.ocsp != "off"
+
+    def with_authorities(self, authorities: Sequence[x509.Certificate]) -> TrustAnchor:
+        """This anchor as its SPIFFE bundle says: the bundle's X.509 authorities are its trust
+        anchors (X509-SVID §5.1), in place of the bootstrap ``--ca`` bundle."""
+        return dataclasses.replace(self, roots=tuple(authorities), intermediates=())
 
     @property
     def root_ders(self) -> frozenset[bytes]:
@@ -184,6 +222,7 @@ class TrustAnchor:
             "max_stale": self.max_stale,
             "ocsp": self.ocsp,
             "spiffe_trust_domains": list(self.spiffe_trust_domains),
+            "spiffe_bundle_url": self.spiffe_bundle_url,
         }
 
     @classmethod
@@ -198,5 +237,6 @@ class TrustAnchor:
             max_stale=int(policy.get("max_stale", MAX_STALE_DEFAULT)),
             ocsp=str(policy.get("ocsp", "off")),
             spiffe_trust_domains=policy.get("spiffe_trust_domains", ()),
+            spiffe_bundle_url=policy.get("spiffe_bundle_url"),
             created_at=created_at,
         )

@@ -3,6 +3,7 @@
 Like the client registry, the hot path never touches the database: the refresh loop asks the
 store's change marker and reloads the anchors when it moved, then hands their roots to the TLS
 layer, which builds new contexts (so ``trust add`` reaches a running server without a restart).
+A SPIFFE bundle that changes (:mod:`.bundles`) goes the same way, within a refresh.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import logging
 from collections.abc import Callable
 
 from mtlsauth.issuer.store import Store
+from mtlsauth.issuer.trust.anchors import TrustAnchor
+from mtlsauth.issuer.trust.bundles import BundleRefresher
 from mtlsauth.issuer.trust.verifier import TrustSet
 
 __all__ = ["AnchorRegistry"]
@@ -19,15 +22,25 @@ log = logging.getLogger(__name__)
 
 
 class AnchorRegistry:
-    """Keeps ``trust`` equal to the store's anchors; calls ``on_roots`` after each reload."""
+    """Keeps ``trust`` equal to the store's anchors — with the X.509 authorities of their
+    SPIFFE bundles in place of the bootstrap ``--ca`` roots, once fetched — and calls
+    ``on_roots`` after each change."""
 
     def __init__(
-        self, store: Store, trust: TrustSet, on_roots: Callable[[frozenset[bytes]], None]
+        self,
+        store: Store,
+        trust: TrustSet,
+        on_roots: Callable[[frozenset[bytes]], None],
+        bundles: BundleRefresher | None = None,
     ) -> None:
         self._store = store
         self.trust = trust
         self._on_roots = on_roots
+        self.bundles = bundles
+        self._stored: list[TrustAnchor] = []
         self._marker: object = object()
+        if bundles is not None:
+            bundles.on_change = self.apply
 
     async def refresh(self) -> bool:
         """Reload if the store changed since the last look; True when it reloaded."""
@@ -35,11 +48,26 @@ class AnchorRegistry:
         if marker == self._marker:
             return False
         anchors = await self._store.list_trust_anchors()
-        if [a.name for a in anchors] != list(self.trust.all()) or any(
-            self.trust.get(a.name) != a for a in anchors
-        ):
-            self.trust.replace(anchors)
-            self._on_roots(self.trust.root_ders())
+        changed = anchors != self._stored
+        if self.bundles is not None:
+            changed = await self.bundles.sync(anchors) or changed
+        if changed:
+            self._stored = anchors
+            self.apply()
             log.info("trust anchors loaded: %d external anchor(s)", len(anchors))
         self._marker = marker
         return True
+
+    def _effective(self, anchor: TrustAnchor) -> TrustAnchor:
+        authorities = self.bundles.authorities(anchor.name) if self.bundles else None
+        return anchor if authorities is None else anchor.with_authorities(authorities)
+
+    def apply(self) -> None:
+        """Hand the anchors in force to the verifier and their roots to the TLS layer."""
+        self.trust.replace([self._effective(a) for a in self._stored])
+        self._on_roots(self.trust.root_ders())
+
+    def tick(self) -> None:
+        """Start the SPIFFE bundle fetches that are due (never waits for them)."""
+        if self.bundles is not None:
+            self.bundles.tick()

@@ -56,7 +56,8 @@ class TrustSet:
 
     def replace(self, anchors: Iterable[TrustAnchor]) -> None:
         by_name = {a.name: a for a in anchors}
-        self._stores = {name: Store(list(a.roots)) for name, a in by_name.items()}
+        # An anchor without roots (a SPIFFE bundle not fetched yet) verifies nothing.
+        self._stores = {name: Store(list(a.roots)) for name, a in by_name.items() if a.roots}
         self._anchors = by_name
         self._verified = {}
         self.generation += 1
@@ -91,8 +92,10 @@ class TrustSet:
             return known[0]
         anchor = self._anchors.get(name)
         verifier = self._verifier(name, now)
-        if anchor is None or verifier is None:
+        if anchor is None:
             return f"no trust anchor {name!r} is registered"
+        if verifier is None:
+            return f"trust anchor {name!r} has no CA certificate (no SPIFFE bundle fetched yet)"
         if sent:
             if len(self._sent) >= _CACHE_SIZE:
                 self._sent.clear()
