@@ -22,7 +22,7 @@ async def test_metadata(home: Home) -> None:
     assert doc["grant_types_supported"] == ["client_credentials"]
     methods = {
         "client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt",
-        "tls_client_auth", "self_signed_tls_client_auth", "federated_jwt", "jwt_spiffe",
+        "tls_client_auth", "self_signed_tls_client_auth", "federated_jwt", "spiffe_jwt", "spiffe_x509",
     }  # fmt: skip
     assert set(doc["token_endpoint_auth_methods_supported"]) == methods
     assert set(doc["introspection_endpoint_auth_methods_supported"]) == methods

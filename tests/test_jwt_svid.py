@@ -1,4 +1,4 @@
-"""JWT-SVIDs as client credentials (draft-ietf-oauth-spiffe-client-auth §3.1): the jwt_spiffe
+"""JWT-SVIDs as client credentials (draft-ietf-oauth-spiffe-client-auth §3.1): the spiffe_jwt
 method, keys from the trust domain's SPIFFE bundle (served over https, built with pyjwt and
 cryptography alone), over real TLS against a running token service."""
 
@@ -39,7 +39,7 @@ async def endpoint(home: Home) -> AsyncIterator[BundleServer]:
             # Registered under its SPIFFE ID: found from the JWT-SVID's sub, no client_id.
             (f"spiffe://{TD}/ns/prod/sa/batch", f"spiffe://{TD}/ns/prod/sa/batch"),
         ):
-            await home.aadd_client("--auth-method", "jwt_spiffe", "--client-id", client_id,
+            await home.aadd_client("--auth-method", "spiffe_jwt", "--client-id", client_id,
                                    "--trust", "acme", "--spiffe-id", spiffe_id,
                                    "--scope", "invoices.read")  # fmt: skip
         yield server
@@ -187,4 +187,4 @@ async def test_a_rotated_jwt_key_reaches_the_server_and_the_old_one_stops(
 def test_discovery_names_the_method(home: Home) -> None:
     from mtlsauth.issuer.http.metadata import build_metadata
 
-    assert "jwt_spiffe" in build_metadata(home.settings)["token_endpoint_auth_methods_supported"]
+    assert "spiffe_jwt" in build_metadata(home.settings)["token_endpoint_auth_methods_supported"]

@@ -187,7 +187,7 @@ async def test_a_dead_endpoint_is_tolerated_until_the_budget_then_fails_closed_t
     home: Home, endpoint: BundleServer, tmp_path: Path
 ) -> None:
     await register(home, endpoint.url, "--max-stale", "2")
-    await home.aadd_client("--auth-method", "jwt_spiffe", "--client-id", "jwt", "--trust",
+    await home.aadd_client("--auth-method", "spiffe_jwt", "--client-id", "jwt", "--trust",
                            "acme", "--spiffe-id", f"spiffe://{TD}/ns/prod/sa/api")  # fmt: skip
     svid = endpoint.domain.svid(tmp_path / "api", "/ns/prod/sa/api")
     jwt_svid = endpoint.domain.jwt_svid("/ns/prod/sa/api", home.settings.issuer)

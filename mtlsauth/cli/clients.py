@@ -185,7 +185,7 @@ async def _add_unique(store: Store, client: Client) -> None:
                     f"--spiffe-id: trust anchor {anchor.name!r} is not registered for the trust "
                     f"domain {domain!r} (trust add --spiffe-trust-domain)"
                 )
-        if client.auth_method == "jwt_spiffe" and anchor.spiffe_bundle_url is None:
+        if client.auth_method == "spiffe_jwt" and anchor.spiffe_bundle_url is None:
             raise CLIError(
                 f"--trust: trust anchor {anchor.name!r} has no SPIFFE bundle endpoint, so no "
                 "JWT-SVID keys (trust add --spiffe-bundle-url)"
@@ -314,16 +314,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add.add_argument(
         "--trust",
         metavar="NAME",
-        help="tls_client_auth: the certificate must chain to this external trust anchor "
-        "('mtlsauth trust add'), not the home's client CA; jwt_spiffe: the anchor whose "
+        help="tls_client_auth, spiffe_x509: the certificate must chain to this external trust "
+        "anchor ('mtlsauth trust add'), not the home's client CA; spiffe_jwt: the anchor whose "
         "SPIFFE bundle holds the JWT-SVID keys",
     )
     add.add_argument(
         "--spiffe-id",
         metavar="ID",
-        help="tls_client_auth with --trust: the X.509-SVID's SPIFFE ID (jwt_spiffe: the "
-        "JWT-SVID's sub), spiffe://TD/path (exact) or spiffe://TD/path/* (any ID below the "
-        "path)",
+        help="spiffe_x509 (or tls_client_auth) with --trust: the X.509-SVID's SPIFFE ID "
+        "(spiffe_jwt: the JWT-SVID's sub), spiffe://TD/path (exact) or spiffe://TD/path/* (any "
+        "ID below the path)",
     )
     add.add_argument("--json", action="store_true")
     add.set_defaults(handler=_add)

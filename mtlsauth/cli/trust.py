@@ -145,7 +145,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--ca is a PEM bundle: the root CA certificate(s) and every intermediate CA below them "
         "that clients' certificates are issued by. Or a SPIFFE trust domain's bundle endpoint "
         "(--spiffe-bundle-url with one --spiffe-trust-domain), for X.509-SVIDs and JWT-SVIDs "
-        "(client add --auth-method jwt_spiffe).",
+        "(client add --auth-method spiffe_jwt).",
     )
     add_home(add)
     add.add_argument("--name", required=True, help="the name clients refer to (--trust NAME)")
@@ -196,7 +196,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=url,
         metavar="URL",
         help="a SPIFFE bundle endpoint (https_web) of the one --spiffe-trust-domain: its X.509 "
-        "authorities become this anchor's CAs and its JWT-SVID keys verify jwt_spiffe clients; "
+        "authorities become this anchor's CAs and its JWT-SVID keys verify spiffe_jwt clients; "
         "refreshed in the background as its refresh hint says",
     )
     add.add_argument("--json", action="store_true")

@@ -21,7 +21,9 @@ __all__ = [
     "CERTIFICATE_METHODS",
     "FEDERATED_METHOD",
     "SECRET_METHODS",
+    "SPIFFE_ID_METHODS",
     "SPIFFE_JWT_METHOD",
+    "SPIFFE_X509_METHOD",
     "AuthMethod",
     "Client",
     "Federation",
@@ -37,17 +39,24 @@ AuthMethod = Literal[
     "tls_client_auth",
     "self_signed_tls_client_auth",
     "federated_jwt",
-    "jwt_spiffe",
+    "spiffe_jwt",
+    "spiffe_x509",
 ]
 AUTH_METHODS: Final[tuple[AuthMethod, ...]] = get_args(AuthMethod)
 SECRET_METHODS: Final = frozenset({"client_secret_basic", "client_secret_post"})
-CERTIFICATE_METHODS: Final = frozenset({"tls_client_auth", "self_signed_tls_client_auth"})
+CERTIFICATE_METHODS: Final = frozenset(
+    {"tls_client_auth", "self_signed_tls_client_auth", "spiffe_x509"}
+)
 #: A JWT from an external issuer (a federation) names the client: RFC 7523 §2.2 assertion
 #: whose ``iss``/``sub`` are the workload's, not the client_id (see clientauth/federated.py).
 FEDERATED_METHOD: Final = "federated_jwt"
-#: A JWT-SVID (draft-ietf-oauth-spiffe-client-auth §3.1) under an anchor's SPIFFE bundle; the
-#: draft registers the assertion type only, so the method's name is ours.
-SPIFFE_JWT_METHOD: Final = "jwt_spiffe"
+#: draft-ietf-oauth-spiffe-client-auth §4 names the SPIFFE methods: a JWT-SVID (§3.1) under an
+#: anchor's SPIFFE bundle, and an X.509-SVID over mutual TLS (§3.2, RFC 8705 with the SVID
+#: rules; the same check as tls_client_auth with --spiffe-id).
+SPIFFE_JWT_METHOD: Final = "spiffe_jwt"
+SPIFFE_X509_METHOD: Final = "spiffe_x509"
+#: The methods a ``--spiffe-id`` (and with it ``--trust``) registers.
+SPIFFE_ID_METHODS: Final = frozenset({"tls_client_auth", "spiffe_jwt", "spiffe_x509"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +118,7 @@ class Client:
     #: tls_client_auth: the external trust anchor the certificate must chain to (``trust
     #: add``); None for the home's client CA.
     trust: str | None = None
-    #: tls_client_auth with an X.509-SVID, or jwt_spiffe (a JWT-SVID): ``spiffe://TD/path``
+    #: tls_client_auth with an X.509-SVID, or spiffe_jwt (a JWT-SVID): ``spiffe://TD/path``
     #: or ``spiffe://TD/path/*``.
     spiffe_id: str | None = None
 

@@ -31,6 +31,9 @@ from mtlsauth.issuer.model import (
     AUTH_METHODS,
     CERTIFICATE_METHODS,
     SECRET_METHODS,
+    SPIFFE_ID_METHODS,
+    SPIFFE_JWT_METHOD,
+    SPIFFE_X509_METHOD,
     Client,
     RegisteredCert,
     SecretEntry,
@@ -161,11 +164,11 @@ def _spiffe_id(
     auth_method: str, names: Sequence[tuple[str, str]], trust: str | None, value: str
 ) -> str:
     """The canonical ``--spiffe-id`` pattern (SPIFFE ID §2), for tls_client_auth (an
-    X.509-SVID) under an external anchor instead of a certificate name, or jwt_spiffe (a
-    JWT-SVID, draft-ietf-oauth-spiffe-client-auth §3.1)."""
-    if auth_method not in ("tls_client_auth", "jwt_spiffe"):
+    X.509-SVID) under an external anchor instead of a certificate name, spiffe_x509 (the same,
+    under draft-ietf-oauth-spiffe-client-auth §3.2's name) or spiffe_jwt (a JWT-SVID, §3.1)."""
+    if auth_method not in SPIFFE_ID_METHODS:
         raise RegistrationError(
-            f"--spiffe-id is for tls_client_auth and jwt_spiffe, not {auth_method}"
+            f"--spiffe-id is for {', '.join(sorted(SPIFFE_ID_METHODS))}, not {auth_method}"
         )
     if names:
         raise RegistrationError("--spiffe-id replaces --subject-dn/--san-*: give only one")
@@ -309,11 +312,17 @@ def register(
             "--client-id must be 1-200 printable ASCII characters (RFC 6749 VSCHAR), "
             "not starting or ending with a space"
         )
-    if trust is not None and auth_method not in ("tls_client_auth", "jwt_spiffe"):
-        raise RegistrationError(f"--trust is for tls_client_auth and jwt_spiffe, not {auth_method}")
-    if auth_method == "jwt_spiffe" and (trust is None or spiffe_id is None):
+    if trust is not None and auth_method not in SPIFFE_ID_METHODS:
         raise RegistrationError(
-            "jwt_spiffe needs --trust NAME (an anchor with --spiffe-bundle-url) and --spiffe-id"
+            f"--trust is for {', '.join(sorted(SPIFFE_ID_METHODS))}, not {auth_method}"
+        )
+    if auth_method == SPIFFE_JWT_METHOD and (trust is None or spiffe_id is None):
+        raise RegistrationError(
+            "spiffe_jwt needs --trust NAME (an anchor with --spiffe-bundle-url) and --spiffe-id"
+        )
+    if auth_method == SPIFFE_X509_METHOD and (trust is None or spiffe_id is None):
+        raise RegistrationError(
+            "spiffe_x509 needs --trust NAME (the anchor issuing the X.509-SVIDs) and --spiffe-id"
         )
     if spiffe_id is not None:
         spiffe_id = _spiffe_id(auth_method, names, trust, spiffe_id)

@@ -61,7 +61,10 @@ METHODS: Final[Mapping[AuthMethod, Authenticator]] = {
     "tls_client_auth": authenticate_pki,
     "self_signed_tls_client_auth": authenticate_self_signed,
     "federated_jwt": authenticate_federated,
-    "jwt_spiffe": authenticate_jwt_svid,
+    "spiffe_jwt": authenticate_jwt_svid,
+    # draft-ietf-oauth-spiffe-client-auth §3.2: RFC 8705 mutual TLS with an X.509-SVID, checked
+    # as tls_client_auth checks a --spiffe-id client.
+    "spiffe_x509": authenticate_pki,
 }
 
 
@@ -96,9 +99,9 @@ _COMPATIBLE: Final[Mapping[str, frozenset[str]]] = {
     "client_secret_basic": frozenset({"client_secret_basic"}),
     "client_secret_post": frozenset({"client_secret_post"}),
     "client_assertion": frozenset(
-        {"client_secret_jwt", "private_key_jwt", "federated_jwt", "jwt_spiffe"}
+        {"client_secret_jwt", "private_key_jwt", "federated_jwt", "spiffe_jwt"}
     ),
-    "tls": frozenset({"tls_client_auth", "self_signed_tls_client_auth"}),
+    "tls": frozenset({"tls_client_auth", "self_signed_tls_client_auth", "spiffe_x509"}),
 }
 
 

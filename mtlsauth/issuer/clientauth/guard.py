@@ -38,7 +38,14 @@ __all__ = ["UNGUESSABLE_METHODS", "ClientGuard"]
 
 #: Methods whose credential an attacker cannot guess, so throttling them protects nothing.
 UNGUESSABLE_METHODS: Final[frozenset[AuthMethod]] = frozenset(
-    {"tls_client_auth", "self_signed_tls_client_auth", "private_key_jwt", "federated_jwt"}
+    {
+        "tls_client_auth",
+        "self_signed_tls_client_auth",
+        "spiffe_x509",
+        "private_key_jwt",
+        "federated_jwt",
+        "spiffe_jwt",
+    }
 )
 
 

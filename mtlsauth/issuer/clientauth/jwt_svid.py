@@ -1,11 +1,9 @@
-"""jwt_spiffe: a SPIFFE JWT-SVID as the client credential (draft-ietf-oauth-spiffe-client-auth
+"""spiffe_jwt: a SPIFFE JWT-SVID as the client credential (draft-ietf-oauth-spiffe-client-auth
 §3.1, a profile of RFC 7523 §2.2).
 
 * ``client_assertion_type`` is ``urn:ietf:params:oauth:client-assertion-type:jwt-spiffe`` and
-  ``client_assertion`` one JWT-SVID. The draft registers that URN (and client metadata), not a
-  ``token_endpoint_auth_method`` name: ``jwt_spiffe`` is this server's name for the method.
-  X.509-SVIDs stay RFC 8705 ``tls_client_auth`` with ``--spiffe-id`` (the draft's §3.2 is
-  mutual TLS as RFC 8705 defines it).
+  ``client_assertion`` one JWT-SVID; ``spiffe_jwt`` is the method's name (§4). X.509-SVIDs are
+  ``spiffe_x509`` (§3.2: RFC 8705 mutual TLS, see :mod:`.mtls`).
 * The client: the ``client_id`` parameter, or, without one, a client registered under the
   SPIFFE ID itself (``--client-id spiffe://TD/path``, the draft's §3.2 convention), found by
   the ``sub`` and then verified like any other.

@@ -2,7 +2,9 @@
 
 tls_client_auth (§2.1): the TLS layer validated the chain; here the leaf must have been issued
 by the client CA — or chain to the external trust anchor the client was registered with
-(``--trust``) — and carry the registered name. self_signed_tls_client_auth (§2.2): the leaf
+(``--trust``) — and carry the registered name, or be an X.509-SVID with the registered SPIFFE
+ID (``--spiffe-id``; ``spiffe_x509``, draft-ietf-oauth-spiffe-client-auth §3.2, is that check
+under the draft's name). self_signed_tls_client_auth (§2.2): the leaf
 must be one of the registered certificates (by thumbprint) and valid now (decision D6).
 
 Behind a trusted proxy no handshake of ours saw the certificate, so tls_client_auth also checks
