@@ -36,6 +36,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mtlsauth.cli import main
 from mtlsauth.issuer.http.app import create_app, create_tls
+from mtlsauth.issuer.http.dispatch import ServiceRunner
 from mtlsauth.issuer.settings import Settings, load_settings
 from mtlsauth.issuer.store import Store, open_store
 from mtlsauth.issuer.store.postgres import PostgresStore
@@ -209,7 +210,7 @@ async def running(home: Home, settings: Settings | None = None) -> AsyncIterator
     settings = settings or home.settings
     tls = create_tls(settings)
     app = create_app(settings, tls)
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = ServiceRunner(app, handle_signals=False)
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", settings.port, ssl_context=tls.optional).start()

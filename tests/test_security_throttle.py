@@ -27,7 +27,13 @@ from mtlsauth.issuer.clientauth import ASSERTION_TYPE
 from mtlsauth.issuer.http.keys import GUARD
 from mtlsauth.issuer.settings import ConfigError, Settings, load_settings
 from mtlsauth.issuer.store import Store
-from mtlsauth.issuer.throttle import UNKNOWN_CLIENT, Throttle, ThrottlePolicy, source_key
+from mtlsauth.issuer.throttle import (
+    SOURCE_KEY_CACHE,
+    UNKNOWN_CLIENT,
+    Throttle,
+    ThrottlePolicy,
+    source_key,
+)
 from tests.conftest import ClientCert, Home, Service, client_context, running
 from tests.proxies import ADDRESS_HEADER, CERT_HEADER, PROXY_ADDRESS, nginx
 from tests.test_assertions import public_jwk
@@ -242,6 +248,15 @@ def test_source_key() -> None:
     assert source_key("::ffff:192.0.2.1") == "192.0.2.1"
     assert source_key("fe80::1%eth0") == "fe80::/64"
     assert source_key("unknown") == "unknown"
+
+
+def test_source_keys_are_remembered_within_a_bound() -> None:
+    """The per-request parse is cached (the hot path); a flood of sources cannot grow it."""
+    assert source_key("2001:db8::7") == source_key("2001:db8::7") == "2001:db8::/64"
+    for n in range(SOURCE_KEY_CACHE + 500):
+        assert source_key(f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}").startswith("10.")
+    assert source_key.cache_info().currsize <= SOURCE_KEY_CACHE
+    assert source_key("2001:db8::7") == "2001:db8::/64"  # evicted, parsed again, same answer
 
 
 def test_address_header_needs_trusted_proxies(home: Home) -> None:

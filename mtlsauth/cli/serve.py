@@ -21,6 +21,7 @@ from mtlsauth.cli.supervisor import WORKER_ENV, Supervisor, worker_command
 from mtlsauth.core.peer import parse_networks
 from mtlsauth.issuer.http.app import create_app, create_metrics_app, create_tls
 from mtlsauth.issuer.http.connections import ConnectionCounter, ConnectionPolicy, GuardedSite
+from mtlsauth.issuer.http.dispatch import ServiceRunner
 from mtlsauth.issuer.keys import SigningKeyError
 from mtlsauth.issuer.settings import ConfigError, Settings
 from mtlsauth.issuer.store import StoreError
@@ -85,7 +86,7 @@ async def listening(
     tls = create_tls(settings)
     app = create_app(settings, tls)
     policy = connection_policy(settings)
-    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
+    runner = ServiceRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
     await runner.setup()
     metrics_runner: web.AppRunner | None = None
     try:

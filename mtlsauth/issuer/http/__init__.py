@@ -7,5 +7,6 @@ call the domain, answer. ``/token`` (RFC 6749 §4.4.2, §5.1), ``/introspect`` (
 ``/revoke`` (RFC 7009 §2), the metadata (RFC 8414 §3), ``/jwks`` (RFC 7517 §5), ``/health`` and
 ``/metrics``. ``app`` wires the domain objects into typed state (``keys``: ``web.AppKey``) and
 runs the background refresh; ``connections`` bounds what one TCP connection may hold;
-``middleware`` renders every error (RFC 6749 §5.2).
+``middleware`` renders every error (RFC 6749 §5.2); ``dispatch`` runs the app on aiohttp's
+low-level server, fixed routes looked up in one dict.
 """
