@@ -139,6 +139,10 @@ async def test_refused_jwt_svids(home: Home, endpoint: BundleServer, service: Se
         "longer than assertion_max_lifetime": domain.jwt_svid(path, issuer, lifetime=7200),
         "no exp": domain.jwt_svid(path, issuer, exp=None),
         "exp a string": domain.jwt_svid(path, issuer, exp=str(now + 300)),
+        # Integers past a double's range (pyjwt's int() checks pass them): not a 500.
+        "exp a 400-digit integer": domain.jwt_svid(path, issuer, exp=10**400),
+        "iat a 400-digit negative integer": domain.jwt_svid(path, issuer, iat=-(10**400)),
+        "nbf a 400-digit negative integer": domain.jwt_svid(path, issuer, nbf=-(10**400)),
         "no aud": domain.jwt_svid(path, None),
         "a key not in the bundle": domain.jwt_svid(path, issuer, key=stranger),
         "a key not in the bundle, no kid": jwt.encode(good, stranger, algorithm="ES256"),
