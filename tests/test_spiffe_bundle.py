@@ -28,6 +28,7 @@ from aiohttp.test_utils import unused_port
 from mtlsauth.issuer.clientauth import SPIFFE_ASSERTION_TYPE
 from mtlsauth.issuer.settings import Settings
 from mtlsauth.issuer.store import Store, open_store
+from mtlsauth.issuer.trust.anchors import TrustAnchor
 from mtlsauth.issuer.trust.bundle import BundleError, parse_spiffe_bundle
 from tests.conftest import (
     ClientCert,
@@ -241,6 +242,35 @@ async def test_the_bootstrap_ca_is_trusted_until_the_first_fetch(
         endpoint.up = True
         await becomes(service, new, {200}, within=5)
         assert await outcome(service, old) in ("tls", 401)
+
+
+async def test_a_restart_does_not_give_a_never_fetched_bootstrap_bundle_a_new_budget(
+    home: Home, endpoint: BundleServer, tmp_path: Path
+) -> None:
+    """Attack: keep the bundle endpoint unreachable; every restart (or respawned worker) used
+    to count the budget of the never-fetched bootstrap --ca from its own start, so the
+    bootstrap authority stayed trusted forever. The budget counts from the anchor's
+    registration: registered long ago and never fetched, the domain is refused at start."""
+    bootstrap = endpoint.domain.cas[0]
+    pem = bootstrap.bundle(tmp_path / "boot.pem").read_bytes()
+    store = open_store(home.settings.database_url.get())
+    await store.open()
+    try:
+        await store.add_trust_anchor(TrustAnchor.create(
+            name="acme", bundle=pem, max_stale=1, spiffe_trust_domains=[TD],
+            spiffe_bundle_url=endpoint.url, created_at=time.time() - 400))  # fmt: skip
+    finally:
+        await store.close()
+    await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "svc",
+                           "--trust", "acme", "--spiffe-id", f"spiffe://{TD}/ns/prod/*")  # fmt: skip
+    old = bootstrap.issue(tmp_path / "old", "w", uris=(f"spiffe://{TD}/ns/prod/sa/api",))
+    endpoint.up = False
+    async with running(home, fast(home)) as service:
+        status, body = await service.token(cert=old, client_id="svc")
+        assert (status, body.get("error")) == (401, "invalid_client"), body
+        assert "staleness budget" in body["error_description"]
+        endpoint.up = True
+        await becomes(service, old, {200}, within=5)
 
 
 async def test_the_store_keeps_the_highest_sequence(store: Store) -> None:

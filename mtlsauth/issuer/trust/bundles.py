@@ -15,8 +15,9 @@
   The store keeps the bundle in force per anchor (:meth:`Store.save_spiffe_bundle` refuses a
   lower sequence atomically), so the floor holds across workers, hosts and restarts, and a
   restarted worker starts from the stored bundle.
-* Staleness budget: when the last successful refresh is older than the refresh interval plus
-  the anchor's ``max_stale``, :meth:`refusal` says why and every SVID of the domain (X.509 and
+* Staleness budget: when the last successful refresh (never fetched: the anchor's
+  registration, whatever restarts came since) is older than the refresh interval plus the
+  anchor's ``max_stale``, :meth:`refusal` says why and every SVID of the domain (X.509 and
   JWT) is refused, until a refresh succeeds again.
 """
 
@@ -98,7 +99,7 @@ def bundle_status(
 class _State:
     anchor: TrustAnchor
     bundle: SpiffeBundle | None = None
-    #: Epoch seconds of the last successful refresh (or when tracking began, without one).
+    #: Epoch seconds of the last successful refresh (or the anchor's registration, without one).
     refreshed_at: float = 0.0
     fetched: bool = False
     next_attempt: float = 0.0  # monotonic
@@ -154,7 +155,10 @@ class BundleRefresher:
         new = [name for name in wanted if name not in self._states]
         stored = await self._store.spiffe_bundles() if new else {}
         for name in new:
-            state = _State(anchor=wanted[name], refreshed_at=time.time())
+            # Never fetched: the budget counts from the anchor's registration, not from this
+            # process's start, so a restart never extends trust in the bootstrap --ca.
+            anchor = wanted[name]
+            state = _State(anchor=anchor, refreshed_at=anchor.created_at or time.time())
             row = stored.get(name)
             if row is not None:
                 try:
