@@ -273,6 +273,32 @@ async def test_a_restart_does_not_give_a_never_fetched_bootstrap_bundle_a_new_bu
         await becomes(service, old, {200}, within=5)
 
 
+async def test_a_bundle_without_a_sequence_does_not_lower_the_floor(
+    home: Home, endpoint: BundleServer, tmp_path: Path
+) -> None:
+    """Attack (sequence games): sequence 5 is in force; the endpoint then serves a bundle with
+    no spiffe_sequence (another CA), then one with sequence 4. Both used to be taken: the
+    floor went 5 → none → 4. Once a sequence is in force, a bundle without one is refused."""
+    domain = endpoint.domain
+    domain.sequence = 5
+    await register(home, endpoint.url)
+    current = domain.svid(tmp_path / "current", "/ns/prod/sa/api")
+    async with running(home, fast(home)) as service:
+        await becomes(service, current, {200}, within=5)
+        domain.cas = [ForeignPKI.create("Rollback")]
+        smuggled = domain.svid(tmp_path / "smuggled", "/ns/prod/sa/api")
+        endpoint.document = {k: v for k, v in domain.bundle().items() if k != "spiffe_sequence"}
+        hits = endpoint.hits
+
+        async def refetched() -> bool:
+            return endpoint.hits >= hits + 2
+
+        await eventually(refetched, within=5)
+        assert await outcome(service, smuggled) in ("tls", 401)
+        assert await outcome(service, current) == 200
+    assert (await show(home))["spiffe_bundle"]["sequence"] == 5
+
+
 async def test_the_store_keeps_the_highest_sequence(store: Store) -> None:
     """SQLite and PostgreSQL: the floor is the database's, atomic for every worker."""
     first = await store.save_spiffe_bundle("acme", 5, '{"keys":[]}', 100.0)
@@ -285,6 +311,8 @@ async def test_the_store_keeps_the_highest_sequence(store: Store) -> None:
     same = await store.save_spiffe_bundle("acme", 6, '{"keys":[2]}', 400.0)
     assert same.refreshed_at == 400.0
     assert (await store.spiffe_bundles())["acme"].sequence == 6
+    # No sequence never replaces one: the floor would be gone for the next bundle.
+    assert await store.save_spiffe_bundle("acme", None, '{"keys":[3]}', 500.0) == same
 
 
 async def test_removing_the_anchor_forgets_its_bundle(tmp_path: Path) -> None:

@@ -139,8 +139,9 @@ class Store(Protocol):
     async def save_spiffe_bundle(
         self, anchor: str, sequence: int | None, document: str, refreshed_at: float
     ) -> StoredBundle:
-        """Make this the anchor's bundle unless the one stored has a higher sequence (a
-        sequence never goes back, §4.1.1, across workers and restarts); atomic. Returns the
+        """Make this the anchor's bundle unless the one stored has a higher sequence, or has
+        one and this has none (a sequence never goes back, §4.1.1, across workers and
+        restarts); atomic. Returns the
         bundle in force afterwards. Does not bump the change marker."""
 
     async def spiffe_bundles(self) -> dict[str, StoredBundle]:

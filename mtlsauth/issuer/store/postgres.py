@@ -471,7 +471,7 @@ class PostgresStore:
                     "INSERT INTO spiffe_bundles VALUES ($1, $2, $3, $4) ON CONFLICT (anchor)"
                     " DO UPDATE SET sequence = EXCLUDED.sequence, document = EXCLUDED.document,"
                     " refreshed_at = EXCLUDED.refreshed_at"
-                    " WHERE spiffe_bundles.sequence IS NULL OR EXCLUDED.sequence IS NULL"
+                    " WHERE spiffe_bundles.sequence IS NULL"
                     " OR EXCLUDED.sequence >= spiffe_bundles.sequence",
                     anchor, sequence, document, refreshed_at,
                 )  # fmt: skip

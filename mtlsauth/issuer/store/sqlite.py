@@ -380,7 +380,7 @@ class SQLiteStore:
                     "INSERT INTO spiffe_bundles VALUES (?, ?, ?, ?) ON CONFLICT (anchor) DO UPDATE"
                     " SET sequence = excluded.sequence, document = excluded.document,"
                     " refreshed_at = excluded.refreshed_at"
-                    " WHERE spiffe_bundles.sequence IS NULL OR excluded.sequence IS NULL"
+                    " WHERE spiffe_bundles.sequence IS NULL"
                     " OR excluded.sequence >= spiffe_bundles.sequence",
                     (anchor, sequence, document, refreshed_at),
                 )
