@@ -299,6 +299,34 @@ async def test_a_bundle_without_a_sequence_does_not_lower_the_floor(
     assert (await show(home))["spiffe_bundle"]["sequence"] == 5
 
 
+async def test_a_bundle_left_under_a_removed_anchors_name_is_not_trusted_by_a_new_one(
+    home: Home, endpoint: BundleServer, tmp_path: Path
+) -> None:
+    """Attack (domain A mints for B): a fetch of anchor 'acme' (trust domain A) in flight when
+    it is removed stores A's bundle after the removal; 'acme' is then added again for trust
+    domain B (or the same endpoint, the README's way out of a sequence that went back). The
+    new anchor started from the leftover row: A's authority was a root of B, and its SVIDs
+    with B's IDs got tokens. Adding an anchor now forgets any bundle stored under its name."""
+    other = TrustDomain.create("other.example")
+    store = open_store(home.settings.database_url.get())
+    await store.open()
+    try:
+        # What the in-flight fetch wrote after 'trust remove acme' deleted the anchor.
+        await store.save_spiffe_bundle("acme", 99, json.dumps(other.bundle()), time.time())
+    finally:
+        await store.close()
+    endpoint.up = False
+    await register(home, endpoint.url)
+    minted = other.cas[0].issue(tmp_path / "m", "w", uris=(f"spiffe://{TD}/ns/prod/sa/api",))
+    assert (await show(home))["spiffe_bundle"]["fetched"] is False
+    async with running(home, fast(home)) as service:
+        assert await outcome(service, minted) in ("tls", 401)
+        endpoint.up = True
+        await becomes(service, endpoint.domain.svid(tmp_path / "ok", "/ns/prod/sa/api"), {200},
+                      within=5)  # fmt: skip
+        assert await outcome(service, minted) in ("tls", 401)
+
+
 async def test_the_store_keeps_the_highest_sequence(store: Store) -> None:
     """SQLite and PostgreSQL: the floor is the database's, atomic for every worker."""
     first = await store.save_spiffe_bundle("acme", 5, '{"keys":[]}', 100.0)
@@ -313,6 +341,11 @@ async def test_the_store_keeps_the_highest_sequence(store: Store) -> None:
     assert (await store.spiffe_bundles())["acme"].sequence == 6
     # No sequence never replaces one: the floor would be gone for the next bundle.
     assert await store.save_spiffe_bundle("acme", None, '{"keys":[3]}', 500.0) == same
+    # A new anchor of that name starts from no bundle (nor the old one's sequence floor).
+    await store.add_trust_anchor(TrustAnchor.create(
+        name="acme", bundle=b"", spiffe_trust_domains=[TD],
+        spiffe_bundle_url="https://spire.example/bundle"))  # fmt: skip
+    assert "acme" not in await store.spiffe_bundles()
 
 
 async def test_removing_the_anchor_forgets_its_bundle(tmp_path: Path) -> None:

@@ -355,7 +355,13 @@ class SQLiteStore:
     async def add_trust_anchor(self, anchor: TrustAnchor) -> None:
         def insert(conn: sqlite3.Connection) -> None:
             try:
-                conn.execute("INSERT INTO trust_anchors VALUES (?, ?, ?, ?)", anchor_row(anchor))
+                with conn:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(
+                        "INSERT INTO trust_anchors VALUES (?, ?, ?, ?)", anchor_row(anchor)
+                    )
+                    # A bundle a fetch stored after the name's previous anchor was removed.
+                    conn.execute("DELETE FROM spiffe_bundles WHERE anchor = ?", (anchor.name,))
             except sqlite3.IntegrityError as exc:
                 raise TrustAnchorExistsError(f"trust anchor {anchor.name!r} exists") from exc
 
