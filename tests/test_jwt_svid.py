@@ -149,6 +149,9 @@ async def test_refused_jwt_svids(home: Home, endpoint: BundleServer, service: Se
         "alg none": forged({"alg": "none", "kid": kid}, good),
         "HS256": forged({"alg": "HS256", "kid": kid}, good, hmac_key=b"k" * 32),
         "an access token's typ": domain.jwt_svid(path, issuer, headers={"typ": "at+jwt"}),
+        # A typ that is no string (unsigned: anyone can send it) was a 500.
+        "typ an array": forged({"alg": "ES256", "kid": kid, "typ": ["JWT"]}, good),
+        "typ an object": forged({"alg": "ES256", "kid": kid, "typ": {"JWT": 1}}, good),
         "sub not a SPIFFE ID": domain.jwt_svid(path, issuer, sub="api"),
         "not a JWT": "not-a-jwt",
     }  # fmt: skip
