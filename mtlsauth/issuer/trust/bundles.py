@@ -11,7 +11,8 @@
   clamped to [``spiffe_bundle_min_refresh``, ``MAX_REFRESH``] (``DEFAULT_REFRESH`` without a
   hint); after a failure sooner, doubling from the minimum up to the interval (back-off).
 * Sequence (§4.1.1): a bundle whose ``spiffe_sequence`` is lower than the one in force (or
-  absent, once one is in force) is refused and logged; the one in force stays, and the refusal does not count as a refresh.
+  absent, once one is in force) is refused and logged; the one in force stays, and the
+  refusal does not count as a refresh.
   The store keeps the bundle in force per anchor (:meth:`Store.save_spiffe_bundle` refuses a
   lower sequence atomically), so the floor holds across workers, hosts and restarts, and a
   restarted worker starts from the stored bundle.
