@@ -376,6 +376,9 @@ def _with_key(**key: Any) -> dict[str, Any]:
     [
         pytest.param({"nokeys": []}, "no keys array", id="not a JWK Set"),
         pytest.param(_doc(spiffe_sequence=-1), "spiffe_sequence", id="negative sequence"),
+        # Past a signed 64-bit integer: the store cannot keep it (SQLite raised OverflowError
+        # on every refresh, a traceback each time, until the domain went stale).
+        pytest.param(_doc(spiffe_sequence=2**63), "spiffe_sequence", id="sequence past int64"),
         pytest.param(_doc(spiffe_sequence="5"), "spiffe_sequence", id="sequence a string"),
         pytest.param(_doc(spiffe_refresh_hint=0), "refresh_hint", id="zero hint"),
         pytest.param(_doc(spiffe_refresh_hint=True), "refresh_hint", id="hint a boolean"),
