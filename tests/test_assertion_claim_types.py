@@ -26,6 +26,10 @@ async def test_claim_types(home: Home, tmp_path: Path) -> None:
         "exp as a string": assertion(home, "pk", key, "ES256", exp=str(now + 60)),
         "iat as a string": assertion(home, "pk", key, "ES256", iat=str(now)),
         "nbf as a string": assertion(home, "pk", key, "ES256", nbf=str(now - 10)),
+        # Integers past a double's range: a NumericDate that is no finite number (not a 500).
+        "exp a 400-digit integer": assertion(home, "pk", key, "ES256", exp=10**400),
+        "iat a 400-digit negative integer": assertion(home, "pk", key, "ES256", iat=-(10**400)),
+        "nbf a 400-digit negative integer": assertion(home, "pk", key, "ES256", nbf=-(10**400)),
     }
     async with running(home) as service:
         assert (await token_with(service, assertion(home, "pk", key, "ES256"), client_id="pk"))[

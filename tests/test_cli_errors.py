@@ -165,6 +165,15 @@ CASES: list[tuple[str, list[str], int]] = [
                    "--spiffe-trust-domain", "b.example"], USAGE),
     ("trust add", ["trust", "add", "--home", "{home}", "--name", "t", "--spiffe-bundle-url",
                    "https://[::1", "--spiffe-trust-domain", "td.example"], USAGE),
+    # Credentials in the URL would be kept and printed in clear (trust list, every log line);
+    # a space or control character makes a URL no fetch can use: both were taken (exit 0).
+    ("trust add", ["trust", "add", "--home", "{home}", "--name", "t", "--spiffe-bundle-url",
+                   "https://user:pw@spire.example/bundle", "--spiffe-trust-domain",
+                   "td.example"], USAGE),
+    ("trust add", ["trust", "add", "--home", "{home}", "--name", "t", "--spiffe-bundle-url",
+                   "https://spire .example/bundle", "--spiffe-trust-domain", "td.example"], USAGE),
+    ("trust add", ["trust", "add", "--home", "{home}", "--name", "t", "--spiffe-bundle-url",
+                   "https://spire.example/bun\tdle", "--spiffe-trust-domain", "td.example"], USAGE),
     ("trust add", ["trust", "add", "--home", "{home}", "--name", "t", "--spiffe-bundle-url",
                    "https://spire.example/bundle", "--spiffe-trust-domain", "td.example",
                    "--crl-url", "http://crl.example/c.crl"], USAGE),

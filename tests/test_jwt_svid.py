@@ -139,12 +139,19 @@ async def test_refused_jwt_svids(home: Home, endpoint: BundleServer, service: Se
         "longer than assertion_max_lifetime": domain.jwt_svid(path, issuer, lifetime=7200),
         "no exp": domain.jwt_svid(path, issuer, exp=None),
         "exp a string": domain.jwt_svid(path, issuer, exp=str(now + 300)),
+        # Integers past a double's range (pyjwt's int() checks pass them): not a 500.
+        "exp a 400-digit integer": domain.jwt_svid(path, issuer, exp=10**400),
+        "iat a 400-digit negative integer": domain.jwt_svid(path, issuer, iat=-(10**400)),
+        "nbf a 400-digit negative integer": domain.jwt_svid(path, issuer, nbf=-(10**400)),
         "no aud": domain.jwt_svid(path, None),
         "a key not in the bundle": domain.jwt_svid(path, issuer, key=stranger),
         "a key not in the bundle, no kid": jwt.encode(good, stranger, algorithm="ES256"),
         "alg none": forged({"alg": "none", "kid": kid}, good),
         "HS256": forged({"alg": "HS256", "kid": kid}, good, hmac_key=b"k" * 32),
         "an access token's typ": domain.jwt_svid(path, issuer, headers={"typ": "at+jwt"}),
+        # A typ that is no string (unsigned: anyone can send it) was a 500.
+        "typ an array": forged({"alg": "ES256", "kid": kid, "typ": ["JWT"]}, good),
+        "typ an object": forged({"alg": "ES256", "kid": kid, "typ": {"JWT": 1}}, good),
         "sub not a SPIFFE ID": domain.jwt_svid(path, issuer, sub="api"),
         "not a JWT": "not-a-jwt",
     }  # fmt: skip

@@ -28,6 +28,7 @@ from aiohttp.test_utils import unused_port
 from mtlsauth.issuer.clientauth import SPIFFE_ASSERTION_TYPE
 from mtlsauth.issuer.settings import Settings
 from mtlsauth.issuer.store import Store, open_store
+from mtlsauth.issuer.trust.anchors import TrustAnchor
 from mtlsauth.issuer.trust.bundle import BundleError, parse_spiffe_bundle
 from tests.conftest import (
     ClientCert,
@@ -243,6 +244,89 @@ async def test_the_bootstrap_ca_is_trusted_until_the_first_fetch(
         assert await outcome(service, old) in ("tls", 401)
 
 
+async def test_a_restart_does_not_give_a_never_fetched_bootstrap_bundle_a_new_budget(
+    home: Home, endpoint: BundleServer, tmp_path: Path
+) -> None:
+    """Attack: keep the bundle endpoint unreachable; every restart (or respawned worker) used
+    to count the budget of the never-fetched bootstrap --ca from its own start, so the
+    bootstrap authority stayed trusted forever. The budget counts from the anchor's
+    registration: registered long ago and never fetched, the domain is refused at start."""
+    bootstrap = endpoint.domain.cas[0]
+    pem = bootstrap.bundle(tmp_path / "boot.pem").read_bytes()
+    store = open_store(home.settings.database_url.get())
+    await store.open()
+    try:
+        await store.add_trust_anchor(TrustAnchor.create(
+            name="acme", bundle=pem, max_stale=1, spiffe_trust_domains=[TD],
+            spiffe_bundle_url=endpoint.url, created_at=time.time() - 400))  # fmt: skip
+    finally:
+        await store.close()
+    await home.aadd_client("--auth-method", "tls_client_auth", "--client-id", "svc",
+                           "--trust", "acme", "--spiffe-id", f"spiffe://{TD}/ns/prod/*")  # fmt: skip
+    old = bootstrap.issue(tmp_path / "old", "w", uris=(f"spiffe://{TD}/ns/prod/sa/api",))
+    endpoint.up = False
+    async with running(home, fast(home)) as service:
+        status, body = await service.token(cert=old, client_id="svc")
+        assert (status, body.get("error")) == (401, "invalid_client"), body
+        assert "staleness budget" in body["error_description"]
+        endpoint.up = True
+        await becomes(service, old, {200}, within=5)
+
+
+async def test_a_bundle_without_a_sequence_does_not_lower_the_floor(
+    home: Home, endpoint: BundleServer, tmp_path: Path
+) -> None:
+    """Attack (sequence games): sequence 5 is in force; the endpoint then serves a bundle with
+    no spiffe_sequence (another CA), then one with sequence 4. Both used to be taken: the
+    floor went 5 → none → 4. Once a sequence is in force, a bundle without one is refused."""
+    domain = endpoint.domain
+    domain.sequence = 5
+    await register(home, endpoint.url)
+    current = domain.svid(tmp_path / "current", "/ns/prod/sa/api")
+    async with running(home, fast(home)) as service:
+        await becomes(service, current, {200}, within=5)
+        domain.cas = [ForeignPKI.create("Rollback")]
+        smuggled = domain.svid(tmp_path / "smuggled", "/ns/prod/sa/api")
+        endpoint.document = {k: v for k, v in domain.bundle().items() if k != "spiffe_sequence"}
+        hits = endpoint.hits
+
+        async def refetched() -> bool:
+            return endpoint.hits >= hits + 2
+
+        await eventually(refetched, within=5)
+        assert await outcome(service, smuggled) in ("tls", 401)
+        assert await outcome(service, current) == 200
+    assert (await show(home))["spiffe_bundle"]["sequence"] == 5
+
+
+async def test_a_bundle_left_under_a_removed_anchors_name_is_not_trusted_by_a_new_one(
+    home: Home, endpoint: BundleServer, tmp_path: Path
+) -> None:
+    """Attack (domain A mints for B): a fetch of anchor 'acme' (trust domain A) in flight when
+    it is removed stores A's bundle after the removal; 'acme' is then added again for trust
+    domain B (or the same endpoint, the README's way out of a sequence that went back). The
+    new anchor started from the leftover row: A's authority was a root of B, and its SVIDs
+    with B's IDs got tokens. Adding an anchor now forgets any bundle stored under its name."""
+    other = TrustDomain.create("other.example")
+    store = open_store(home.settings.database_url.get())
+    await store.open()
+    try:
+        # What the in-flight fetch wrote after 'trust remove acme' deleted the anchor.
+        await store.save_spiffe_bundle("acme", 99, json.dumps(other.bundle()), time.time())
+    finally:
+        await store.close()
+    endpoint.up = False
+    await register(home, endpoint.url)
+    minted = other.cas[0].issue(tmp_path / "m", "w", uris=(f"spiffe://{TD}/ns/prod/sa/api",))
+    assert (await show(home))["spiffe_bundle"]["fetched"] is False
+    async with running(home, fast(home)) as service:
+        assert await outcome(service, minted) in ("tls", 401)
+        endpoint.up = True
+        await becomes(service, endpoint.domain.svid(tmp_path / "ok", "/ns/prod/sa/api"), {200},
+                      within=5)  # fmt: skip
+        assert await outcome(service, minted) in ("tls", 401)
+
+
 async def test_the_store_keeps_the_highest_sequence(store: Store) -> None:
     """SQLite and PostgreSQL: the floor is the database's, atomic for every worker."""
     first = await store.save_spiffe_bundle("acme", 5, '{"keys":[]}', 100.0)
@@ -255,6 +339,13 @@ async def test_the_store_keeps_the_highest_sequence(store: Store) -> None:
     same = await store.save_spiffe_bundle("acme", 6, '{"keys":[2]}', 400.0)
     assert same.refreshed_at == 400.0
     assert (await store.spiffe_bundles())["acme"].sequence == 6
+    # No sequence never replaces one: the floor would be gone for the next bundle.
+    assert await store.save_spiffe_bundle("acme", None, '{"keys":[3]}', 500.0) == same
+    # A new anchor of that name starts from no bundle (nor the old one's sequence floor).
+    await store.add_trust_anchor(TrustAnchor.create(
+        name="acme", bundle=b"", spiffe_trust_domains=[TD],
+        spiffe_bundle_url="https://spire.example/bundle"))  # fmt: skip
+    assert "acme" not in await store.spiffe_bundles()
 
 
 async def test_removing_the_anchor_forgets_its_bundle(tmp_path: Path) -> None:
@@ -285,6 +376,9 @@ def _with_key(**key: Any) -> dict[str, Any]:
     [
         pytest.param({"nokeys": []}, "no keys array", id="not a JWK Set"),
         pytest.param(_doc(spiffe_sequence=-1), "spiffe_sequence", id="negative sequence"),
+        # Past a signed 64-bit integer: the store cannot keep it (SQLite raised OverflowError
+        # on every refresh, a traceback each time, until the domain went stale).
+        pytest.param(_doc(spiffe_sequence=2**63), "spiffe_sequence", id="sequence past int64"),
         pytest.param(_doc(spiffe_sequence="5"), "spiffe_sequence", id="sequence a string"),
         pytest.param(_doc(spiffe_refresh_hint=0), "refresh_hint", id="zero hint"),
         pytest.param(_doc(spiffe_refresh_hint=True), "refresh_hint", id="hint a boolean"),

@@ -64,7 +64,11 @@ def numeric_date_error(claims: dict[str, Any]) -> str | None:
         # bool is an int subclass in Python; JSON true is not a number.
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"{name} is a JSON {type(value).__name__}, not a number (RFC 7519 §2)"
-        if not math.isfinite(value):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # a JSON integer beyond a double's range
+            finite = False
+        if not finite:
             return f"{name} is not a finite number"
     return None
 

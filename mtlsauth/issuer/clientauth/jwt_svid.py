@@ -71,7 +71,7 @@ def _header(client_id: str, assertion: str) -> tuple[str, str | None]:
         raise _bad(client_id, f"alg {str(alg)[:20]!r} is not allowed for a JWT-SVID")
     if kid is not None and not isinstance(kid, str):
         raise _bad(client_id, "kid is not a string")
-    if typ is not None and typ not in _TYPES:
+    if typ is not None and (not isinstance(typ, str) or typ not in _TYPES):
         raise _bad(client_id, f"typ {str(typ)[:20]!r} is not a JWT-SVID's (JWT or JOSE)")
     return alg, kid
 

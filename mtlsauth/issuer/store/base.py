@@ -129,7 +129,9 @@ class Store(Protocol):
 
     async def add_trust_anchor(self, anchor: TrustAnchor) -> None:
         """Insert an anchor; TrustAnchorExistsError if the name is taken. Bumps the change
-        marker, so running servers rebuild their TLS contexts."""
+        marker, so running servers rebuild their TLS contexts. Forgets any SPIFFE bundle stored
+        under the name (a fetch for a removed anchor of that name may have left one), in the
+        same transaction: a new anchor never starts from another's bundle or sequence."""
 
     async def remove_trust_anchor(self, name: str) -> bool:
         """Delete an anchor; False when there was none."""
@@ -139,8 +141,9 @@ class Store(Protocol):
     async def save_spiffe_bundle(
         self, anchor: str, sequence: int | None, document: str, refreshed_at: float
     ) -> StoredBundle:
-        """Make this the anchor's bundle unless the one stored has a higher sequence (a
-        sequence never goes back, §4.1.1, across workers and restarts); atomic. Returns the
+        """Make this the anchor's bundle unless the one stored has a higher sequence, or has
+        one and this has none (a sequence never goes back, §4.1.1, across workers and
+        restarts); atomic. Returns the
         bundle in force afterwards. Does not bump the change marker."""
 
     async def spiffe_bundles(self) -> dict[str, StoredBundle]:

@@ -445,9 +445,12 @@ class PostgresStore:
     async def add_trust_anchor(self, anchor: TrustAnchor) -> None:
         async def insert(conn: asyncpg.Connection) -> None:
             try:
-                await conn.execute(
-                    "INSERT INTO trust_anchors VALUES ($1, $2, $3, $4)", *anchor_row(anchor)
-                )
+                async with conn.transaction():
+                    await conn.execute(
+                        "INSERT INTO trust_anchors VALUES ($1, $2, $3, $4)", *anchor_row(anchor)
+                    )
+                    # A bundle a fetch stored after the name's previous anchor was removed.
+                    await conn.execute("DELETE FROM spiffe_bundles WHERE anchor = $1", anchor.name)
             except asyncpg.UniqueViolationError as exc:
                 raise TrustAnchorExistsError(f"trust anchor {anchor.name!r} exists") from exc
 
@@ -471,7 +474,7 @@ class PostgresStore:
                     "INSERT INTO spiffe_bundles VALUES ($1, $2, $3, $4) ON CONFLICT (anchor)"
                     " DO UPDATE SET sequence = EXCLUDED.sequence, document = EXCLUDED.document,"
                     " refreshed_at = EXCLUDED.refreshed_at"
-                    " WHERE spiffe_bundles.sequence IS NULL OR EXCLUDED.sequence IS NULL"
+                    " WHERE spiffe_bundles.sequence IS NULL"
                     " OR EXCLUDED.sequence >= spiffe_bundles.sequence",
                     anchor, sequence, document, refreshed_at,
                 )  # fmt: skip

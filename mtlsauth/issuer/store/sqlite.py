@@ -355,7 +355,13 @@ class SQLiteStore:
     async def add_trust_anchor(self, anchor: TrustAnchor) -> None:
         def insert(conn: sqlite3.Connection) -> None:
             try:
-                conn.execute("INSERT INTO trust_anchors VALUES (?, ?, ?, ?)", anchor_row(anchor))
+                with conn:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(
+                        "INSERT INTO trust_anchors VALUES (?, ?, ?, ?)", anchor_row(anchor)
+                    )
+                    # A bundle a fetch stored after the name's previous anchor was removed.
+                    conn.execute("DELETE FROM spiffe_bundles WHERE anchor = ?", (anchor.name,))
             except sqlite3.IntegrityError as exc:
                 raise TrustAnchorExistsError(f"trust anchor {anchor.name!r} exists") from exc
 
@@ -380,7 +386,7 @@ class SQLiteStore:
                     "INSERT INTO spiffe_bundles VALUES (?, ?, ?, ?) ON CONFLICT (anchor) DO UPDATE"
                     " SET sequence = excluded.sequence, document = excluded.document,"
                     " refreshed_at = excluded.refreshed_at"
-                    " WHERE spiffe_bundles.sequence IS NULL OR excluded.sequence IS NULL"
+                    " WHERE spiffe_bundles.sequence IS NULL"
                     " OR excluded.sequence >= spiffe_bundles.sequence",
                     (anchor, sequence, document, refreshed_at),
                 )

@@ -116,6 +116,13 @@ def _check_bundle_url(url: str) -> str:
     # authentication draft requires: the endpoint's certificate is checked against Web PKI.
     if parts.scheme != "https" or not parts.hostname or parts.fragment or len(url) > 2048:
         raise TrustError(f"--spiffe-bundle-url must be an https URL, got {url!r}")
+    # RFC 3986 §3.2.1: no credentials in the URL (they would be stored and shown in clear);
+    # §2: no spaces or control characters (no fetch could use such a URL).
+    if "@" in parts.netloc or any(c.isspace() or not c.isprintable() for c in url):
+        raise TrustError(
+            "--spiffe-bundle-url must have no user:password@ and no spaces or control "
+            f"characters, got {url!r}"
+        )
     return url
 
 

@@ -30,6 +30,8 @@ __all__ = ["MAX_BUNDLE_BYTES", "BundleError", "SpiffeBundle", "parse_spiffe_bund
 #: A bundle holds a handful of authorities and keys; this leaves room for dozens.
 MAX_BUNDLE_BYTES: Final = 256 * 1024
 _MAX_KEYS: Final = 64
+#: The largest sequence the stores keep (SQLite INTEGER, PostgreSQL BIGINT: signed 64-bit).
+_MAX_SEQUENCE: Final = 2**63 - 1
 #: RFC 7518 §6.1 and RFC 8037 key types; a JWK of another kty is ignored (§4.2.1).
 _KNOWN_KTY: Final = frozenset({"EC", "RSA", "OKP"})
 
@@ -98,9 +100,11 @@ def parse_spiffe_bundle(body: bytes | str) -> SpiffeBundle:
         raise BundleError(f"the bundle has more than {_MAX_KEYS} keys")
     sequence = doc.get("spiffe_sequence")
     if sequence is not None and (
-        isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 0
+        isinstance(sequence, bool)
+        or not isinstance(sequence, int)
+        or not 0 <= sequence <= _MAX_SEQUENCE
     ):
-        raise BundleError("spiffe_sequence must be a non-negative integer")
+        raise BundleError(f"spiffe_sequence must be an integer from 0 to {_MAX_SEQUENCE}")
     hint = doc.get("spiffe_refresh_hint")
     if hint is not None and (
         isinstance(hint, bool) or not isinstance(hint, int | float) or not 0 < hint < 2**31

@@ -10,13 +10,15 @@
 * When: every ``spiffe_refresh_hint`` seconds (§4.1.2 of SPIFFE Trust Domain and Bundle),
   clamped to [``spiffe_bundle_min_refresh``, ``MAX_REFRESH``] (``DEFAULT_REFRESH`` without a
   hint); after a failure sooner, doubling from the minimum up to the interval (back-off).
-* Sequence (§4.1.1): a bundle whose ``spiffe_sequence`` is lower than the one in force is
-  refused and logged; the one in force stays, and the refusal does not count as a refresh.
+* Sequence (§4.1.1): a bundle whose ``spiffe_sequence`` is lower than the one in force (or
+  absent, once one is in force) is refused and logged; the one in force stays, and the
+  refusal does not count as a refresh.
   The store keeps the bundle in force per anchor (:meth:`Store.save_spiffe_bundle` refuses a
   lower sequence atomically), so the floor holds across workers, hosts and restarts, and a
   restarted worker starts from the stored bundle.
-* Staleness budget: when the last successful refresh is older than the refresh interval plus
-  the anchor's ``max_stale``, :meth:`refusal` says why and every SVID of the domain (X.509 and
+* Staleness budget: when the last successful refresh (never fetched: the anchor's
+  registration, whatever restarts came since) is older than the refresh interval plus the
+  anchor's ``max_stale``, :meth:`refusal` says why and every SVID of the domain (X.509 and
   JWT) is refused, until a refresh succeeds again.
 """
 
@@ -98,7 +100,7 @@ def bundle_status(
 class _State:
     anchor: TrustAnchor
     bundle: SpiffeBundle | None = None
-    #: Epoch seconds of the last successful refresh (or when tracking began, without one).
+    #: Epoch seconds of the last successful refresh (or the anchor's registration, without one).
     refreshed_at: float = 0.0
     fetched: bool = False
     next_attempt: float = 0.0  # monotonic
@@ -154,7 +156,10 @@ class BundleRefresher:
         new = [name for name in wanted if name not in self._states]
         stored = await self._store.spiffe_bundles() if new else {}
         for name in new:
-            state = _State(anchor=wanted[name], refreshed_at=time.time())
+            # Never fetched: the budget counts from the anchor's registration, not from this
+            # process's start, so a restart never extends trust in the bootstrap --ca.
+            anchor = wanted[name]
+            state = _State(anchor=anchor, refreshed_at=anchor.created_at or time.time())
             row = stored.get(name)
             if row is not None:
                 try:
@@ -293,9 +298,9 @@ class BundleRefresher:
 
 
 def _lower(new: SpiffeBundle, current: SpiffeBundle | None) -> bool:
+    """Whether ``new`` would take the sequence back: lower, or none once one is in force."""
     return (
         current is not None
         and current.sequence is not None
-        and new.sequence is not None
-        and new.sequence < current.sequence
+        and (new.sequence is None or new.sequence < current.sequence)
     )
