@@ -24,7 +24,8 @@ or required. Revocation is decided inside the handshake by a verify callback (RF
 revoked certificate gets the ``certificate_revoked`` alert; a resumed session (no verification
 runs) is checked after the handshake and marked refused, as the ``ssl`` path does. pyOpenSSL
 cannot set the TLS 1.3 ticket count (``SSL_CTX_set_num_tickets`` is not in its bindings), so
-OpenSSL's default of two tickets is sent, where the service sends one.
+OpenSSL's default of two tickets is sent, where the service sends one; they are stateful
+(``OP_NO_TICKET``), which makes them cheap (see :func:`build_context`).
 """
 
 from __future__ import annotations
@@ -76,7 +77,11 @@ def build_context(
     """The service's server policy (as ``build_server_context``) on a pyOpenSSL context."""
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
-    ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
+    # OP_NO_TICKET: TLS 1.3 tickets are stateful (a session id into this context's cache, which
+    # OpenSSL bounds at 20,480 sessions) instead of an encrypted copy of the session with the
+    # client certificate: 0.2-0.3 ms less per full handshake here, and resumption still works
+    # (within one process). The ticket count cannot be set: OpenSSL's two are sent.
+    ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION | SSL.OP_NO_TICKET)
     ctx.use_certificate_chain_file(str(config.cert))
     ctx.use_privatekey_file(str(config.key))
     ctx.check_privatekey()
@@ -321,6 +326,9 @@ class TLSProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         if self._app is not None:
             self._app.eof_received()
+        # Our close_notify marks the session as cleanly ended: OpenSSL drops a session from the
+        # (stateful) cache when its connection is freed without one.
+        self.close()
         return False
 
     def pause_writing(self) -> None:
