@@ -25,13 +25,13 @@ FORM = b"grant_type=client_credentials&client_id=svc"
 
 
 @contextlib.contextmanager
-def pyopenssl_service(home: Home, kind: str = "service") -> Iterator[int]:
+def pyopenssl_service(home: Home, kind: str = "pyopenssl-service") -> Iterator[int]:
     """The bench's server over the pyOpenSSL transport, on a free port, until the block ends."""
     port = home.port
     env = {**os.environ, "MTLSAUTH_HOST": "127.0.0.1", "MTLSAUTH_LOG_LEVEL": "WARNING"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "mtlsauth.bench.benchmark", "--reference-server", str(port),
-         "--reference-kind", f"pyopenssl-{kind}", "--home", str(home.path)],
+         "--reference-kind", kind, "--home", str(home.path)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:

@@ -48,12 +48,13 @@ def test_tls_layer_ab_reports_both_layers_round_by_round() -> None:
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     names = [r["scenario"] for r in report["results"]]
-    assert len(names) == 6
+    assert len(names) == 7
     assert sum(name.startswith("pyOpenSSL transport: ") for name in names) == 3
+    assert sum(name.startswith("ssl, stateful session tickets: ") for name in names) == 1
     for row in report["results"]:
         assert row["requests"] > 0, row
         assert row["errors"] == 0, row
-    assert [len(q["per_round"]) for q in report["ratios"]] == [2, 2, 2]
+    assert [len(q["per_round"]) for q in report["ratios"]] == [2, 2, 2, 2, 2]
     assert all(q["all_rounds"] > 0 for q in report["ratios"])
     assert "OpenSSL 3" in report["machine"]["openssl"]
     assert report["checks"] == []

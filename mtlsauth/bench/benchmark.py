@@ -472,32 +472,44 @@ def _peer_ratios(
     ]  # fmt: skip
 
 
-def _tls_layer_ab(
-    ssl_rows: list[_Scenario],
-) -> tuple[list[_Scenario], Callable[[dict[str, list[_Round]]], list[dict[str, Any]]]]:
-    """``--tls-layer-ab``: each new-connection row again over the pyOpenSSL transport
-    (``mtlsauth.bench.tls_layer``), and the server CPU per request of pyOpenSSL over ``ssl``."""
-    kinds = {None: "pyopenssl-service", "bare": "pyopenssl-bare", "aiohttp": "pyopenssl-aiohttp"}
-    twins = [dataclasses.replace(row, name=f"pyOpenSSL transport: {row.name}",
-                                 reference=kinds[row.reference]) for row in ssl_rows]  # fmt: skip
-
-    def ratios(rounds: dict[str, list[_Round]]) -> list[dict[str, Any]]:
-        return [
-            _ratio(f"server CPU per request, pyOpenSSL / ssl: {row.name}",
-                   "≤ 0.75 to adopt" if row.reference is None else "(floor)",
-                   rounds[twin.name], rounds[row.name], _cpu_per_request)
-            for row, twin in zip(ssl_rows, twins, strict=True)
-        ]  # fmt: skip
-
-    return twins, ratios
+#: The servers of ``mtlsauth.bench.tls_layer`` (pyOpenSSL: the 'bench' extra).
+_TLS_LAYER_KINDS = ("pyopenssl-service", "pyopenssl-bare", "pyopenssl-aiohttp",
+                    "ssl-stateful-service")  # fmt: skip
 
 
 def _run_tls_layer_ab(args: argparse.Namespace, home: Path, ssl_rows: list[_Scenario]) -> int:
-    twins, ratios = _tls_layer_ab(ssl_rows)
-    scenarios = [s for pair in zip(ssl_rows, twins, strict=True) for s in pair]
+    """``--tls-layer-ab``: each new-connection row (token, fixed response, bare handshake) over
+    ``ssl`` and again over the pyOpenSSL transport, plus the token over ``ssl`` with stateful
+    session tickets (what pyOpenSSL's rows use), in alternating rounds; server CPU per request
+    of one over the other, round by round."""
+    kinds = {None: "pyopenssl-service", "bare": "pyopenssl-bare", "aiohttp": "pyopenssl-aiohttp"}
+    twins = [dataclasses.replace(row, name=f"pyOpenSSL transport: {row.name}",
+                                 reference=kinds[row.reference]) for row in ssl_rows]  # fmt: skip
+    token = ssl_rows[0]
+    stateful = dataclasses.replace(token, reference="ssl-stateful-service",
+                                   name=f"ssl, stateful session tickets: {token.name}")  # fmt: skip
+    scenarios = [
+        token,
+        stateful,
+        twins[0],
+        *(s for p in zip(ssl_rows[1:], twins[1:], strict=True) for s in p),
+    ]
     rounds = _run_interleaved(scenarios, home, args.seconds, args.rounds)
+    ratios = [
+        _ratio(f"server CPU per request, pyOpenSSL / ssl: {row.name}",
+               "≤ 0.75 to adopt" if row.reference is None else "(floor)",
+               rounds[twin.name], rounds[row.name], _cpu_per_request)
+        for row, twin in zip(ssl_rows, twins, strict=True)
+    ]  # fmt: skip
+    ratios += [
+        _ratio("server CPU per token, pyOpenSSL / ssl with stateful session tickets",
+               "(like for like tickets)", rounds[twins[0].name], rounds[stateful.name],
+               _cpu_per_request),
+        _ratio("server CPU per token, ssl with stateful session tickets / ssl", "(tickets alone)",
+               rounds[stateful.name], rounds[token.name], _cpu_per_request),
+    ]  # fmt: skip
     results = [_result(s, rounds[s.name]) for s in scenarios]
-    return _report(args, results, ratios(rounds), [], None)
+    return _report(args, results, ratios, [], None)
 
 
 def _run_interleaved(
@@ -758,9 +770,12 @@ def _parser() -> argparse.ArgumentParser:
                              "transport of mtlsauth.bench.tls_layer, in alternating rounds, with "
                              "their ratios (needs the 'bench' extra: pip install -e '.[bench]')")  # fmt: skip
     parser.add_argument("--reference-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
-    parser.add_argument("--reference-kind", default="bare", help=argparse.SUPPRESS,
-                        choices=["bare", "aiohttp", "pyopenssl-service", "pyopenssl-bare",
-                                 "pyopenssl-aiohttp"])  # fmt: skip
+    parser.add_argument(
+        "--reference-kind",
+        default="bare",
+        help=argparse.SUPPRESS,
+        choices=["bare", "aiohttp", *_TLS_LAYER_KINDS],
+    )
     parser.add_argument("--home", help=argparse.SUPPRESS)
     return parser
 
@@ -779,10 +794,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0:
         parser.error("--rounds must be at least 1 and --seconds more than 0")
-    if args.reference_server and args.reference_kind.startswith("pyopenssl-"):
+    if args.reference_server and args.reference_kind in _TLS_LAYER_KINDS:
         from mtlsauth.bench import tls_layer  # noqa: PLC0415  # pyOpenSSL: the 'bench' extra
 
-        tls_layer.serve(args.home, args.reference_server, args.reference_kind.split("-", 1)[1])
+        tls_layer.serve(args.home, args.reference_server, args.reference_kind)
         return 0
     if args.reference_server:
         _reference_server(Path(args.home), args.reference_server, args.reference_kind)

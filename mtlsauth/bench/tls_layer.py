@@ -52,9 +52,17 @@ from mtlsauth.cli.serve import SHUTDOWN_TIMEOUT, connection_policy
 from mtlsauth.core.errors import JSON_NO_STORE
 from mtlsauth.core.peer import PeerCertificate
 from mtlsauth.issuer.http.app import create_app, create_tls
-from mtlsauth.issuer.http.connections import ConnectionCounter, GuardedRequestHandler
+from mtlsauth.issuer.http.connections import (
+    ConnectionCounter,
+    GuardedRequestHandler,
+    GuardedSite,
+)
 from mtlsauth.issuer.settings import load_settings
-from mtlsauth.issuer.tls.contexts import CheckingSSLObject, ServerTLSConfig
+from mtlsauth.issuer.tls.contexts import (
+    CheckingSSLObject,
+    ServerTLSConfig,
+    build_server_context,
+)
 from mtlsauth.issuer.tls.revocation import RevocationState
 
 try:
@@ -366,9 +374,12 @@ class _Bare(asyncio.Protocol):
 
 
 def serve(home: str, port: int, kind: str) -> None:
-    """A server over the pyOpenSSL transport until SIGTERM: ``service`` is mtlsauth itself
-    (its app, listeners and connection guards, default configuration); ``aiohttp`` a fixed
-    token-sized response; ``bare`` a fixed 200 and close."""
+    """A benchmark server until SIGTERM. Over the pyOpenSSL transport: ``pyopenssl-service``
+    is mtlsauth itself (its app and connection guards, default configuration),
+    ``pyopenssl-aiohttp`` a fixed token-sized response, ``pyopenssl-bare`` a fixed 200 and
+    close. ``ssl-stateful-service`` is mtlsauth over Python's ``ssl`` as ``mtlsauth serve``
+    runs it, but with stateful session tickets (``OP_NO_TICKET``) as the pyOpenSSL rows have,
+    to tell what the tickets account for."""
     settings = load_settings(home)
     configure_logging(settings.log_level, settings.log_format)
     if uvloop is not None:
@@ -390,7 +401,7 @@ def serve(home: str, port: int, kind: str) -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        if kind == "service":
+        if kind.endswith("-service"):
             tls = create_tls(settings)
             app = create_app(settings, tls)
             revocation = tls.revocation
@@ -405,9 +416,18 @@ def serve(home: str, port: int, kind: str) -> None:
         server = runner.server
         assert server is not None
         counter = ConnectionCounter(policy)
+        if kind == "ssl-stateful-service":
+            stateful = build_server_context(config, require_cert=False, revocation=revocation)
+            stateful.options |= ssl.OP_NO_TICKET
+            site = GuardedSite(runner, "127.0.0.1", port, policy=policy, counter=counter,
+                               ssl_context=stateful)  # fmt: skip
+            await site.start()
+            await stop.wait()
+            await runner.cleanup()
+            return
 
         def app_protocol() -> asyncio.Protocol:
-            if kind == "bare":
+            if kind == "pyopenssl-bare":
                 return _Bare()
             assert server is not None
             return GuardedRequestHandler(server, loop=loop, policy=policy, counter=counter)
