@@ -70,7 +70,7 @@ try:
 except ImportError:  # pragma: no cover - uvloop is optional
     uvloop = None  # type: ignore[assignment]
 
-__all__ = ["PeerInfo", "TLSProtocol", "TLSTransport", "build_context", "serve"]
+__all__ = ["PeerInfo", "TLSProtocol", "TLSTransport", "build_context", "serve", "ssl_version"]
 
 log = logging.getLogger("mtlsauth.issuer.http")
 
@@ -117,10 +117,14 @@ def _set_verify(ctx: SSL.Context, mode: int, revocation: RevocationState) -> Non
     def verify(ok: int, store_ctx: Any) -> int:
         if not ok or _lib.X509_STORE_CTX_get_error_depth(store_ctx) != 0:
             return ok
-        pointer = _lib.X509_STORE_CTX_get_current_cert(store_ctx)
-        _lib.X509_up_ref(pointer)
-        der = X509._from_raw_x509_ptr(pointer).to_cryptography().public_bytes(Encoding.DER)
-        refusal = revocation.refusal(der)
+        try:
+            pointer = _lib.X509_STORE_CTX_get_current_cert(store_ctx)
+            _lib.X509_up_ref(pointer)
+            der = X509._from_raw_x509_ptr(pointer).to_cryptography().public_bytes(Encoding.DER)
+            refusal = revocation.refusal(der)
+        except Exception:  # a C callback must not raise: refuse, with the reason in the log
+            log.exception("TLS client certificate refused: the revocation check failed")
+            return 0
         if refusal is None:
             return 1
         log.warning("TLS client certificate refused in the handshake: %s", refusal)
