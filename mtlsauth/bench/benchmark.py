@@ -767,8 +767,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-layer-ab", action="store_true",
                         help="measure only the new-connection rows (token, fixed response, bare "
                              "handshake), each over Python's ssl and over the pyOpenSSL "
-                             "transport of mtlsauth.bench.tls_layer, in alternating rounds, with "
-                             "their ratios (needs the 'bench' extra: pip install -e '.[bench]')")  # fmt: skip
+                             "transport of mtlsauth.bench.tls_layer, and the token over ssl with "
+                             "stateful session tickets, in alternating rounds, with their ratios "
+                             "(needs the 'bench' extra: pip install -e '.[bench]')")  # fmt: skip
     parser.add_argument("--reference-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument(
         "--reference-kind",
