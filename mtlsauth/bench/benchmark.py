@@ -21,6 +21,8 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
+import importlib.util
 import json
 import os
 import platform
@@ -470,6 +472,46 @@ def _peer_ratios(
     ]  # fmt: skip
 
 
+#: The servers of ``mtlsauth.bench.tls_layer`` (pyOpenSSL: the 'bench' extra).
+_TLS_LAYER_KINDS = ("pyopenssl-service", "pyopenssl-bare", "pyopenssl-aiohttp",
+                    "ssl-stateful-service")  # fmt: skip
+
+
+def _run_tls_layer_ab(args: argparse.Namespace, home: Path, ssl_rows: list[_Scenario]) -> int:
+    """``--tls-layer-ab``: each new-connection row (token, fixed response, bare handshake) over
+    ``ssl`` and again over the pyOpenSSL transport, plus the token over ``ssl`` with stateful
+    session tickets (what pyOpenSSL's rows use), in alternating rounds; server CPU per request
+    of one over the other, round by round."""
+    kinds = {None: "pyopenssl-service", "bare": "pyopenssl-bare", "aiohttp": "pyopenssl-aiohttp"}
+    twins = [dataclasses.replace(row, name=f"pyOpenSSL transport: {row.name}",
+                                 reference=kinds[row.reference]) for row in ssl_rows]  # fmt: skip
+    token = ssl_rows[0]
+    stateful = dataclasses.replace(token, reference="ssl-stateful-service",
+                                   name=f"ssl, stateful session tickets: {token.name}")  # fmt: skip
+    scenarios = [
+        token,
+        stateful,
+        twins[0],
+        *(s for p in zip(ssl_rows[1:], twins[1:], strict=True) for s in p),
+    ]
+    rounds = _run_interleaved(scenarios, home, args.seconds, args.rounds)
+    ratios = [
+        _ratio(f"server CPU per request, pyOpenSSL / ssl: {row.name}",
+               "≤ 0.75 to adopt" if row.reference is None else "(floor)",
+               rounds[twin.name], rounds[row.name], _cpu_per_request)
+        for row, twin in zip(ssl_rows, twins, strict=True)
+    ]  # fmt: skip
+    ratios += [
+        _ratio("server CPU per token, pyOpenSSL / ssl with stateful session tickets",
+               "(like for like tickets)", rounds[twins[0].name], rounds[stateful.name],
+               _cpu_per_request),
+        _ratio("server CPU per token, ssl with stateful session tickets / ssl", "(tickets alone)",
+               rounds[stateful.name], rounds[token.name], _cpu_per_request),
+    ]  # fmt: skip
+    results = [_result(s, rounds[s.name]) for s in scenarios]
+    return _report(args, results, ratios, [], None)
+
+
 def _run_interleaved(
     scenarios: list[_Scenario], home: Path, seconds: float, rounds: int
 ) -> dict[str, list[_Round]]:
@@ -694,6 +736,8 @@ def _table(
     for q in ratios:
         spread = ", ".join(str(v) for v in q["per_round"])
         rows.append(f"| {q['ratio']} | {q['all_rounds']} | {spread} | {q['target']} |")
+    if not checks:
+        return "\n".join(rows)
     rows.append("")
     rows.append("| in-process on one core | per second |")
     rows.append("|---|---:|")
@@ -720,9 +764,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--peer", type=Path, metavar="DIR",
                         help="also measure the reference peer (node-oidc-provider) prepared in "
                              "DIR, in the same rounds; without it the peer rows are left out")  # fmt: skip
+    parser.add_argument("--tls-layer-ab", action="store_true",
+                        help="measure only the new-connection rows (token, fixed response, bare "
+                             "handshake), each over Python's ssl and over the pyOpenSSL "
+                             "transport of mtlsauth.bench.tls_layer, and the token over ssl with "
+                             "stateful session tickets, in alternating rounds, with their ratios "
+                             "(needs the 'bench' extra: pip install -e '.[bench]')")  # fmt: skip
     parser.add_argument("--reference-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
-    parser.add_argument("--reference-kind", choices=["bare", "aiohttp"], default="bare",
-                        help=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument(
+        "--reference-kind",
+        default="bare",
+        help=argparse.SUPPRESS,
+        choices=["bare", "aiohttp", *_TLS_LAYER_KINDS],
+    )
     parser.add_argument("--home", help=argparse.SUPPRESS)
     return parser
 
@@ -741,6 +795,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0:
         parser.error("--rounds must be at least 1 and --seconds more than 0")
+    if args.reference_server and args.reference_kind in _TLS_LAYER_KINDS:
+        from mtlsauth.bench import tls_layer  # noqa: PLC0415  # pyOpenSSL: the 'bench' extra
+
+        tls_layer.serve(args.home, args.reference_server, args.reference_kind)
+        return 0
     if args.reference_server:
         _reference_server(Path(args.home), args.reference_server, args.reference_kind)
         return 0
@@ -748,6 +807,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("the benchmark needs two cores (server on one, load on the other)", file=sys.stderr)
         return 2
     peer = _open_peer(parser, args.peer)
+    if args.tls_layer_ab and (peer is not None or args.workers):
+        parser.error("--tls-layer-ab measures the new-connection rows alone: no --peer, --workers")
+    if args.tls_layer_ab and importlib.util.find_spec("OpenSSL") is None:
+        parser.error("--tls-layer-ab needs pyOpenSSL: pip install -e '.[bench]'")
 
     with tempfile.TemporaryDirectory(prefix="mtlsauth-bench-") as tmp:
         home, material = _setup(Path(tmp))
@@ -791,6 +854,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenarios += workers
         peers = _peer_scenarios(peer, keep_alive, new_connection)
         scenarios += peers
+        if args.tls_layer_ab:
+            return _run_tls_layer_ab(args, home, [new_connection, framework_connection, handshake])
         rounds = _run_interleaved(scenarios, home, args.seconds, args.rounds)
         results = [_result(s, rounds[s.name]) for s in scenarios]
         ratios = [
@@ -808,7 +873,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  rounds[workers[1].name], rounds[workers[0].name], _per_second))  # fmt: skip
         os.sched_setaffinity(0, {0})
         checks = _resource_checks(home, min(args.seconds, 5.0))
+    return _report(args, results, ratios, checks, peer)
+
+
+def _report(
+    args: argparse.Namespace,
+    results: list[Result],
+    ratios: list[dict[str, Any]],
+    checks: list[dict[str, Any]],
+    peer: Peer | None,
+) -> int:
     machine = _machine()
+    if args.tls_layer_ab:
+        from mtlsauth.bench.tls_layer import ssl_version  # noqa: PLC0415  # the 'bench' extra
+
+        machine["openssl"] = ssl_version()
     peer_note = peer.describe() if peer else "not measured (scripts/bench --peer DIR)"
     report = {"machine": machine, "peer": peer_note, "rounds": args.rounds,
               "results": [asdict(r) for r in results], "ratios": ratios, "checks": checks}  # fmt: skip
