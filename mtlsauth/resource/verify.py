@@ -9,16 +9,18 @@ thumbprint; whether unbound tokens are accepted at all is a setting (off by defa
 The token is parsed once, strictly, and its ES256 signature verified with cryptography
 directly (:mod:`mtlsauth.resource.jws`); the claims are then checked here as RFC 7519 §4.1
 and RFC 9068 §4 say (the same checks pyjwt's ``decode`` made, which stays for foreign input
-elsewhere). A verified token is cached by its SHA-256 until it expires, so a token reused for
-many calls costs a dictionary lookup after the first; the binding is still checked on every
-call. With a revocation list (:mod:`mtlsauth.resource.revocation`), a token the issuer
-revoked is refused within the list's poll interval, at the cost of one set lookup.
+elsewhere). A verified token is cached (keyed by the token itself: only tokens whose signature
+verified get in, so the keys are the issuer's own, short tokens) until it expires, so a token
+reused for many calls costs a dictionary lookup after the first; the binding is still checked
+on every call, against the certificate that last matched it first (a byte comparison) before
+the thumbprint is computed. With a revocation list (:mod:`mtlsauth.resource.revocation`), a
+token the issuer revoked is refused within the list's poll interval, at the cost of one set
+lookup.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import json
 import time
@@ -73,7 +75,7 @@ class VerifierConfig:
     cache_size: int = 10000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Verified:
     claims: Claims
     exp: float
@@ -81,6 +83,9 @@ class _Verified:
     jti: str
     client_id: str
     iat: float
+    #: The DER of the last certificate whose thumbprint matched ``bound_to``: the next call
+    #: over the same connection (or from the same client) compares bytes instead of hashing.
+    matched_der: bytes | None = None
 
 
 class TokenVerifier:
@@ -96,19 +101,18 @@ class TokenVerifier:
         self.config = config
         self._keys = keys
         self.revocations = revocations
-        self._cache: dict[bytes, _Verified] = {}
+        self._cache: dict[str, _Verified] = {}
 
     async def verify(
         self, token: str, peer_der: bytes | None, *, allow_unbound: bool | None = None
     ) -> Claims:
         """The token's claims; InvalidToken (with the precise reason as detail) otherwise."""
-        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-        verified = self._cache.get(digest)
+        verified = self._cache.get(token)
         if verified is None or time.time() > verified.exp + self.config.leeway:
             if verified is not None:
-                del self._cache[digest]
+                del self._cache[token]
             verified = await self._verify_jwt(token)
-            self._remember(digest, verified)
+            self._remember(token, verified)
         if self.revocations is not None and self.revocations.refuses(
             verified.jti, verified.client_id, verified.iat, verified.bound_to
         ):
@@ -116,13 +120,13 @@ class TokenVerifier:
         self._check_binding(verified, peer_der, allow_unbound)
         return verified.claims
 
-    def _remember(self, digest: bytes, verified: _Verified) -> None:
+    def _remember(self, token: str, verified: _Verified) -> None:
         if len(self._cache) >= self.config.cache_size:
             now = time.time()
             self._cache = {k: v for k, v in self._cache.items() if v.exp > now}
             if len(self._cache) >= self.config.cache_size:
                 self._cache.clear()
-        self._cache[digest] = verified
+        self._cache[token] = verified
 
     def _check_binding(
         self, verified: _Verified, peer_der: bytes | None, allow_unbound: bool | None
@@ -134,8 +138,11 @@ class TokenVerifier:
             return
         if peer_der is None:
             raise InvalidToken("a certificate-bound token was presented without a certificate")
+        if peer_der == verified.matched_der:
+            return
         if not hmac.compare_digest(x5t_s256(peer_der), verified.bound_to):
             raise InvalidToken("the token is bound to another certificate")
+        verified.matched_der = peer_der
 
     async def _verify_jwt(self, token: str) -> _Verified:
         if len(token) > MAX_TOKEN_LENGTH:
