@@ -65,7 +65,7 @@ try:
 except ImportError:  # pragma: no cover - uvloop is optional
     uvloop = None  # type: ignore[assignment]
 
-__all__ = ["main"]
+__all__ = ["BareResponder", "fixed_app", "main"]
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -247,7 +247,7 @@ async def _new_connection_load(
     return latencies, errors
 
 
-class _Bare(asyncio.Protocol):
+class BareResponder(asyncio.Protocol):
     """The reference: a TLS server that answers any request with a fixed 200 and closes."""
 
     RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
@@ -265,6 +265,19 @@ class _Bare(asyncio.Protocol):
 _FIXED_BODY = b'{"access_token":"' + b"x" * 640 + b'","token_type":"Bearer","expires_in":300}'
 
 
+async def _fixed(request: web.Request) -> web.Response:
+    await request.read()
+    return web.Response(body=_FIXED_BODY, headers=JSON_NO_STORE)
+
+
+def fixed_app() -> web.Application:
+    """The framework reference: POST /token reads the body and returns a fixed token-sized
+    response."""
+    app = web.Application()
+    app.router.add_post("/token", _fixed)
+    return app
+
+
 def _reference_server(home: Path, port: int, kind: str) -> None:
     """A reference server with the service's own certificates and TLS settings: ``bare`` is a
     TLS server answering a fixed 200 and closing (the handshake alone); ``aiohttp`` is an
@@ -278,22 +291,16 @@ def _reference_server(home: Path, port: int, kind: str) -> None:
     if uvloop is not None:
         uvloop.install()
 
-    async def handler(request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(body=_FIXED_BODY, headers=JSON_NO_STORE)
-
     async def run() -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         if kind == "bare":
-            server = await loop.create_server(_Bare, "127.0.0.1", port, ssl=ctx)
+            server = await loop.create_server(BareResponder, "127.0.0.1", port, ssl=ctx)
             async with server:
                 await stop.wait()
             return
-        app = web.Application()
-        app.router.add_post("/token", handler)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(fixed_app(), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
         await stop.wait()

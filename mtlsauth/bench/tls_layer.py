@@ -47,16 +47,17 @@ from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 from OpenSSL.crypto import X509, X509StoreFlags
 
+from mtlsauth.bench.benchmark import BareResponder, fixed_app
 from mtlsauth.cli.logs import configure_logging
 from mtlsauth.cli.serve import SHUTDOWN_TIMEOUT, connection_policy
-from mtlsauth.core.errors import JSON_NO_STORE
 from mtlsauth.core.peer import PeerCertificate
-from mtlsauth.issuer.http.app import create_app, create_tls
+from mtlsauth.issuer.http.app import create_app, create_tls, server_tls_config
 from mtlsauth.issuer.http.connections import (
     ConnectionCounter,
     GuardedRequestHandler,
     GuardedSite,
 )
+from mtlsauth.issuer.http.dispatch import ServiceRunner
 from mtlsauth.issuer.settings import load_settings
 from mtlsauth.issuer.tls.contexts import (
     CheckingSSLObject,
@@ -360,23 +361,6 @@ class TLSProtocol(asyncio.Protocol):
             self._app.connection_lost(exc)
 
 
-# A body the size of a bound token response (as the benchmark's aiohttp reference).
-_FIXED_BODY = b'{"access_token":"' + b"x" * 640 + b'","token_type":"Bearer","expires_in":300}'
-_BARE_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
-
-
-class _Bare(asyncio.Protocol):
-    """A fixed 200 to any request, then close: the handshake alone."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        if b"\r\n\r\n" in data:
-            self.transport.write(_BARE_RESPONSE)  # type: ignore[attr-defined]
-            self.transport.close()
-
-
 def serve(home: str, port: int, kind: str) -> None:
     """A benchmark server until SIGTERM. Over the pyOpenSSL transport: ``pyopenssl-service``
     is mtlsauth itself (its app and connection guards, default configuration),
@@ -388,34 +372,33 @@ def serve(home: str, port: int, kind: str) -> None:
     configure_logging(settings.log_level, settings.log_format)
     if uvloop is not None:
         uvloop.install()
-    config = ServerTLSConfig(
-        cert=settings.tls_cert,
-        key=settings.tls_key,
-        client_ca=settings.client_ca,
-        crl=settings.crl,
-        session_tickets=settings.tls_session_tickets,
-    )
+    config = server_tls_config(settings)
     policy = connection_policy(settings)
-
-    async def fixed(request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(body=_FIXED_BODY, headers=JSON_NO_STORE)
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
+        runner: web.AppRunner
         if kind.endswith("-service"):
             tls = create_tls(settings)
-            app = create_app(settings, tls)
+            # As `mtlsauth serve` runs it: the fixed routes through the dispatcher.
+            runner = ServiceRunner(
+                create_app(settings, tls),
+                access_log=None,
+                shutdown_timeout=SHUTDOWN_TIMEOUT,
+                handle_signals=False,
+            )
             revocation = tls.revocation
         else:
-            app = web.Application()
-            app.router.add_post("/token", fixed)
+            runner = web.AppRunner(
+                fixed_app(),
+                access_log=None,
+                shutdown_timeout=SHUTDOWN_TIMEOUT,
+                handle_signals=False,
+            )
             revocation = RevocationState.empty()
         ctx = build_context(config, require_cert=False, revocation=revocation)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
-                               handle_signals=False)  # fmt: skip
         await runner.setup()
         server = runner.server
         assert server is not None
@@ -432,7 +415,7 @@ def serve(home: str, port: int, kind: str) -> None:
 
         def app_protocol() -> asyncio.Protocol:
             if kind == "pyopenssl-bare":
-                return _Bare()
+                return BareResponder()
             assert server is not None
             return GuardedRequestHandler(server, loop=loop, policy=policy, counter=counter)
 

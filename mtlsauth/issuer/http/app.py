@@ -73,7 +73,7 @@ from mtlsauth.issuer.trust.registry import AnchorRegistry
 from mtlsauth.issuer.trust.revocation import TrustRevocation
 from mtlsauth.issuer.trust.verifier import TrustSet
 
-__all__ = ["create_app", "create_metrics_app", "create_tls"]
+__all__ = ["create_app", "create_metrics_app", "create_tls", "server_tls_config"]
 
 log = logging.getLogger("mtlsauth.issuer.http")
 
@@ -87,16 +87,22 @@ AUDIT_FLUSH_INTERVAL = 1.0
 KEY_RETIRE_MARGIN = 60.0
 
 
-def create_tls(settings: Settings) -> TLSManager:
-    """The listeners' TLS contexts for ``settings`` (before the app starts)."""
-    config = ServerTLSConfig(
+def server_tls_config(settings: Settings) -> ServerTLSConfig:
+    """What the listeners' TLS contexts are built from, as ``settings`` say."""
+    return ServerTLSConfig(
         cert=settings.tls_cert,
         key=settings.tls_key,
         client_ca=settings.client_ca,
         crl=settings.crl,
         session_tickets=settings.tls_session_tickets,
     )
-    return TLSManager(config, with_required_listener=settings.mtls_port is not None)
+
+
+def create_tls(settings: Settings) -> TLSManager:
+    """The listeners' TLS contexts for ``settings`` (before the app starts)."""
+    return TLSManager(
+        server_tls_config(settings), with_required_listener=settings.mtls_port is not None
+    )
 
 
 def _self_signed_anchors(clients: Mapping[str, Client]) -> frozenset[bytes]:
