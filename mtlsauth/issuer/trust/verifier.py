@@ -47,8 +47,8 @@ class TrustSet:
         # (anchor, leaf DER) → (chain, when the first certificate of it expires): a path
         # verification costs a few hundred µs, and a client reconnects with the same leaf.
         self._verified: dict[tuple[str, bytes], tuple[list[x509.Certificate], dt.datetime]] = {}
-        # leaf DER → the intermediates it last arrived with. Not cleared on reload: they are
-        # path candidates, not trust, and a resumed session cannot send them again.
+        # leaf DER → the intermediates of its last verified path. Not cleared on reload: they
+        # are path candidates, not trust, and a resumed session cannot send them again.
         self._sent: dict[bytes, tuple[x509.Certificate, ...]] = {}
         #: Bumped on every reload, so verdicts remembered elsewhere can tell they are stale.
         self.generation = 0
@@ -96,17 +96,19 @@ class TrustSet:
             return f"no trust anchor {name!r} is registered"
         if verifier is None:
             return f"trust anchor {name!r} has no CA certificate (no SPIFFE bundle fetched yet)"
-        if sent:
-            if len(self._sent) >= _CACHE_SIZE:
-                self._sent.clear()
-            self._sent[der] = tuple(sent)
-        else:
+        if not sent:
             sent = self._sent.get(der, ())
         try:
             verified = verifier.verify(leaf, [*anchor.intermediates, *sent])
         except VerificationError as exc:
             return f"does not chain to trust anchor {name!r}: {exc}"
         chain = list(verified.chain)
+        if sent:
+            # Only the intermediates of a verified path are remembered: what a client sent
+            # beside them never takes memory.
+            if len(self._sent) >= _CACHE_SIZE:
+                self._sent.clear()
+            self._sent[der] = tuple(chain[1:-1])
         if len(self._verified) >= _CACHE_SIZE:
             self._verified.clear()
         self._verified[key] = (chain, min(c.not_valid_after_utc for c in chain))
